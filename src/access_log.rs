@@ -1,0 +1,142 @@
+//! One access-log event per request, written when the response body is finished (or abandoned), so it
+//! carries the real byte count and whether the body was delivered whole.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode, Uri, Version};
+use http_body::{Frame, SizeHint};
+use hyper::body::Body as HttpBody;
+
+use crate::body::Body;
+use crate::cache::CacheStatus;
+
+/// What is known about a request while it is handled; the phases of `proxy.rs` fill it in.
+#[derive(Debug)]
+pub struct AccessRecord {
+    /// Request method.
+    method: Method,
+    /// Request target; only its path is logged (queries carry signatures and tokens).
+    uri: Uri,
+    /// Protocol the client spoke.
+    version: Version,
+    /// Client address.
+    client: SocketAddr,
+    /// When the request head was received.
+    started: Instant,
+    /// Time from sending upstream to the upstream's response head, when the request went upstream.
+    pub upstream_time: Option<Duration>,
+    /// What the cache did, for avatar requests.
+    pub cache: Option<CacheStatus>,
+}
+
+impl AccessRecord {
+    /// Starts a record for a request head.
+    pub fn start(method: &Method, uri: &Uri, version: Version, client: SocketAddr) -> Self {
+        Self {
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            client,
+            started: Instant::now(),
+            upstream_time: None,
+            cache: None,
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request path, without the query.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// Wraps a response body so the event is written when it ends. With logging off, the body passes bare.
+    pub fn finish(self, status: StatusCode, body: Body, enabled: bool) -> LoggedBody {
+        let record = enabled.then(|| {
+            Box::new(Finished {
+                record: self,
+                status,
+            })
+        });
+        LoggedBody {
+            inner: body,
+            record,
+            bytes: 0,
+            ended: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Finished {
+    record: AccessRecord,
+    status: StatusCode,
+}
+
+/// A response body that counts what it sends and writes the access-log event when dropped.
+#[derive(Debug)]
+pub struct LoggedBody {
+    inner: Body,
+    /// `None` when access logging is off.
+    record: Option<Box<Finished>>,
+    bytes: u64,
+    ended: bool,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let Some(finished) = self.record.take() else {
+            return;
+        };
+        let complete = self.ended || self.inner.is_end_stream();
+        let Finished { record, status } = *finished;
+        tracing::info!(
+            target: "access",
+            client = %record.client,
+            method = %record.method,
+            path = record.uri.path(),
+            version = ?record.version,
+            status = status.as_u16(),
+            cache = record.cache.map_or("-", |c| c.outcome.as_str()),
+            upstream_ms = record.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            bytes = self.bytes,
+            complete,
+            duration_ms = record.started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! The one body type that flows through the proxy, both ways: nothing, bytes in memory, or a stream.
+//!
+//! An enum rather than a boxed trait object, so a cache hit allocates no body and a streamed body is polled
+//! directly. Streams are never collected here; [`collect_up_to`] reads at most a bounded prefix.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use hyper::body::{Body as HttpBody, Incoming};
+
+/// A request or response body.
+#[derive(Debug, Default)]
+pub enum Body {
+    /// No bytes.
+    #[default]
+    Empty,
+    /// Bytes in memory (a cached avatar, an error message); `None` once sent.
+    Full(Option<Bytes>),
+    /// A stream from a peer, passed on frame by frame.
+    Stream(Incoming),
+    /// A stream whose first bytes were already read (a response found too large to cache while reading it).
+    Prefixed {
+        /// Bytes read before the decision; `None` once sent.
+        prefix: Option<Bytes>,
+        /// The rest of the stream.
+        rest: Incoming,
+    },
+}
+
+impl Body {
+    /// A body of bytes in memory (no bytes at all is [`Body::Empty`]).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Self::Empty
+        } else {
+            Self::Full(Some(bytes))
+        }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(incoming: Incoming) -> Self {
+        Self::Stream(incoming)
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut *self {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Self::Prefixed { prefix, rest } => match prefix.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty | Self::Full(None) => true,
+            Self::Full(Some(_))
+            | Self::Prefixed {
+                prefix: Some(_), ..
+            } => false,
+            Self::Stream(incoming) | Self::Prefixed { rest: incoming, .. } => {
+                incoming.is_end_stream()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty | Self::Full(None) => SizeHint::with_exact(0),
+            Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Stream(incoming) => incoming.size_hint(),
+            Self::Prefixed { prefix, rest } => {
+                let done = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + done);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + done);
+                }
+                hint
+            }
+        }
+    }
+}
+
+/// The outcome of reading a body with a size limit.
+#[derive(Debug)]
+pub enum Collected {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// The body is larger than the limit: what was read so far followed by the rest, ready to stream on.
+    TooLarge(Body),
+}
+
+/// Reads `body` whole if it is at most `limit` bytes. Past the limit it stops reading and hands back a body
+/// that replays what was read and streams the rest, so nothing larger than `limit` is ever held.
+pub async fn collect_up_to(mut body: Incoming, limit: usize) -> Result<Collected, hyper::Error> {
+    use http_body_util::BodyExt;
+
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(Collected::TooLarge(Body::Stream(body)));
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers: avatars have none worth keeping
+        };
+        if buf.len() + data.len() > limit {
+            buf.extend_from_slice(&data);
+            return Ok(Collected::TooLarge(Body::Prefixed {
+                prefix: Some(buf.freeze()),
+                rest: body,
+            }));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Collected::Whole(buf.freeze()))
+}

@@ -1,0 +1,299 @@
+//! Cache storage: moka entries bounded in bytes, per-entry expiry, coalesced fills and purge.
+//!
+//! Knows nothing of HTTP: values are opaque, they only report their weight and time to live.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+use tokio::sync::watch;
+
+/// What the store needs to know about a value.
+pub trait Stored: Clone + Send + Sync + 'static {
+    /// Bytes the value costs in memory (body, headers, bookkeeping).
+    fn weight(&self) -> u64;
+    /// How long the value may stay in the store.
+    fn time_to_live(&self) -> Duration;
+}
+
+/// A byte-bounded key-value store with one in-flight fill per key.
+pub struct Store<V: Stored> {
+    /// The entries. Weighed in bytes (key plus [`Stored::weight`]); each expires at its own time.
+    entries: Cache<Arc<str>, V>,
+    /// Keys being fetched right now, with the channel their result is published on. A key is here from the
+    /// moment one request claims it until that request finishes or gives up.
+    fills: Mutex<HashMap<Arc<str>, watch::Receiver<FillState<V>>>>,
+}
+
+#[derive(Clone)]
+enum FillState<V> {
+    Pending,
+    Done(Option<V>),
+}
+
+/// The result of [`Store::claim`].
+pub enum Claim<'s, V: Stored> {
+    /// Nobody is fetching this key: the caller fetches it and reports through the guard.
+    Leader(FillGuard<'s, V>),
+    /// Another request is fetching this key: wait for its result.
+    Follower(FillWaiter<V>),
+}
+
+/// The right, and the duty, to fill one key. Dropping it unfinished releases the waiters with nothing.
+pub struct FillGuard<'s, V: Stored> {
+    store: &'s Store<V>,
+    key: Arc<str>,
+    tx: watch::Sender<FillState<V>>,
+}
+
+/// A wait on another request's fill.
+pub struct FillWaiter<V: Stored> {
+    rx: watch::Receiver<FillState<V>>,
+}
+
+struct PerEntryExpiry;
+
+impl<V: Stored> Expiry<Arc<str>, V> for PerEntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &V,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.time_to_live())
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Arc<str>,
+        value: &V,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.time_to_live())
+    }
+}
+
+impl<V: Stored> Store<V> {
+    /// A store holding at most `capacity` bytes.
+    pub fn new(capacity: u64) -> Self {
+        let entries = Cache::builder()
+            .name("avatars")
+            .max_capacity(capacity)
+            .weigher(|key: &Arc<str>, value: &V| {
+                let weight = key.len() as u64 + value.weight();
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryExpiry)
+            .build();
+        Self {
+            entries,
+            fills: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value stored under `key`, if any (it may be stale by the caller's rules).
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.entries.get(key)
+    }
+
+    /// Stores a value, replacing any other.
+    pub fn insert(&self, key: &str, value: V) {
+        self.entries.insert(key.into(), value);
+    }
+
+    /// Removes a key.
+    pub fn remove(&self, key: &str) {
+        self.entries.invalidate(key);
+    }
+
+    /// Becomes the one request fetching `key`, or joins the one already doing so.
+    pub fn claim(&self, key: &str) -> Claim<'_, V> {
+        let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rx) = fills.get(key) {
+            return Claim::Follower(FillWaiter { rx: rx.clone() });
+        }
+        let (tx, rx) = watch::channel(FillState::Pending);
+        fills.insert(key.into(), rx);
+        Claim::Leader(FillGuard {
+            store: self,
+            key: key.into(),
+            tx,
+        })
+    }
+
+    /// Number of entries (approximate until pending maintenance has run).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Bytes held (approximate until pending maintenance has run).
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
+    /// Runs moka's pending maintenance (evictions, counters) now; for tests and stats.
+    pub fn sync(&self) {
+        self.entries.run_pending_tasks();
+    }
+
+    fn end_fill(&self, key: &str) {
+        self.fills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+impl<V: Stored> FillGuard<'_, V> {
+    /// Publishes the fill's outcome: `Some` is stored and handed to every waiter, `None` sends the waiters
+    /// on their own way at once.
+    pub fn finish(self, value: Option<V>) {
+        if let Some(value) = &value {
+            self.store.insert(&self.key, value.clone());
+        }
+        // Stored first, then unregistered: a request arriving in between finds the entry or joins this fill.
+        self.tx.send_replace(FillState::Done(value));
+    }
+}
+
+impl<V: Stored> Drop for FillGuard<'_, V> {
+    fn drop(&mut self) {
+        self.store.end_fill(&self.key);
+        // An unfinished fill (error, cancelled request) releases its waiters with nothing.
+        self.tx.send_if_modified(|state| match state {
+            FillState::Pending => {
+                *state = FillState::Done(None);
+                true
+            }
+            FillState::Done(_) => false,
+        });
+    }
+}
+
+impl<V: Stored> FillWaiter<V> {
+    /// The value the leader stored, or `None` if it stored nothing.
+    pub async fn wait(mut self) -> Option<V> {
+        let state = self
+            .rx
+            .wait_for(|s| matches!(s, FillState::Done(_)))
+            .await
+            .ok()?;
+        match &*state {
+            FillState::Done(value) => value.clone(),
+            FillState::Pending => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Blob(Arc<Vec<u8>>, Duration);
+
+    impl Stored for Blob {
+        fn weight(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn time_to_live(&self) -> Duration {
+            self.1
+        }
+    }
+
+    fn blob(len: usize) -> Blob {
+        Blob(Arc::new(vec![0; len]), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn capacity_is_bounded_in_bytes() {
+        let store = Store::new(10_000);
+        for i in 0..100 {
+            store.insert(&format!("k{i}"), blob(1_000));
+        }
+        store.sync();
+        assert!(store.weighted_size() <= 10_000, "{}", store.weighted_size());
+        assert!(store.entry_count() <= 10);
+    }
+
+    #[test]
+    fn object_larger_than_capacity_is_not_kept() {
+        let store = Store::new(1_000);
+        store.insert("big", blob(2_000));
+        store.sync();
+        assert_eq!(store.get("big"), None);
+    }
+
+    #[test]
+    fn entries_expire_at_their_own_time() {
+        let store = Store::new(10_000);
+        store.insert("short", Blob(Arc::new(vec![1]), Duration::from_millis(1)));
+        store.insert("long", blob(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.get("short"), None);
+        assert!(store.get("long").is_some());
+    }
+
+    #[test]
+    fn remove_drops_the_entry() {
+        let store = Store::new(10_000);
+        store.insert("k", blob(1));
+        store.remove("k");
+        assert_eq!(store.get("k"), None);
+    }
+
+    #[tokio::test]
+    async fn second_claim_follows_and_gets_the_value() {
+        let store = Store::new(10_000);
+        let Claim::Leader(guard) = store.claim("k") else {
+            panic!("first claim must lead")
+        };
+        let Claim::Follower(waiter) = store.claim("k") else {
+            panic!("second claim must follow")
+        };
+        guard.finish(Some(blob(3)));
+        assert_eq!(waiter.wait().await, Some(blob(3)));
+        assert_eq!(store.get("k"), Some(blob(3)));
+    }
+
+    #[tokio::test]
+    async fn finishing_with_nothing_releases_followers_empty() {
+        let store: Store<Blob> = Store::new(10_000);
+        let Claim::Leader(guard) = store.claim("k") else {
+            panic!()
+        };
+        let Claim::Follower(waiter) = store.claim("k") else {
+            panic!()
+        };
+        guard.finish(None);
+        assert_eq!(waiter.wait().await, None);
+        assert!(
+            matches!(store.claim("k"), Claim::Leader(_)),
+            "the key is free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_leader_releases_followers() {
+        let store: Store<Blob> = Store::new(10_000);
+        let Claim::Leader(guard) = store.claim("k") else {
+            panic!()
+        };
+        let Claim::Follower(waiter) = store.claim("k") else {
+            panic!()
+        };
+        drop(guard);
+        assert_eq!(waiter.wait().await, None);
+    }
+
+    #[test]
+    fn claims_on_different_keys_are_independent() {
+        let store: Store<Blob> = Store::new(10_000);
+        let _a = store.claim("a");
+        assert!(matches!(store.claim("b"), Claim::Leader(_)));
+    }
+}

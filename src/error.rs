@@ -1,0 +1,149 @@
+//! The proxy's one error type and its one mapping to an HTTP response.
+//!
+//! Errors are answered in Cloudreve's JSON envelope (`{"code":...,"msg":"..."}`) so its frontend shows the
+//! message instead of failing to parse the reply.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// Boxed cause of an upstream failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request the proxy could not complete. The variant says where the fault is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream refused or dropped the TCP connection attempt.
+    #[error("cannot connect to the upstream")]
+    UpstreamConnect(#[source] BoxError),
+    /// The TCP connection to the upstream did not open in time.
+    #[error("timed out connecting to the upstream")]
+    UpstreamConnectTimeout(#[source] BoxError),
+    /// The upstream did not send a response head in time.
+    #[error("the upstream sent no response head within {0:?}")]
+    UpstreamHeadTimeout(Duration),
+    /// The upstream connection failed before a complete response head (reset, closed, not HTTP).
+    #[error("the upstream failed before answering")]
+    UpstreamRequest(#[source] BoxError),
+    /// The upstream body failed while the proxy was reading it whole (before anything reached the client).
+    #[error("the upstream response body failed")]
+    UpstreamBody(#[source] hyper::Error),
+    /// The request target cannot be turned into an upstream request (e.g. `OPTIONS *`).
+    #[error("the request target cannot be forwarded")]
+    BadRequestTarget(#[source] http::Error),
+}
+
+impl ProxyError {
+    /// The status the client receives. One exhaustive match: adding a variant forces a decision here.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamConnect(_) | Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::BadRequestTarget(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A message fit for the end user; causes stay in the log.
+    fn public_message(&self) -> &'static str {
+        match self {
+            Self::UpstreamConnect(_) => "Cloudreve is unreachable",
+            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
+                "Cloudreve did not answer in time"
+            }
+            Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
+                "Cloudreve closed the connection unexpectedly"
+            }
+            Self::BadRequestTarget(_) => "Bad request target",
+        }
+    }
+
+    /// Faults of the client are logged below error level.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::BadRequestTarget(_))
+    }
+
+    /// The response for this error, in Cloudreve's envelope; `code` repeats the HTTP status.
+    pub fn to_response(&self) -> Response<Body> {
+        let status = self.status();
+        let body = serde_json::json!({ "code": status.as_u16(), "msg": self.public_message() })
+            .to_string();
+        let mut response = Response::new(Body::full(body));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn io_error() -> BoxError {
+        Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    }
+
+    #[test]
+    fn upstream_refused_maps_to_502() {
+        assert_eq!(
+            ProxyError::UpstreamConnect(io_error()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+
+    #[test]
+    fn upstream_reset_maps_to_502() {
+        assert_eq!(
+            ProxyError::UpstreamRequest(io_error()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+
+    #[test]
+    fn timeouts_map_to_504() {
+        assert_eq!(
+            ProxyError::UpstreamConnectTimeout(io_error()).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn bad_target_maps_to_400() {
+        let err = http::Uri::builder()
+            .path_and_query("bad path")
+            .build()
+            .unwrap_err();
+        let err = ProxyError::BadRequestTarget(err);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(err.is_client_fault());
+    }
+
+    #[tokio::test]
+    async fn error_body_is_cloudreve_envelope() {
+        let response = ProxyError::UpstreamConnect(io_error()).to_response();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json; charset=utf-8"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["code"], 502);
+        assert_eq!(json["msg"], "Cloudreve is unreachable");
+    }
+}

@@ -1,0 +1,348 @@
+//! Request classification: which path a request takes through the proxy, from method, path and query alone.
+//!
+//! This is where the proxy's knowledge of Cloudreve's URLs lives. It does no I/O and allocates nothing.
+
+use http::{Method, Uri};
+
+use crate::cache::policy::AvatarKey;
+
+/// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
+pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
+
+/// What the proxy does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// An avatar request the cache answers: looked up, and filled on a miss.
+    Avatar(AvatarKey<'a>),
+    /// An avatar request the cache must not answer; forwarded as it came.
+    AvatarBypass(Bypass),
+    /// Everything else: forwarded as it came.
+    Pass,
+}
+
+/// Why an avatar request skips the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// `nocache` is truthy: Cloudreve's settings page asks for the current avatar.
+    NoCache,
+    /// `nocache` is neither true nor false: Cloudreve answers its own parameter error.
+    InvalidNoCache,
+    /// The id is not in the one form Cloudreve accepts unencoded (`[A-Za-z0-9]+`), e.g. percent-encoded
+    /// or with a trailing slash. Cloudreve may still resolve it, so it is forwarded rather than guessed at.
+    NonCanonicalId,
+}
+
+impl Bypass {
+    /// Short name for logs and `Cache-Status` `detail=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCache => "nocache",
+            Self::InvalidNoCache => "invalid-nocache",
+            Self::NonCanonicalId => "non-canonical-id",
+        }
+    }
+}
+
+/// Classifies a request. Only `GET` and `HEAD` can reach the cache: Cloudreve routes nothing else on the
+/// avatar path, and a `HEAD` is answered from the stored `GET` (Cloudreve itself would answer 404).
+pub fn classify<'a>(method: &Method, uri: &'a Uri) -> Route<'a> {
+    if method != Method::GET && method != Method::HEAD {
+        return Route::Pass;
+    }
+    let Some(segment) = uri.path().strip_prefix(AVATAR_PREFIX) else {
+        return Route::Pass;
+    };
+    match NoCache::parse(uri.query()) {
+        NoCache::True => return Route::AvatarBypass(Bypass::NoCache),
+        NoCache::Invalid => return Route::AvatarBypass(Bypass::InvalidNoCache),
+        NoCache::False => {}
+    }
+    match AvatarKey::from_path_segment(segment) {
+        Some(key) => Route::Avatar(key),
+        None => Route::AvatarBypass(Bypass::NonCanonicalId),
+    }
+}
+
+/// The `nocache` query parameter, read exactly as Cloudreve reads it: gin's `ShouldBindQuery` takes the first
+/// value of the key after Go's `url.ParseQuery`, treats an empty value as false, then `strconv.ParseBool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoCache {
+    /// Absent, empty, or one of `0 f F FALSE false False`.
+    False,
+    /// One of `1 t T TRUE true True`.
+    True,
+    /// Anything else: Cloudreve answers `{"code":40001,"msg":"Parameter error"}`.
+    Invalid,
+}
+
+/// Go's `url.ParseQuery` gives up past this many parameters (Go 1.24+); beyond it the proxy does not try to
+/// predict what Cloudreve sees and forwards the request untouched.
+const MAX_QUERY_PARAMS: usize = 1000;
+
+impl NoCache {
+    /// Parses a raw query string (without `?`).
+    pub fn parse(query: Option<&str>) -> Self {
+        let Some(query) = query else {
+            return Self::False;
+        };
+        for (index, pair) in query.split('&').enumerate() {
+            if index >= MAX_QUERY_PARAMS {
+                return Self::Invalid;
+            }
+            // Go skips a pair containing ';' (since 1.17) and empty pairs.
+            if pair.is_empty() || pair.contains(';') {
+                continue;
+            }
+            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+            // Go skips a pair whose key or value does not unescape.
+            let (Some(key), Some(value)) = (unescape(raw_key), unescape(raw_value)) else {
+                continue;
+            };
+            if key.as_bytes() == Some(b"nocache") {
+                return value.as_bytes().map_or(Self::Invalid, Self::from_go_bool);
+            }
+        }
+        Self::False
+    }
+
+    fn from_go_bool(value: &[u8]) -> Self {
+        match value {
+            b"" | b"0" | b"f" | b"F" | b"FALSE" | b"false" | b"False" => Self::False,
+            b"1" | b"t" | b"T" | b"TRUE" | b"true" | b"True" => Self::True,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte, a malformed escape is an error (`None`).
+fn unescape(raw: &str) -> Option<Unescaped> {
+    let mut out = Unescaped::default();
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        let decoded = match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = hex(bytes.next()?)?;
+                let lo = hex(bytes.next()?)?;
+                hi << 4 | lo
+            }
+            other => other,
+        };
+        out.push(decoded);
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A decoded key or value, kept inline so parsing never allocates. Every name and value the parser compares
+/// against is at most 7 bytes, so anything longer than [`INLINE`] is only remembered as "too long".
+#[derive(Default)]
+struct Unescaped {
+    buf: [u8; INLINE],
+    len: usize,
+}
+
+const INLINE: usize = 16;
+
+impl Unescaped {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+        }
+        self.len = self.len.saturating_add(1);
+    }
+
+    /// The decoded bytes, or `None` when they were too long to keep (and so equal nothing we look for).
+    fn as_bytes(&self) -> Option<&[u8]> {
+        self.buf.get(..self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &str, target: &str) -> String {
+        let uri: Uri = target.parse().unwrap();
+        let method: Method = method.parse().unwrap();
+        format!("{:?}", classify(&method, &uri))
+    }
+
+    fn nocache(query: &str) -> NoCache {
+        NoCache::parse(Some(query))
+    }
+
+    #[test]
+    fn plain_avatar_get_is_cached_by_id() {
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/lpua"),
+            r#"Avatar(AvatarKey("lpua"))"#
+        );
+    }
+
+    #[test]
+    fn head_is_cached_like_get() {
+        assert_eq!(
+            route("HEAD", "/api/v4/user/avatar/lpua"),
+            r#"Avatar(AvatarKey("lpua"))"#
+        );
+    }
+
+    #[test]
+    fn other_methods_pass() {
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PROPFIND"] {
+            assert_eq!(
+                route(method, "/api/v4/user/avatar/lpua"),
+                "Pass",
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_paths_pass() {
+        for target in [
+            "/api/v4/user/avatar",
+            "/api/v4/user/avatarx/lpua",
+            "/api/v4/user/info/lpua",
+            "/API/v4/user/avatar/lpua",
+            "/api/v4//user/avatar/lpua",
+            "/dav/api/v4/user/avatar/lpua",
+        ] {
+            assert_eq!(route("GET", target), "Pass", "{target}");
+        }
+    }
+
+    #[test]
+    fn key_ignores_other_query_parameters() {
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/lpua?key=7"),
+            r#"Avatar(AvatarKey("lpua"))"#
+        );
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/lpua?nocache=0&key=7"),
+            r#"Avatar(AvatarKey("lpua"))"#
+        );
+    }
+
+    #[test]
+    fn ids_keep_their_case() {
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/LPUA"),
+            r#"Avatar(AvatarKey("LPUA"))"#
+        );
+    }
+
+    #[test]
+    fn non_canonical_ids_bypass() {
+        for target in [
+            "/api/v4/user/avatar/",
+            "/api/v4/user/avatar/lpua/",
+            "/api/v4/user/avatar/lp%75a",
+            "/api/v4/user/avatar/lpua/extra",
+            "/api/v4/user/avatar/lp.ua",
+            "/api/v4/user/avatar/..",
+        ] {
+            assert_eq!(
+                route("GET", target),
+                "AvatarBypass(NonCanonicalId)",
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn nocache_truthy_bypasses() {
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/lpua?nocache=1&key=2"),
+            "AvatarBypass(NoCache)"
+        );
+    }
+
+    #[test]
+    fn nocache_invalid_bypasses() {
+        assert_eq!(
+            route("GET", "/api/v4/user/avatar/lpua?nocache=yes"),
+            "AvatarBypass(InvalidNoCache)"
+        );
+    }
+
+    #[test]
+    fn nocache_follows_go_parse_bool() {
+        for value in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(
+                nocache(&format!("nocache={value}")),
+                NoCache::True,
+                "{value}"
+            );
+        }
+        for value in ["0", "f", "F", "FALSE", "false", "False", ""] {
+            assert_eq!(
+                nocache(&format!("nocache={value}")),
+                NoCache::False,
+                "{value}"
+            );
+        }
+        for value in ["yes", "on", "2", "tRUE", " 1", "1 ", "-1", "truee"] {
+            assert_eq!(
+                nocache(&format!("nocache={value}")),
+                NoCache::Invalid,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn nocache_absent_or_bare_is_false() {
+        assert_eq!(NoCache::parse(None), NoCache::False);
+        assert_eq!(nocache(""), NoCache::False);
+        assert_eq!(nocache("nocache"), NoCache::False);
+        assert_eq!(nocache("key=1"), NoCache::False);
+    }
+
+    #[test]
+    fn nocache_first_value_wins() {
+        assert_eq!(nocache("nocache=1&nocache=0"), NoCache::True);
+        assert_eq!(nocache("nocache=0&nocache=1"), NoCache::False);
+        assert_eq!(nocache("nocache=&nocache=1"), NoCache::False);
+    }
+
+    #[test]
+    fn nocache_is_unescaped_like_go() {
+        assert_eq!(nocache("nocache=%31"), NoCache::True);
+        assert_eq!(nocache("no%63ache=true"), NoCache::True);
+        assert_eq!(nocache("nocache=tru%65"), NoCache::True);
+        assert_eq!(nocache("nocache=+1"), NoCache::Invalid);
+    }
+
+    #[test]
+    fn nocache_key_is_case_sensitive() {
+        assert_eq!(nocache("NOCACHE=1"), NoCache::False);
+        assert_eq!(nocache("NoCache=1"), NoCache::False);
+    }
+
+    #[test]
+    fn nocache_pairs_go_skips_are_skipped() {
+        // a ';' makes Go drop the pair, so the next value is the first one Cloudreve sees
+        assert_eq!(nocache("nocache=1;x&nocache=0"), NoCache::False);
+        // a malformed escape drops the pair
+        assert_eq!(nocache("nocache=%zz&nocache=1"), NoCache::True);
+        assert_eq!(nocache("nocache=%3&nocache=1"), NoCache::True);
+        assert_eq!(nocache("&&nocache=t"), NoCache::True);
+    }
+
+    #[test]
+    fn nocache_overlong_values_are_invalid_not_truncated() {
+        assert_eq!(nocache("nocache=truetruetruetruetrue"), NoCache::Invalid);
+        assert_eq!(nocache("nocachenocachenocache=1"), NoCache::False);
+    }
+
+    #[test]
+    fn too_many_parameters_are_not_predicted() {
+        let query = "a=1&".repeat(MAX_QUERY_PARAMS) + "nocache=1";
+        assert_eq!(nocache(&query), NoCache::Invalid);
+    }
+}

@@ -1,0 +1,368 @@
+//! The upstream Cloudreve: a pooled keep-alive client, the header rewriting a proxy must do, timeouts, and
+//! upstream errors. Knows nothing of the cache.
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version, request, response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+
+/// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
+pub const VIA_NAME: &str = "cloudreve-edge";
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), removed in both directions besides those `Connection` names.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+];
+
+/// Who sent a request, as this proxy saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// The peer address of the client connection.
+    pub addr: SocketAddr,
+    /// Whether the client connection was TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+}
+
+/// The client to the one configured upstream.
+pub struct Upstream {
+    /// Pooled keep-alive HTTP/1.1 connections (Cloudreve speaks HTTP/1.1 over plain TCP).
+    client: Client<HttpConnector, Body>,
+    /// Scheme every upstream request uses.
+    scheme: Scheme,
+    /// Where every upstream request goes, whatever the client asked for.
+    authority: Authority,
+    /// Time allowed from sending a request to receiving the response head.
+    response_header_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for the configured upstream.
+    pub fn new(config: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            // Host is set by `prepare_request` from what the client sent.
+            .set_host(false)
+            .build(connector);
+        Self {
+            client,
+            scheme: config.scheme.clone(),
+            authority: config.authority.clone(),
+            response_header_timeout: config.response_header_timeout,
+        }
+    }
+
+    /// Sends a request prepared by [`Upstream::prepare_request`] and waits for the response head.
+    /// The body is not awaited: it streams, with no total timeout (downloads, server-sent events).
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_header_timeout, self.client.request(request)).await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(classify_error(err)),
+            Err(_) => Err(ProxyError::UpstreamHeadTimeout(
+                self.response_header_timeout,
+            )),
+        }
+    }
+
+    /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
+    /// end-to-end headers and `Host`; hop-by-hop headers removed; `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `Via` set.
+    pub fn prepare_request(
+        &self,
+        parts: &mut request::Parts,
+        client: &ClientInfo,
+    ) -> Result<(), ProxyError> {
+        let received = parts.version;
+        set_host(parts, &self.authority);
+        parts.uri = self.upstream_uri(&parts.uri)?;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        append_forwarded_for(&mut parts.headers, client.addr);
+        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
+        parts.headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        parts.headers.append(header::VIA, via_value(received));
+        Ok(())
+    }
+
+    /// The absolute URI of the upstream with the client's path and query, untouched (signed URLs sign the
+    /// raw path). The client's own authority, if it sent one, is never used to connect.
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(ProxyError::BadRequestTarget)
+    }
+}
+
+/// Turns an upstream response head into the client's: hop-by-hop headers removed, `Via` added.
+pub fn prepare_response(parts: &mut response::Parts) {
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .append(header::VIA, via_value(Version::HTTP_11));
+}
+
+/// `Host` as the client meant it: the request target's authority when it has one (absolute-form,
+/// HTTP/2 `:authority`; RFC 9112 §3.2.3), else the client's `Host`, else the upstream's own.
+fn set_host(parts: &mut request::Parts, upstream: &Authority) {
+    let from_target = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = from_target {
+        parts.headers.insert(header::HOST, host);
+    } else if !parts.headers.contains_key(header::HOST) {
+        let host =
+            HeaderValue::from_str(upstream.as_str()).expect("an authority is a valid header value");
+        parts.headers.insert(header::HOST, host);
+    }
+}
+
+/// Headers that a `Connection` option may not remove: without them the message cannot be routed or framed.
+fn protected(name: &HeaderName) -> bool {
+    name == header::HOST || name == header::CONTENT_LENGTH
+}
+
+/// Removes hop-by-hop headers: the fixed list, and every header `Connection` names (RFC 9110 §7.6.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !protected(name))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For`, folding any earlier lines into one list.
+fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
+    let ip = addr.ip().to_string();
+    let mut value = String::new();
+    for previous in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(previous) = previous.to_str() {
+            value.push_str(previous.trim());
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&ip);
+    let value = HeaderValue::try_from(value).expect("ASCII list of addresses");
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// `Via` names the protocol the message was received with (RFC 9110 §7.6.3).
+fn via_value(received: Version) -> HeaderValue {
+    HeaderValue::from_static(match received {
+        Version::HTTP_09 => "0.9 cloudreve-edge",
+        Version::HTTP_10 => "1.0 cloudreve-edge",
+        Version::HTTP_2 => "2 cloudreve-edge",
+        Version::HTTP_3 => "3 cloudreve-edge",
+        _ => "1.1 cloudreve-edge",
+    })
+}
+
+/// Sorts a client error into where it happened: connecting (refused or timed out) or later.
+fn classify_error(err: hyper_util::client::legacy::Error) -> ProxyError {
+    if !err.is_connect() {
+        return ProxyError::UpstreamRequest(Box::new(err));
+    }
+    let timed_out = std::iter::successors(err.source(), |e| (*e).source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    if timed_out {
+        ProxyError::UpstreamConnectTimeout(Box::new(err))
+    } else {
+        ProxyError::UpstreamConnect(Box::new(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstream() -> Upstream {
+        let mut config = Config::default();
+        config.set_upstream("http://10.1.2.3:5212").unwrap();
+        Upstream::new(&config.upstream)
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            addr: "192.0.2.7:40000".parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    fn prepared(request: Request<()>) -> request::Parts {
+        let (mut parts, ()) = request.into_parts();
+        upstream().prepare_request(&mut parts, &client()).unwrap();
+        parts
+    }
+
+    #[tokio::test]
+    async fn raw_path_and_query_are_kept_byte_for_byte() {
+        let parts = prepared(
+            Request::get("/api/v4/file/content/a%2Fb/0/%E6%96%87.txt?sign=x%3D%3D&z=1+2")
+                .header("host", "cloud.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            parts.uri.to_string(),
+            "http://10.1.2.3:5212/api/v4/file/content/a%2Fb/0/%E6%96%87.txt?sign=x%3D%3D&z=1+2"
+        );
+        assert_eq!(parts.headers["host"], "cloud.example");
+    }
+
+    #[tokio::test]
+    async fn absolute_form_never_changes_where_the_request_goes() {
+        let parts = prepared(Request::get("http://evil.example:81/x?y").body(()).unwrap());
+        assert_eq!(parts.uri.authority().unwrap().as_str(), "10.1.2.3:5212");
+        assert_eq!(parts.uri.path_and_query().unwrap().as_str(), "/x?y");
+        assert_eq!(parts.headers["host"], "evil.example:81");
+    }
+
+    #[tokio::test]
+    async fn missing_host_becomes_the_upstream() {
+        let parts = prepared(Request::get("/").body(()).unwrap());
+        assert_eq!(parts.headers["host"], "10.1.2.3:5212");
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_are_removed() {
+        let parts = prepared(
+            Request::get("/")
+                .header("connection", "keep-alive, X-Secret, Content-Length")
+                .header("x-secret", "1")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("trailer", "x")
+                .header("upgrade", "websocket")
+                .header("proxy-connection", "keep-alive")
+                .header("proxy-authorization", "Basic x")
+                .header("content-length", "0")
+                .header("x-end-to-end", "kept")
+                .body(())
+                .unwrap(),
+        );
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-connection",
+            "proxy-authorization",
+        ] {
+            assert!(
+                !parts.headers.contains_key(gone),
+                "{gone} should be removed"
+            );
+        }
+        assert_eq!(
+            parts.headers["content-length"], "0",
+            "framing is never removed by Connection"
+        );
+        assert_eq!(parts.headers["x-end-to-end"], "kept");
+    }
+
+    #[tokio::test]
+    async fn forwarded_headers_are_set() {
+        let parts = prepared(
+            Request::get("/")
+                .header("x-forwarded-for", "203.0.113.1")
+                .header("x-forwarded-for", "198.51.100.2")
+                .header("x-forwarded-proto", "https")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            parts.headers["x-forwarded-for"],
+            "203.0.113.1, 198.51.100.2, 192.0.2.7"
+        );
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn http2_request_gets_host_from_authority_and_via_2() {
+        let parts = prepared(
+            Request::get("http://cloud.example/api/v4/site/ping")
+                .version(Version::HTTP_2)
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(parts.headers["host"], "cloud.example");
+        assert_eq!(parts.headers["via"], "2 cloudreve-edge");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn response_loses_hop_by_hop_and_gains_via() {
+        let (mut parts, ()) = Response::builder()
+            .header("connection", "close, x-internal")
+            .header("x-internal", "1")
+            .header("transfer-encoding", "chunked")
+            .header("proxy-authenticate", "Basic")
+            .header("content-type", "text/event-stream")
+            .body(())
+            .unwrap()
+            .into_parts();
+        prepare_response(&mut parts);
+        for gone in [
+            "connection",
+            "x-internal",
+            "transfer-encoding",
+            "proxy-authenticate",
+        ] {
+            assert!(!parts.headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(parts.headers["content-type"], "text/event-stream");
+        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
+    }
+}
