@@ -114,6 +114,11 @@ impl AvatarCache {
         self.store.remove(key.as_str());
     }
 
+    /// Requests waiting right now on the fill of `key`.
+    pub fn waiters(&self, key: AvatarKey<'_>) -> usize {
+        self.store.waiters(key.as_str())
+    }
+
     /// Entries and bytes held, after running pending maintenance.
     pub fn usage(&self) -> (u64, u64) {
         self.store.sync();
@@ -159,10 +164,11 @@ impl Stored for Arc<CachedResponse> {
 }
 
 /// The time source for freshness. The system clock in production; tests move a manual offset forward
-/// instead of sleeping.
+/// instead of sleeping. The offset moves monotonic time only (how long entries have been resident), not the
+/// wall clock, which is compared with the upstream's own `Date` headers.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
-    /// Nanoseconds added to the system clock; `None` for the plain system clock.
+    /// Nanoseconds added to the monotonic clock; `None` for the plain system clock.
     offset: Option<Arc<AtomicU64>>,
 }
 
@@ -186,19 +192,16 @@ impl Clock {
         }
     }
 
-    fn offset(&self) -> Duration {
-        self.offset.as_ref().map_or(Duration::ZERO, |o| {
-            Duration::from_nanos(o.load(Ordering::Relaxed))
-        })
-    }
-
-    /// Monotonic now.
+    /// Monotonic now, for residence time and freshness deadlines.
     pub fn now(&self) -> Instant {
-        Instant::now() + self.offset()
+        match &self.offset {
+            None => Instant::now(),
+            Some(offset) => Instant::now() + Duration::from_nanos(offset.load(Ordering::Relaxed)),
+        }
     }
 
-    /// Wall-clock now, for comparing with `Date` headers.
+    /// Wall-clock now, for comparing with `Date` headers (RFC 9111 §4.2.3).
     pub fn system_now(&self) -> SystemTime {
-        SystemTime::now() + self.offset()
+        SystemTime::now()
     }
 }

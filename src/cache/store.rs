@@ -25,7 +25,7 @@ pub struct Store<V: Stored> {
     entries: Cache<Arc<str>, V>,
     /// Keys being fetched right now, with the channel their result is published on. A key is here from the
     /// moment one request claims it until that request finishes or gives up.
-    fills: Mutex<HashMap<Arc<str>, watch::Receiver<FillState<V>>>>,
+    fills: Mutex<HashMap<Arc<str>, watch::Sender<FillState<V>>>>,
 }
 
 #[derive(Clone)]
@@ -113,16 +113,22 @@ impl<V: Stored> Store<V> {
     /// Becomes the one request fetching `key`, or joins the one already doing so.
     pub fn claim(&self, key: &str) -> Claim<'_, V> {
         let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(rx) = fills.get(key) {
-            return Claim::Follower(FillWaiter { rx: rx.clone() });
+        if let Some(tx) = fills.get(key) {
+            return Claim::Follower(FillWaiter { rx: tx.subscribe() });
         }
-        let (tx, rx) = watch::channel(FillState::Pending);
-        fills.insert(key.into(), rx);
+        let (tx, _) = watch::channel(FillState::Pending);
+        fills.insert(key.into(), tx.clone());
         Claim::Leader(FillGuard {
             store: self,
             key: key.into(),
             tx,
         })
+    }
+
+    /// How many requests are waiting on the fill of `key` right now (0 when none is in flight).
+    pub fn waiters(&self, key: &str) -> usize {
+        let fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        fills.get(key).map_or(0, watch::Sender::receiver_count)
     }
 
     /// Number of entries (approximate until pending maintenance has run).
@@ -275,6 +281,17 @@ mod tests {
             matches!(store.claim("k"), Claim::Leader(_)),
             "the key is free again"
         );
+    }
+
+    #[test]
+    fn waiters_are_counted_per_key() {
+        let store: Store<Blob> = Store::new(10_000);
+        assert_eq!(store.waiters("k"), 0);
+        let _leader = store.claim("k");
+        let _a = store.claim("k");
+        let _b = store.claim("k");
+        assert_eq!(store.waiters("k"), 2);
+        assert_eq!(store.waiters("other"), 0);
     }
 
     #[tokio::test]
