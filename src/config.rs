@@ -129,8 +129,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
-    #[error("{0}")]
-    Parse(#[from] toml::de::Error),
+    #[error("line {line} `{source_line}`: {message}")]
+    Parse {
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// That line of the file, trimmed.
+        source_line: String,
+        /// What the parser said, e.g. "unknown field `capacityy`, expected one of ...".
+        message: String,
+    },
     /// A value parsed but is not acceptable.
     #[error("{key}: {message}")]
     Invalid {
@@ -257,7 +264,9 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str::<RawConfig>(text)?.validate()
+        toml::from_str::<RawConfig>(text)
+            .map_err(|err| parse_error(text, &err))?
+            .validate()
     }
 
     /// Replaces the listen address (the `--listen` flag).
@@ -373,6 +382,19 @@ impl RawLog {
     }
 }
 
+/// One line for the operator: where, and what (toml's own rendering spans several lines).
+fn parse_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    let offset = err.span().map_or(0, |span| span.start);
+    let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+    let source_line = text.lines().nth(line - 1).unwrap_or("").trim().to_owned();
+    let message = err.message().trim().replace('\n', " ");
+    ConfigError::Parse {
+        line,
+        source_line,
+        message,
+    }
+}
+
 fn non_zero(key: &'static str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(invalid(key, "must be longer than 0s"));
@@ -466,6 +488,19 @@ mod tests {
     fn unknown_key_is_rejected_with_its_name() {
         let err = Config::from_toml("[cache]\ncapacityy = \"1 MiB\"\n").unwrap_err();
         assert!(err.to_string().contains("capacityy"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_with_the_line_number() {
+        let err =
+            Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n\n[cache]\ncapacityy = 1\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("line 5 `capacityy = 1`: unknown field `capacityy`"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
     }
 
     #[test]

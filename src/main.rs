@@ -1,5 +1,6 @@
 //! The `cloudreve-edge` binary: command line, logging, configuration, then [`cloudreve_edge::server::run`].
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,6 +83,7 @@ fn init_tracing(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Text => builder.init(),
@@ -108,6 +110,8 @@ async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
             .context("cannot start the demo upstream")?;
         config.set_upstream(&format!("http://{upstream}"))?;
     }
+    // Before the listening line: a signal sent the moment the proxy reports ready must already be a shutdown.
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -117,20 +121,31 @@ async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
         println!("{}", demo::instructions(addr));
     }
     let proxy = Proxy::new(&config);
-    server::run(listener, proxy, &config.server, shutdown_signal()).await?;
+    server::run(listener, proxy, &config.server, shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is
+/// first polled: until then the default disposition would kill the process instead of draining it.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: std::io::Result<Signal>) {
+        match signal {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    }
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    if terminate.is_err() {
         tracing::warn!("cannot listen for SIGTERM; only Ctrl-C stops the proxy");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    async move {
+        tokio::select! {
+            () = received(terminate) => tracing::info!("SIGTERM received"),
+            () = received(interrupt) => tracing::info!("SIGINT received"),
+        }
     }
 }

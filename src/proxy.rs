@@ -148,9 +148,7 @@ impl Proxy {
         // On any error the fill guard is dropped, which sends waiters upstream on their own.
         let (parts, body, exchange) = self.fetch_avatar(request, client, record).await?;
         let limits = *self.cache.limits();
-        let admitted = policy::admit(&parts, exchange, &limits)
-            .and_then(|freshness| policy::fits(body_length(&parts), &limits).map(|()| freshness));
-        let freshness = match admitted {
+        let freshness = match policy::admit(&parts, exchange, &limits) {
             Ok(freshness) => freshness,
             Err(reason) => {
                 fill.finish(None);
@@ -158,7 +156,7 @@ impl Proxy {
                     parts,
                     Body::Stream(body),
                     head_only,
-                    reason,
+                    Some(reason),
                     record,
                 ));
             }
@@ -183,7 +181,7 @@ impl Proxy {
                     parts,
                     body,
                     head_only,
-                    NotStored::TooLarge,
+                    Some(NotStored::TooLarge),
                     record,
                 ))
             }
@@ -200,9 +198,8 @@ impl Proxy {
         let head_only = request.method() == Method::HEAD;
         let (parts, body, exchange) = self.fetch_avatar(request, client, record).await?;
         let limits = self.cache.limits();
-        let reason = policy::admit(&parts, exchange, limits)
-            .err()
-            .unwrap_or(NotStored::TooLarge);
+        // The waited-for fill stored nothing; say why when this answer shows it.
+        let reason = policy::admit(&parts, exchange, limits).err();
         Ok(not_stored(
             parts,
             Body::Stream(body),
@@ -317,27 +314,17 @@ fn not_stored(
     parts: response::Parts,
     body: Body,
     head_only: bool,
-    reason: NotStored,
+    reason: Option<NotStored>,
     record: &mut AccessRecord,
 ) -> Response<Body> {
     record.cache = Some(CacheStatus {
         fwd_status: Some(parts.status),
-        detail: Some(reason.as_str()),
+        detail: reason.map(NotStored::as_str),
         ..CacheStatus::new(Outcome::Miss)
     });
     // For HEAD the GET's body is dropped unread: the client asked for headers only.
     let body = if head_only { Body::Empty } else { body };
     Response::from_parts(parts, body)
-}
-
-/// The body length the upstream announced, or 0 when it did not (checked again while reading).
-fn body_length(parts: &response::Parts) -> u64 {
-    parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Phase 5: every avatar response says what the cache did.

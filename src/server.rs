@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
@@ -21,7 +22,8 @@ use crate::upstream::ClientInfo;
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and lets in-flight requests finish for
-/// up to `drain_timeout`. Takes a bound listener so tests and benchmarks can run the real proxy on port 0.
+/// up to `drain_timeout`; connections still open then are closed as it returns (or when it is dropped), never
+/// left running on their own. Takes a bound listener so tests and benchmarks can run the real proxy on port 0.
 pub async fn run(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -30,11 +32,13 @@ pub async fn run(
 ) -> io::Result<()> {
     let builder = connection_builder(config);
     let graceful = GracefulShutdown::new();
+    // Every connection task ends when `close` is dropped: after the drain, or when this future is.
+    let (close, closed) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve(stream, peer, &builder, &graceful, &proxy),
+                Ok((stream, peer)) => serve(stream, peer, &builder, &graceful, &proxy, closed.clone()),
                 Err(err) => {
                     // Errors of one connection attempt never stop the listener.
                     tracing::warn!(error = %err, "accept failed");
@@ -46,6 +50,7 @@ pub async fn run(
     }
     drop(listener);
     drain(graceful, config.drain_timeout).await;
+    drop(close);
     Ok(())
 }
 
@@ -70,6 +75,7 @@ fn serve(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     proxy: &Arc<Proxy>,
+    mut closed: watch::Receiver<()>,
 ) {
     // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
     let _ = stream.set_nodelay(true);
@@ -87,9 +93,13 @@ fn serve(
         .into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            // A client that goes away mid-request is routine; log for debugging only.
-            tracing::debug!(client = %peer, error = %err, "connection closed with an error");
+        tokio::select! {
+            result = connection => if let Err(err) = result {
+                // A client that goes away mid-request is routine; log for debugging only.
+                tracing::debug!(client = %peer, error = %err, "connection closed with an error");
+            },
+            // Nothing is ever sent: this completes when the server drops the sender.
+            _ = closed.changed() => tracing::debug!(client = %peer, "connection closed by the server"),
         }
     });
 }

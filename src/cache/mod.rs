@@ -99,7 +99,13 @@ impl AvatarCache {
         freshness: Freshness,
     ) -> Arc<CachedResponse> {
         let mut headers = parts.headers;
+        // Age is recomputed on every hit; the length is now known exactly, which a HEAD answer needs even
+        // when the upstream sent the body chunked.
         headers.remove(http::header::AGE);
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
         Arc::new(CachedResponse {
             status: parts.status,
             headers,

@@ -120,13 +120,17 @@ pub struct Exchange {
 ///
 /// Storable means both what RFC 9111 §3 lets a shared cache store and what this route should hold:
 /// an `image/*` 200, a 301/302 redirect (Gravatar), or a 404 ("no avatar yet") kept at most
-/// `negative_ttl`. The body size is checked separately by [`fits`], as it may only be known later.
+/// `negative_ttl`. A declared `Content-Length` over the size limit is refused here; a body without one is
+/// held to the same limit while it is read.
 pub fn admit(
     res: &response::Parts,
     exchange: Exchange,
     limits: &Limits,
 ) -> Result<Freshness, NotStored> {
     route_allows(res)?;
+    if let Some(length) = declared_length(&res.headers) {
+        fits(length, limits)?;
+    }
     let cc = CacheControl::parse(&res.headers);
     cc.allows_shared_storage(exchange.authorized)?;
     let lifetime = freshness_lifetime(&cc, &res.headers, exchange.response_time)?;
@@ -251,6 +255,10 @@ fn age_value(headers: &HeaderMap) -> Duration {
         .and_then(|v| v.split(',').next())
         .and_then(|v| delta_seconds(v.trim()))
         .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    single_value(headers, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
 }
 
 fn single_value(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -774,6 +782,17 @@ mod tests {
             http::HeaderValue::from_bytes(b"max-age=5, \xff").unwrap(),
         );
         assert_eq!(fresh_for(&res), Err(NotStored::NoStore));
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_not_stored() {
+        let mut res = png("max-age=10");
+        res.headers
+            .insert("content-length", "1025".parse().unwrap());
+        assert_eq!(fresh_for(&res), Err(NotStored::TooLarge));
+        res.headers
+            .insert("content-length", "1024".parse().unwrap());
+        assert_eq!(fresh_for(&res), Ok(10));
     }
 
     #[test]
