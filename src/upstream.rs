@@ -116,15 +116,18 @@ impl Upstream {
     }
 
     /// The absolute URI of the upstream with the client's path and query, untouched (signed URLs sign the
-    /// raw path). The client's own authority, if it sent one, is never used to connect.
+    /// raw path). The client's own authority, if it sent one, is never used to connect; a target with no
+    /// path at all (`CONNECT host:port`) is refused rather than tunnelled.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path_and_query = uri.path_and_query().ok_or(ProxyError::BadRequestTarget(
+            "authority-form targets are not forwarded",
+        ))?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(path_and_query.clone())
             .build()
-            .map_err(ProxyError::BadRequestTarget)
+            .map_err(|_| ProxyError::BadRequestTarget("invalid request target"))
     }
 }
 
@@ -340,6 +343,18 @@ mod tests {
         assert_eq!(parts.headers["host"], "cloud.example");
         assert_eq!(parts.headers["via"], "2 cloudreve-edge");
         assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn connect_is_refused_not_tunnelled() {
+        let (mut parts, ()) = Request::connect("evil.example:443")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let err = upstream()
+            .prepare_request(&mut parts, &client())
+            .unwrap_err();
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]

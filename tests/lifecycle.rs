@@ -31,9 +31,7 @@ const PROXY_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
 const EXIT_CONFIG: i32 = 64;
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-// ---------------------------------------------------------------------------------------------------------
 // Fixtures
-// ---------------------------------------------------------------------------------------------------------
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
@@ -306,9 +304,7 @@ async fn assert_rejected_before_binding(broken: &str, key: &str) {
     assert_config_error(&output, key);
 }
 
-// ---------------------------------------------------------------------------------------------------------
 // 1. Configuration errors stop the binary before it binds
-// ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn invalid_upstream_url_exits_64_before_binding() {
@@ -400,9 +396,7 @@ async fn listen_flag_overrides_the_file_and_is_validated() {
     assert_eq!(output.status.code(), Some(0));
 }
 
-// ---------------------------------------------------------------------------------------------------------
 // 2. Graceful shutdown of the binary
-// ---------------------------------------------------------------------------------------------------------
 
 /// The binary on the checked-in `proxy.toml`, on `127.0.0.1:0`, in front of `upstream`.
 async fn start_edge(upstream: &str) -> (Edge, SocketAddr) {
@@ -528,9 +522,7 @@ async fn sigterm_right_after_the_listening_line_exits_0() {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------
 // 3. Drain timeout and idle connections (in-process)
-// ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn drain_timeout_ends_shutdown_with_a_request_still_in_flight() {
@@ -669,9 +661,7 @@ async fn silent_connection_does_not_hold_up_shutdown() {
     );
 }
 
-// ---------------------------------------------------------------------------------------------------------
 // 4. --demo
-// ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn demo_serves_miss_then_hit_bypass_and_pass_through() {
@@ -721,9 +711,7 @@ async fn demo_serves_miss_then_hit_bypass_and_pass_through() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
-// ---------------------------------------------------------------------------------------------------------
 // 5. The access log
-// ---------------------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn json_access_log_has_one_event_per_request() {
