@@ -166,11 +166,10 @@ impl Proxy {
             .map_err(ProxyError::UpstreamBody)?
         {
             Collected::Whole(bytes) => {
-                let fwd_status = parts.status;
-                let entry = self.cache.entry(parts, bytes, freshness);
+                let entry = self.cache.entry(&parts, bytes, freshness);
                 fill.finish(Some(Arc::clone(&entry)));
                 let status = CacheStatus {
-                    fwd_status: Some(fwd_status),
+                    fwd_status: Some(parts.status),
                     ..CacheStatus::new(Outcome::Stored)
                 };
                 Ok(self.serve_stored(&entry, head_only, status, record))

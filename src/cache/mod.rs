@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode, response};
+use http::{HeaderMap, HeaderValue, StatusCode, response};
 
 use crate::config::CacheConfig;
 use policy::{AvatarKey, Freshness, Limits};
@@ -94,11 +94,11 @@ impl AvatarCache {
     /// Builds the entry for a response that [`policy::admit`] accepted and whose body was read whole.
     pub fn entry(
         &self,
-        parts: response::Parts,
+        parts: &response::Parts,
         body: Bytes,
         freshness: Freshness,
     ) -> Arc<CachedResponse> {
-        let mut headers = parts.headers;
+        let mut headers = detached(&parts.headers);
         // Age is recomputed on every hit; the length is now known exactly, which a HEAD answer needs even
         // when the upstream sent the body chunked.
         headers.remove(http::header::AGE);
@@ -130,6 +130,19 @@ impl AvatarCache {
         self.store.sync();
         (self.store.entry_count(), self.store.weighted_size())
     }
+}
+
+/// A copy of `headers` that owns its values. hyper parses header values as slices of the connection's read
+/// buffer (8 KiB and more); storing them as they are would keep that whole buffer alive for every entry.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes())
+            .expect("a header value stays valid when copied");
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 impl CachedResponse {
@@ -209,5 +222,64 @@ impl Clock {
     /// Wall-clock now, for comparing with `Date` headers (RFC 9111 §4.2.3).
     pub fn system_now(&self) -> SystemTime {
         SystemTime::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn freshness() -> Freshness {
+        Freshness {
+            fresh_for: Duration::from_secs(60),
+            initial_age: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn stored_headers_do_not_keep_the_read_buffer_alive() {
+        let buffer = Bytes::from(b"image/png".repeat(1000));
+        let shared = HeaderValue::from_maybe_shared(buffer.slice(0..9)).unwrap();
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.headers.insert(http::header::CONTENT_TYPE, shared);
+        let cache = AvatarCache::new(&Config::default().cache, Clock::manual());
+        let entry = cache.entry(&parts, Bytes::from_static(b"png"), freshness());
+        let stored = entry.headers[http::header::CONTENT_TYPE].as_bytes();
+        assert_eq!(stored, b"image/png");
+        let buffer_range = buffer.as_ptr_range();
+        assert!(
+            !buffer_range.contains(&stored.as_ptr()),
+            "the value must be a copy, not a slice of the buffer"
+        );
+    }
+
+    #[test]
+    fn entry_knows_its_length_and_forgets_upstream_age() {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts
+            .headers
+            .insert(http::header::AGE, HeaderValue::from_static("5"));
+        let cache = AvatarCache::new(&Config::default().cache, Clock::manual());
+        let entry = cache.entry(&parts, Bytes::from_static(b"12345"), freshness());
+        assert_eq!(entry.headers[http::header::CONTENT_LENGTH], "5");
+        assert!(!entry.headers.contains_key(http::header::AGE));
+    }
+
+    #[test]
+    fn age_and_ttl_follow_the_clock() {
+        let clock = Clock::manual();
+        let cache = AvatarCache::new(&Config::default().cache, clock.clone());
+        let (parts, ()) = http::Response::new(()).into_parts();
+        let entry = cache.entry(&parts, Bytes::new(), freshness());
+        clock.advance(Duration::from_secs(10));
+        let now = clock.now();
+        assert_eq!(entry.age(now), 15);
+        assert!(
+            (49..=50).contains(&entry.ttl(now).as_secs()),
+            "real time also passes"
+        );
+        clock.advance(Duration::from_secs(50));
+        assert!(!entry.is_fresh(clock.now()));
     }
 }
