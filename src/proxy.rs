@@ -1,7 +1,7 @@
 //! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`] and
-//! [`Proxy::route`]; each phase is a short function below.
+//! `Proxy::route`; each phase is a short function below.
 //!
-//! 1. `request_filter`: classify the request (`route.rs`).
+//! 1. request filter (`route`): classify the request (`route.rs`) and take its path.
 //! 2. cache lookup: a fresh avatar is answered from memory (`serve_avatar`).
 //! 3. forward upstream: everything else, streamed (`forward`), or one fill per missing avatar (`fill`).
 //! 4. cache admit: a fill's answer is stored if the policy allows it (`fill`).
@@ -86,7 +86,7 @@ impl Proxy {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// Phase 1 (`request_filter`) and the choice of path.
+    /// Phase 1, the request filter: classification, and the choice of path.
     async fn route(
         &self,
         request: Request<Incoming>,
