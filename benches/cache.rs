@@ -11,6 +11,7 @@ use cloudreve_edge::Config;
 use cloudreve_edge::access_log::{AccessRecord, LoggedBody};
 use cloudreve_edge::body::Body;
 use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange};
+use cloudreve_edge::cache::serve::{self, Conditions};
 use cloudreve_edge::cache::status::Outcome;
 use cloudreve_edge::cache::store::Store;
 use cloudreve_edge::cache::{AvatarCache, CacheStatus, CachedResponse, Clock, Lookup};
@@ -57,7 +58,7 @@ fn cache_with_avatar() -> (AvatarCache, Arc<CachedResponse>) {
     let freshness = policy::admit(&parts, exchange(now), cache.limits()).unwrap();
     let entry = cache.entry(&parts, Bytes::from(vec![0x89; AVATAR_LEN]), freshness);
     let key = AvatarKey::from_path_segment("lpua").unwrap();
-    let Lookup::Fill(fill) = cache.lookup(key) else {
+    let Lookup::Fill { fill, .. } = cache.lookup(key) else {
         panic!("an empty cache must hand out the fill")
     };
     fill.finish(Some(Arc::clone(&entry)));
@@ -65,44 +66,46 @@ fn cache_with_avatar() -> (AvatarCache, Arc<CachedResponse>) {
 }
 
 /// What `Proxy::handle` does for a `GET` hit between hyper handing over the request and taking the response.
-/// `serve_stored` and `response_filter` are private to `proxy.rs`; their bodies are copied below (they use
-/// public items only), so keep them in step with `proxy.rs`.
+/// `Proxy::serve_stored` and `response_filter` are private; their few lines are repeated below around the
+/// public `cache::serve::respond`, so keep them in step with `src/proxy/`.
 fn serve_hit(cache: &AvatarCache, target: &Uri, client: SocketAddr) -> Response<LoggedBody> {
     let mut record = AccessRecord::start(&Method::GET, target, Version::HTTP_11, client);
     let uri = target.clone();
     let Route::Avatar(key) = route::classify(&Method::GET, &uri) else {
         panic!("the target must be a cacheable avatar")
     };
-    let Lookup::Hit(entry) = cache.lookup(key) else {
+    let Lookup::Fresh(entry) = cache.lookup(key) else {
         panic!("the avatar must be stored and fresh")
     };
-    let response = serve_stored(cache, &entry, CacheStatus::new(Outcome::Hit), &mut record);
+    let conditions = Conditions::of(&Method::GET, &http::HeaderMap::new());
+    let response = serve_stored(
+        cache,
+        &entry,
+        &conditions,
+        CacheStatus::new(Outcome::Hit),
+        &mut record,
+    );
     let (mut parts, body) = response.into_parts();
     response_filter(&mut parts, &record);
     let body = record.finish(parts.status, body, false);
     Response::from_parts(parts, body)
 }
 
-/// Copy of `Proxy::serve_stored` for a `GET`.
+/// As `Proxy::serve_stored`.
 fn serve_stored(
     cache: &AvatarCache,
     entry: &CachedResponse,
+    conditions: &Conditions,
     mut status: CacheStatus,
     record: &mut AccessRecord,
 ) -> Response<Body> {
     let now = cache.clock().now();
-    status.ttl = Some(entry.ttl(now).as_secs());
+    status.ttl = Some(entry.signed_ttl(now));
     record.cache = Some(status);
-    let mut response = Response::new(Body::full(entry.body.clone()));
-    *response.status_mut() = entry.status;
-    *response.headers_mut() = entry.headers.clone();
-    response
-        .headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age(now)));
-    response
+    serve::respond(entry, conditions, now)
 }
 
-/// Copy of `proxy::response_filter`.
+/// As `proxy::response_filter`.
 fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
     let Some(status) = record.cache else {
         return;
@@ -155,7 +158,7 @@ fn hit_4k_avatar_lookup_and_response(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit_4k_avatar_steps");
     group.bench_function("lookup", |b| {
         b.iter(|| match cache.lookup(black_box(key)) {
-            Lookup::Hit(entry) => entry,
+            Lookup::Fresh(entry) => entry,
             _ => panic!("the avatar must be stored and fresh"),
         });
     });

@@ -27,6 +27,28 @@ pub enum Body {
         /// The rest of the stream.
         rest: Incoming,
     },
+    /// A body passed on unchanged while its bytes are hashed; the digest is reported when it ends whole.
+    Watched(Box<Watched>),
+}
+
+/// Called with the xxh3-128 digest and length of a body that ended whole.
+pub type OnDigest = Box<dyn FnOnce(u128, u64) + Send + Sync>;
+
+/// The state of [`Body::Watched`].
+pub struct Watched {
+    inner: Body,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+    on_digest: Option<OnDigest>,
+}
+
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("inner", &self.inner)
+            .field("len", &self.len)
+            .finish()
+    }
 }
 
 impl Body {
@@ -38,6 +60,44 @@ impl Body {
         } else {
             Self::Full(Some(bytes))
         }
+    }
+}
+
+impl Body {
+    /// Passes `self` on unchanged and calls `on_digest` with its hash and length if it ends whole. A body that
+    /// fails or is dropped early reports nothing.
+    pub fn watched(self, on_digest: OnDigest) -> Self {
+        Self::Watched(Box::new(Watched {
+            inner: self,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            len: 0,
+            on_digest: Some(on_digest),
+        }))
+    }
+}
+
+impl Watched {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.hasher.update(data);
+                    self.len += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(on_digest) = self.on_digest.take() {
+                    on_digest(self.hasher.digest128(), self.len);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.on_digest = None,
+            Poll::Pending => {}
+        }
+        polled
     }
 }
 
@@ -63,6 +123,7 @@ impl HttpBody for Body {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 None => Pin::new(rest).poll_frame(cx),
             },
+            Self::Watched(watched) => watched.poll_frame(cx),
         }
     }
 
@@ -76,6 +137,8 @@ impl HttpBody for Body {
             Self::Stream(incoming) | Self::Prefixed { rest: incoming, .. } => {
                 incoming.is_end_stream()
             }
+            // Polled to the end even when empty, so the digest is always reported.
+            Self::Watched(watched) => watched.on_digest.is_none() && watched.inner.is_end_stream(),
         }
     }
 
@@ -94,6 +157,7 @@ impl HttpBody for Body {
                 }
                 hint
             }
+            Self::Watched(watched) => watched.inner.size_hint(),
         }
     }
 }

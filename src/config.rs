@@ -38,6 +38,10 @@ pub const DEFAULT_CACHE_CAPACITY: ByteSize = ByteSize::mib(256);
 pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(1);
 /// A stored 404 ("no avatar yet") is kept at most this long, whatever upstream's max-age says.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Past freshness, a stored avatar is still served this long while one request refreshes it (RFC 5861).
+pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(60);
+/// Past freshness, a stored avatar is still served this long when Cloudreve is down or failing (RFC 5861).
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
 
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone)]
@@ -93,6 +97,10 @@ pub struct CacheConfig {
     pub max_object_size: usize,
     /// Cap on the freshness of a stored 404.
     pub negative_ttl: Duration,
+    /// `stale-while-revalidate` when the upstream sends none.
+    pub stale_while_revalidate: Duration,
+    /// `stale-if-error` when the upstream sends none.
+    pub stale_if_error: Duration,
 }
 
 /// `[log]`
@@ -221,6 +229,10 @@ struct RawCache {
     max_object_size: ByteSize,
     #[serde(with = "humantime_serde")]
     negative_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    stale_while_revalidate: Duration,
+    #[serde(with = "humantime_serde")]
+    stale_if_error: Duration,
 }
 
 impl Default for RawCache {
@@ -229,6 +241,8 @@ impl Default for RawCache {
             capacity: DEFAULT_CACHE_CAPACITY,
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
+            stale_while_revalidate: DEFAULT_STALE_WHILE_REVALIDATE,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
         }
     }
 }
@@ -365,6 +379,8 @@ impl RawCache {
             capacity,
             max_object_size: max_object_size as usize,
             negative_ttl: self.negative_ttl,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
         })
     }
 }

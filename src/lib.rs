@@ -39,6 +39,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod invalidate;
 pub mod proxy;
 pub mod route;
 pub mod server;

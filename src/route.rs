@@ -9,15 +9,38 @@ use crate::cache::policy::AvatarKey;
 /// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
 pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
 
+/// Cloudreve's own avatar upload: `PUT /api/v4/user/setting/avatar`, by the user the bearer token names.
+pub const OWN_AVATAR_PATH: &str = "/api/v4/user/setting/avatar";
+
+/// Cloudreve's admin user edit, `PUT /api/v4/admin/user/{numeric id}`, which can change or remove an avatar.
+pub const ADMIN_USER_PREFIX: &str = "/api/v4/admin/user/";
+
 /// What the proxy does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     /// An avatar request the cache answers: looked up, and filled on a miss.
     Avatar(AvatarKey<'a>),
-    /// An avatar request the cache must not answer; forwarded as it came.
-    AvatarBypass(Bypass),
+    /// An avatar request the cache must not answer; forwarded as it came. `key` is the stored entry it may
+    /// tell something about (a `nocache` answer shows whether the stored copy is still current).
+    AvatarBypass {
+        /// Why the cache is skipped.
+        reason: Bypass,
+        /// The key, when the id is canonical.
+        key: Option<AvatarKey<'a>>,
+    },
+    /// A request that may change an avatar: forwarded, and its confirmed answer invalidates the stored copy.
+    AvatarChange(AvatarChange),
     /// Everything else: forwarded as it came.
     Pass,
+}
+
+/// Which avatar-changing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvatarChange {
+    /// A user uploads their own avatar or switches to Gravatar; the user is the token's `sub`.
+    Own,
+    /// An admin edits a user; the user is `data.hash_id` of the answer.
+    AdminEdit,
 }
 
 /// Why an avatar request skips the cache.
@@ -46,20 +69,36 @@ impl Bypass {
 /// Classifies a request. Only `GET` and `HEAD` can reach the cache: Cloudreve routes nothing else on the
 /// avatar path, and a `HEAD` is answered from the stored `GET` (Cloudreve itself would answer 404).
 pub fn classify<'a>(method: &Method, uri: &'a Uri) -> Route<'a> {
+    if method == Method::PUT {
+        return classify_change(uri.path());
+    }
     if method != Method::GET && method != Method::HEAD {
         return Route::Pass;
     }
     let Some(segment) = uri.path().strip_prefix(AVATAR_PREFIX) else {
         return Route::Pass;
     };
-    match NoCache::parse(uri.query()) {
-        NoCache::True => return Route::AvatarBypass(Bypass::NoCache),
-        NoCache::Invalid => return Route::AvatarBypass(Bypass::InvalidNoCache),
-        NoCache::False => {}
+    let key = AvatarKey::from_path_segment(segment);
+    let bypass = |reason| Route::AvatarBypass { reason, key };
+    match (NoCache::parse(uri.query()), key) {
+        (NoCache::True, _) => bypass(Bypass::NoCache),
+        (NoCache::Invalid, _) => bypass(Bypass::InvalidNoCache),
+        (NoCache::False, Some(key)) => Route::Avatar(key),
+        (NoCache::False, None) => bypass(Bypass::NonCanonicalId),
     }
-    match AvatarKey::from_path_segment(segment) {
-        Some(key) => Route::Avatar(key),
-        None => Route::AvatarBypass(Bypass::NonCanonicalId),
+}
+
+fn classify_change(path: &str) -> Route<'_> {
+    if path == OWN_AVATAR_PATH {
+        return Route::AvatarChange(AvatarChange::Own);
+    }
+    let admin_edit = path
+        .strip_prefix(ADMIN_USER_PREFIX)
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+    if admin_edit {
+        Route::AvatarChange(AvatarChange::AdminEdit)
+    } else {
+        Route::Pass
     }
 }
 
@@ -248,7 +287,7 @@ mod tests {
         ] {
             assert_eq!(
                 route("GET", target),
-                "AvatarBypass(NonCanonicalId)",
+                "AvatarBypass { reason: NonCanonicalId, key: None }",
                 "{target}"
             );
         }
@@ -258,7 +297,7 @@ mod tests {
     fn nocache_truthy_bypasses() {
         assert_eq!(
             route("GET", "/api/v4/user/avatar/lpua?nocache=1&key=2"),
-            "AvatarBypass(NoCache)"
+            r#"AvatarBypass { reason: NoCache, key: Some(AvatarKey("lpua")) }"#
         );
     }
 
@@ -266,8 +305,31 @@ mod tests {
     fn nocache_invalid_bypasses() {
         assert_eq!(
             route("GET", "/api/v4/user/avatar/lpua?nocache=yes"),
-            "AvatarBypass(InvalidNoCache)"
+            r#"AvatarBypass { reason: InvalidNoCache, key: Some(AvatarKey("lpua")) }"#
         );
+    }
+
+    #[test]
+    fn avatar_changes_are_recognised() {
+        assert_eq!(
+            route("PUT", "/api/v4/user/setting/avatar"),
+            "AvatarChange(Own)"
+        );
+        assert_eq!(
+            route("PUT", "/api/v4/admin/user/12"),
+            "AvatarChange(AdminEdit)"
+        );
+        for (method, target) in [
+            ("POST", "/api/v4/user/setting/avatar"),
+            ("PUT", "/api/v4/user/setting"),
+            ("PUT", "/api/v4/user/setting/avatar/"),
+            ("PUT", "/api/v4/admin/user/"),
+            ("PUT", "/api/v4/admin/user/lpua"),
+            ("PUT", "/api/v4/admin/user/1/x"),
+            ("GET", "/api/v4/admin/user/12"),
+        ] {
+            assert_eq!(route(method, target), "Pass", "{method} {target}");
+        }
     }
 
     #[test]

@@ -24,6 +24,13 @@ fn ttl_of(cache_status: &str) -> u64 {
         .unwrap()
 }
 
+/// A proxy that never serves stale while revalidating, so expiry shows as a plain refetch.
+async fn proxy_without_stale(upstream: &FakeCloudreve) -> TestProxy {
+    let mut config = test_config(&upstream.url());
+    config.cache.stale_while_revalidate = Duration::ZERO;
+    TestProxy::start_with(config).await
+}
+
 /// A fake upstream answering every avatar with the given status, headers and body.
 async fn upstream_answering(
     status: u16,
@@ -94,7 +101,7 @@ async fn entry_expires_after_max_age() {
         ("cache-control", "public, max-age=30"),
     ];
     let upstream = upstream_answering(200, &HEADERS, b"png").await;
-    let proxy = TestProxy::start(&upstream.url()).await;
+    let proxy = proxy_without_stale(&upstream).await;
     get(&proxy.url(AVATAR)).await;
     proxy.clock.advance(Duration::from_secs(29));
     assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "HIT");
@@ -123,7 +130,7 @@ async fn s_maxage_wins_and_upstream_age_is_subtracted() {
         ("age", "40"),
     ];
     let upstream = upstream_answering(200, &HEADERS, b"png").await;
-    let proxy = TestProxy::start(&upstream.url()).await;
+    let proxy = proxy_without_stale(&upstream).await;
     let miss = get(&proxy.url(AVATAR)).await;
     assert!(
         (59..=60).contains(&ttl_of(miss.cache_status())),
@@ -247,7 +254,7 @@ async fn json_200_marked_public_is_still_not_stored() {
 #[tokio::test]
 async fn not_found_is_stored_with_capped_ttl() {
     let upstream = FakeCloudreve::avatars().await;
-    let proxy = TestProxy::start(&upstream.url()).await;
+    let proxy = proxy_without_stale(&upstream).await;
     let target = "/api/v4/user/avatar/none1";
     let miss = get(&proxy.url(target)).await;
     assert_eq!(miss.status, 404);
@@ -456,9 +463,13 @@ async fn fill_sends_no_conditionals_or_range_upstream() {
         .unwrap();
     let reply = send(&client(), request).await;
     assert_eq!(
-        reply.status, 200,
-        "the full representation is stored and served"
+        reply.status, 206,
+        "the range is answered from the stored whole"
     );
+    let whole = avatar_bytes("img1");
+    let expected = format!("bytes 0-3/{}", whole.len());
+    assert_eq!(reply.header("content-range"), Some(expected.as_str()));
+    assert_eq!(reply.body, whole.slice(0..4));
     let received = upstream.last();
     for header in ["if-modified-since", "if-none-match", "range"] {
         assert_eq!(

@@ -2,6 +2,7 @@
 //! response looks like when served. Policy (`policy.rs`) and storage (`store.rs`) stay apart beneath it.
 
 pub mod policy;
+pub mod serve;
 pub mod status;
 pub mod store;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, response};
+use http::{HeaderMap, HeaderValue, StatusCode, header, response};
 
 use crate::config::CacheConfig;
 use policy::{AvatarKey, Freshness, Limits};
@@ -22,66 +23,114 @@ pub use status::CacheStatus;
 pub struct AvatarCache {
     /// Entries by [`AvatarKey`], bounded in bytes.
     store: Store<Arc<CachedResponse>>,
-    /// Size and TTL limits from `[cache]`.
+    /// Size, TTL and stale-window limits from `[cache]`.
     limits: Limits,
     /// The time source for freshness; manual in tests.
     clock: Clock,
 }
 
-/// What a lookup found.
-pub enum Lookup<'c> {
-    /// A fresh stored response.
-    Hit(Arc<CachedResponse>),
-    /// Nothing usable and nobody fetching it: the caller fetches and reports through the guard.
-    Fill(Fill<'c>),
+/// What a lookup found, and what the request must do about it.
+pub enum Lookup {
+    /// A fresh stored response: serve it.
+    Fresh(Arc<CachedResponse>),
+    /// Stale, but within its `stale-while-revalidate` window: serve it now. `refresh` is the claim to
+    /// refresh it in the background, when no other request is already doing so (RFC 5861 §3).
+    StaleWhileRevalidate {
+        /// The stale entry to serve.
+        entry: Arc<CachedResponse>,
+        /// Present when this request must start the one refresh.
+        refresh: Option<Fill>,
+    },
+    /// Nothing servable and nobody fetching: this request fetches, revalidating `stale` if there is one.
+    Fill {
+        /// The claim on the key.
+        fill: Fill,
+        /// The stored, stale response: its validator goes upstream, and it may answer if the upstream fails.
+        stale: Option<Arc<CachedResponse>>,
+    },
     /// Another request is fetching it: wait for that.
-    Wait(FillWaiter<Arc<CachedResponse>>),
+    Wait {
+        /// The wait on the other request's fill.
+        waiter: FillWaiter<Arc<CachedResponse>>,
+        /// The stored, stale response, which may answer if the fetch fails.
+        stale: Option<Arc<CachedResponse>>,
+    },
 }
 
 /// A claimed fill: exactly one per key at a time.
-pub type Fill<'c> = FillGuard<'c, Arc<CachedResponse>>;
+pub type Fill = FillGuard<Arc<CachedResponse>>;
 
 /// A stored avatar response: status, end-to-end headers and the whole body, with its freshness.
 #[derive(Debug)]
 pub struct CachedResponse {
     /// Upstream status (200, 301, 302 or 404).
     pub status: StatusCode,
-    /// Upstream headers, hop-by-hop ones already removed; `Age` is recomputed when served.
+    /// Upstream headers, hop-by-hop ones already removed, plus a minted strong `ETag` for a 200 without one;
+    /// `Age` is recomputed when served.
     pub headers: HeaderMap,
     /// The whole body; cloning it is a reference count, not a copy.
     pub body: Bytes,
+    /// Hash of the body (xxh3-128), the source of the minted `ETag` and of change detection.
+    pub body_hash: u128,
+    /// `Last-Modified`, parsed, for the client's `If-Modified-Since` and `If-Range`.
+    pub last_modified: Option<SystemTime>,
     /// When it was stored, on the cache clock.
     stored_at: Instant,
-    /// Age when stored, plus freshness left then (RFC 9111 §4.2).
+    /// Age when stored, freshness left then, and the stale windows (RFC 9111 §4.2, RFC 5861).
     freshness: Freshness,
+    /// How long the store keeps it (fresh, then stale-servable or revalidatable).
+    retain_for: Duration,
+}
+
+/// Where an entry stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// Fresh: serve it.
+    Fresh,
+    /// Stale within `stale-while-revalidate`: serve it and refresh it in the background.
+    WhileRevalidate,
+    /// Stale: revalidate before use (it may still answer if the upstream fails, see
+    /// [`CachedResponse::may_serve_on_error`]).
+    MustRevalidate,
 }
 
 impl AvatarCache {
-    /// A cache with the configured limits and the system clock.
+    /// A cache with the configured limits.
     pub fn new(config: &CacheConfig, clock: Clock) -> Self {
         Self {
             store: Store::new(config.capacity),
             limits: Limits {
                 max_object_size: config.max_object_size,
                 negative_ttl: config.negative_ttl,
+                stale_while_revalidate: config.stale_while_revalidate,
+                stale_if_error: config.stale_if_error,
             },
             clock,
         }
     }
 
-    /// Finds a fresh entry, or claims or joins the fill for it.
-    pub fn lookup(&self, key: AvatarKey<'_>) -> Lookup<'_> {
+    /// Finds a servable entry, or claims or joins the fill for the key.
+    pub fn lookup(&self, key: AvatarKey<'_>) -> Lookup {
         let now = self.clock.now();
-        if let Some(entry) = self.store.get(key.as_str()).filter(|e| e.is_fresh(now)) {
-            return Lookup::Hit(entry);
-        }
-        match self.store.claim(key.as_str()) {
-            Claim::Leader(guard) => Lookup::Fill(guard),
-            Claim::Follower(waiter) => Lookup::Wait(waiter),
+        let stored = self.store.get(key.as_str());
+        let staleness = stored.as_ref().map(|entry| entry.staleness(now));
+        match (stored, staleness) {
+            (Some(entry), Some(Staleness::Fresh)) => Lookup::Fresh(entry),
+            (Some(entry), Some(Staleness::WhileRevalidate)) => {
+                let refresh = match self.store.claim(key.as_str()) {
+                    Claim::Leader(fill) => Some(fill),
+                    Claim::Follower(_) => None,
+                };
+                Lookup::StaleWhileRevalidate { entry, refresh }
+            }
+            (stale, _) => match self.store.claim(key.as_str()) {
+                Claim::Leader(fill) => Lookup::Fill { fill, stale },
+                Claim::Follower(waiter) => Lookup::Wait { waiter, stale },
+            },
         }
     }
 
-    /// Size and TTL limits, for admission decisions.
+    /// Size, TTL and stale-window limits, for admission decisions.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -101,23 +150,47 @@ impl AvatarCache {
         let mut headers = detached(&parts.headers);
         // Age is recomputed on every hit; the length is now known exactly, which a HEAD answer needs even
         // when the upstream sent the body chunked.
-        headers.remove(http::header::AGE);
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(body.len()),
-        );
+        headers.remove(header::AGE);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let body_hash = xxhash_rust::xxh3::xxh3_128(&body);
+        if parts.status == StatusCode::OK && !headers.contains_key(header::ETAG) {
+            // A strong validator for the client's If-None-Match / If-Range, answered here; it is never sent
+            // upstream (Cloudreve has none and would ignore If-Modified-Since if it got one).
+            let etag = format!("\"{body_hash:032x}\"");
+            headers.insert(
+                header::ETAG,
+                HeaderValue::try_from(etag).expect("hex is ASCII"),
+            );
+        }
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         Arc::new(CachedResponse {
             status: parts.status,
             headers,
             body,
+            body_hash,
+            last_modified,
             stored_at: self.clock.now(),
             freshness,
+            retain_for: freshness.retain_for(&self.limits),
         })
     }
 
     /// Drops the entry for a key, if any.
     pub fn purge(&self, key: AvatarKey<'_>) {
         self.store.remove(key.as_str());
+    }
+
+    /// Drops every entry.
+    pub fn purge_all(&self) {
+        self.store.clear();
+    }
+
+    /// The entry stored for a key, whatever its freshness.
+    pub fn peek(&self, key: AvatarKey<'_>) -> Option<Arc<CachedResponse>> {
+        self.store.get(key.as_str())
     }
 
     /// Requests waiting right now on the fill of `key`.
@@ -153,14 +226,49 @@ impl CachedResponse {
 
     /// Freshness left at `now`.
     pub fn ttl(&self, now: Instant) -> Duration {
-        self.freshness
-            .fresh_for
-            .saturating_sub(now.saturating_duration_since(self.stored_at))
+        self.freshness.fresh_for.saturating_sub(self.resident(now))
+    }
+
+    /// `Cache-Status` `ttl`: whole seconds of freshness left, negative once stale (RFC 9211 §2.5).
+    pub fn signed_ttl(&self, now: Instant) -> i64 {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        if self.is_fresh(now) {
+            secs(self.ttl(now))
+        } else {
+            -secs(self.stale_for(now))
+        }
+    }
+
+    /// How long it has been stale at `now` (zero while fresh).
+    pub fn stale_for(&self, now: Instant) -> Duration {
+        self.resident(now).saturating_sub(self.freshness.fresh_for)
+    }
+
+    /// Whether it may be served, and how, at `now`.
+    pub fn staleness(&self, now: Instant) -> Staleness {
+        if self.is_fresh(now) {
+            Staleness::Fresh
+        } else if self.stale_for(now) <= self.freshness.stale_while_revalidate
+            && !self.freshness.stale_while_revalidate.is_zero()
+        {
+            Staleness::WhileRevalidate
+        } else {
+            Staleness::MustRevalidate
+        }
+    }
+
+    /// Whether it may answer for an upstream that failed, at `now` (RFC 5861 §4 `stale-if-error`).
+    pub fn may_serve_on_error(&self, now: Instant) -> bool {
+        self.is_fresh(now) || self.stale_for(now) <= self.freshness.stale_if_error
     }
 
     /// Current age at `now` (RFC 9111 §4.2.3: age on arrival plus time resident here), in whole seconds.
     pub fn age(&self, now: Instant) -> u64 {
-        (self.freshness.initial_age + now.saturating_duration_since(self.stored_at)).as_secs()
+        (self.freshness.initial_age + self.resident(now)).as_secs()
+    }
+
+    fn resident(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
     }
 }
 
@@ -178,7 +286,7 @@ impl Stored for Arc<CachedResponse> {
     }
 
     fn time_to_live(&self) -> Duration {
-        self.freshness.fresh_for
+        self.retain_for
     }
 }
 
@@ -234,6 +342,8 @@ mod tests {
         Freshness {
             fresh_for: Duration::from_secs(60),
             initial_age: Duration::from_secs(5),
+            stale_while_revalidate: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, response};
 
 /// The cache key of an avatar: exactly the user's hashid from the request path.
@@ -41,22 +41,40 @@ impl<'a> AvatarKey<'a> {
     }
 }
 
-/// Limits that come from configuration.
+/// Limits and defaults that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest body stored; larger ones are streamed through.
     pub max_object_size: usize,
     /// Cap on how long a 404 stays fresh.
     pub negative_ttl: Duration,
+    /// `stale-while-revalidate` applied when the upstream sends none (Cloudreve never does).
+    pub stale_while_revalidate: Duration,
+    /// `stale-if-error` applied when the upstream sends none (Cloudreve never does).
+    pub stale_if_error: Duration,
 }
 
-/// How long a stored response stays fresh, fixed when it is stored.
+/// How a stored response may be used over time, fixed when it is stored (RFC 9111 §4.2, RFC 5861).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
-    /// Remaining freshness from the moment of storing (lifetime minus the age on arrival, capped for 404).
+    /// Remaining freshness from the moment of storing (lifetime minus the age on arrival, capped for 404);
+    /// zero for `no-cache`, which is stored but revalidated before every use.
     pub fresh_for: Duration,
     /// The response's age when it arrived (RFC 9111 §4.2.3 `corrected_initial_age`).
     pub initial_age: Duration,
+    /// How long past freshness it may be served while one request refreshes it (RFC 5861 §3).
+    pub stale_while_revalidate: Duration,
+    /// How long past freshness it may be served when the upstream fails (RFC 5861 §4).
+    pub stale_if_error: Duration,
+}
+
+impl Freshness {
+    /// How long the store keeps the entry: while fresh, and as long as it may still be served stale or be
+    /// revalidated. A revalidatable entry is worth keeping even when it may not be served stale.
+    pub fn retain_for(&self, limits: &Limits) -> Duration {
+        let stale_use = self.stale_while_revalidate.max(self.stale_if_error);
+        self.fresh_for + stale_use.max(limits.stale_if_error)
+    }
 }
 
 /// Why a response is not stored. Each maps to a `Cache-Status` `detail=` token.
@@ -74,7 +92,7 @@ pub enum NotStored {
     NoStore,
     /// `Cache-Control: private` (RFC 9111 §5.2.2.7).
     Private,
-    /// `Cache-Control: no-cache`: may only be used after revalidation, which this cache does not do yet.
+    /// `Cache-Control: no-cache` without a `Last-Modified` to revalidate with: it could never be used.
     NoCache,
     /// The request carried `Authorization` and the response does not allow sharing it (RFC 9111 §3.5).
     Authorization,
@@ -135,20 +153,50 @@ pub fn admit(
     cc.allows_shared_storage(exchange.authorized)?;
     let lifetime = freshness_lifetime(&cc, &res.headers, exchange.response_time)?;
     let initial_age = initial_age(&res.headers, exchange);
-    let mut fresh_for = lifetime
-        .checked_sub(initial_age)
-        .filter(|d| !d.is_zero())
-        .ok_or(NotStored::StaleOnArrival)?;
+    let mut fresh_for = lifetime.saturating_sub(initial_age);
     if res.status == StatusCode::NOT_FOUND {
         fresh_for = fresh_for.min(limits.negative_ttl);
     }
-    if fresh_for.is_zero() {
+    if cc.no_cache {
+        // "store, but validate before each use" (RFC 9111 §5.2.2.4): only worth it with a validator.
+        if !res.headers.contains_key(header::LAST_MODIFIED) {
+            return Err(NotStored::NoCache);
+        }
+        fresh_for = Duration::ZERO;
+    } else if fresh_for.is_zero() {
         return Err(NotStored::StaleOnArrival);
     }
     Ok(Freshness {
         fresh_for,
         initial_age,
+        stale_while_revalidate: cc
+            .stale_window(cc.stale_while_revalidate, limits.stale_while_revalidate),
+        stale_if_error: cc.stale_window(cc.stale_if_error, limits.stale_if_error),
     })
+}
+
+/// The header fields of a stored response after a 304 validated it (RFC 9111 §4.3.4, §3.2): every field the
+/// 304 carries replaces the stored ones of that name, except `Content-Length`, which describes the stored body.
+pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut merged = stored.clone();
+    for name in not_modified.keys() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        merged.remove(name);
+        for value in not_modified.get_all(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
+/// The validator a revalidation sends: `If-Modified-Since` with the stored `Last-Modified`, and never
+/// `If-None-Match`: Cloudreve sends no ETag, and an `If-None-Match` makes it skip the date check and answer a
+/// full 200 (Go `http.ServeContent`).
+pub fn revalidation_header(stored: &HeaderMap) -> Option<(header::HeaderName, HeaderValue)> {
+    let last_modified = stored.get(header::LAST_MODIFIED)?;
+    Some((header::IF_MODIFIED_SINCE, last_modified.clone()))
 }
 
 /// Shapes the request headers of a fill: it must fetch the whole, current representation, whatever this
@@ -179,16 +227,26 @@ pub fn fits(len: u64, limits: &Limits) -> Result<(), NotStored> {
     Ok(())
 }
 
-/// The route's own rules: which statuses and content this cache holds for an avatar URL.
-fn route_allows(res: &response::Parts) -> Result<(), NotStored> {
+/// Whether an answer on the avatar URL is an avatar representation at all (an image, a redirect to
+/// Gravatar, or "no avatar yet"), rather than an error about the request.
+pub fn describes_avatar(res: &response::Parts) -> bool {
+    represents_avatar(res).is_ok()
+}
+
+fn represents_avatar(res: &response::Parts) -> Result<(), NotStored> {
     match res.status {
-        StatusCode::OK if !is_image(&res.headers) => return Err(NotStored::NotImage),
+        StatusCode::OK if !is_image(&res.headers) => Err(NotStored::NotImage),
         StatusCode::OK
         | StatusCode::MOVED_PERMANENTLY
         | StatusCode::FOUND
-        | StatusCode::NOT_FOUND => {}
-        _ => return Err(NotStored::Status),
+        | StatusCode::NOT_FOUND => Ok(()),
+        _ => Err(NotStored::Status),
     }
+}
+
+/// The route's own rules: which statuses and content this cache holds for an avatar URL.
+fn route_allows(res: &response::Parts) -> Result<(), NotStored> {
+    represents_avatar(res)?;
     if res.headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
@@ -290,6 +348,8 @@ struct CacheControl {
     must_revalidate: bool,
     max_age: Option<Option<u64>>,
     s_maxage: Option<Option<u64>>,
+    stale_while_revalidate: Option<u64>,
+    stale_if_error: Option<u64>,
 }
 
 impl CacheControl {
@@ -325,8 +385,20 @@ impl CacheControl {
             "must-revalidate" | "proxy-revalidate" => self.must_revalidate = true,
             "max-age" => set_duration(&mut self.max_age),
             "s-maxage" => set_duration(&mut self.s_maxage),
+            // RFC 5861: an invalid value is ignored like an unknown directive.
+            "stale-while-revalidate" => self.stale_while_revalidate = arg.and_then(delta_seconds),
+            "stale-if-error" => self.stale_if_error = arg.and_then(delta_seconds),
             _ => {}
         }
+    }
+
+    /// A stale-serving window: the upstream's own, else the configured default; none at all when the
+    /// response forbids serving it stale (`must-revalidate`, `proxy-revalidate`, `no-cache`; RFC 9111 §4.2.4).
+    fn stale_window(&self, directive: Option<u64>, default: Duration) -> Duration {
+        if self.must_revalidate || self.no_cache {
+            return Duration::ZERO;
+        }
+        directive.map_or(default, Duration::from_secs)
     }
 
     /// RFC 9111 §3 (and §3.5 for requests with `Authorization`), for a shared cache.
@@ -336,9 +408,6 @@ impl CacheControl {
         }
         if self.private {
             return Err(NotStored::Private);
-        }
-        if self.no_cache {
-            return Err(NotStored::NoCache);
         }
         if authorized && !(self.public || self.must_revalidate || self.s_maxage.is_some()) {
             return Err(NotStored::Authorization);
@@ -400,6 +469,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_object_size: 1024,
         negative_ttl: Duration::from_secs(60),
+        stale_while_revalidate: Duration::from_secs(60),
+        stale_if_error: Duration::from_secs(86400),
     };
 
     fn at(secs: u64) -> SystemTime {
@@ -793,6 +864,96 @@ mod tests {
         res.headers
             .insert("content-length", "1024".parse().unwrap());
         assert_eq!(fresh_for(&res), Ok(10));
+    }
+
+    fn windows(res: &response::Parts) -> (u64, u64) {
+        let f = admit(res, exchange(), &LIMITS).unwrap();
+        (
+            f.stale_while_revalidate.as_secs(),
+            f.stale_if_error.as_secs(),
+        )
+    }
+
+    #[test]
+    fn no_cache_with_a_validator_is_stored_but_never_fresh() {
+        let mut res = png("public, no-cache, max-age=600");
+        res.headers.insert(
+            "last-modified",
+            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
+        let freshness = admit(&res, exchange(), &LIMITS).unwrap();
+        assert_eq!(freshness.fresh_for, Duration::ZERO);
+        assert_eq!(windows(&res), (0, 0), "no-cache forbids serving it stale");
+    }
+
+    #[test]
+    fn stale_windows_default_from_config() {
+        assert_eq!(windows(&png("public, max-age=10")), (60, 86400));
+    }
+
+    #[test]
+    fn stale_windows_from_the_upstream_win() {
+        let res = png("max-age=10, stale-while-revalidate=5, stale-if-error=7");
+        assert_eq!(windows(&res), (5, 7));
+    }
+
+    #[test]
+    fn invalid_stale_windows_are_ignored() {
+        let res = png("max-age=10, stale-while-revalidate=soon, stale-if-error=-1");
+        assert_eq!(windows(&res), (60, 86400));
+    }
+
+    #[test]
+    fn must_revalidate_forbids_stale_use() {
+        for cc in [
+            "max-age=10, must-revalidate",
+            "max-age=10, proxy-revalidate, stale-if-error=99",
+        ] {
+            assert_eq!(windows(&png(cc)), (0, 0), "{cc}");
+        }
+    }
+
+    #[test]
+    fn entries_are_kept_for_stale_use_and_revalidation() {
+        let freshness = admit(&png("max-age=10, stale-if-error=5"), exchange(), &LIMITS).unwrap();
+        assert_eq!(
+            freshness.retain_for(&LIMITS),
+            Duration::from_secs(10 + 86400)
+        );
+    }
+
+    #[test]
+    fn not_modified_replaces_fields_but_not_the_length() {
+        let stored = png("max-age=10").headers;
+        let mut stored = stored;
+        stored.insert("content-length", "500".parse().unwrap());
+        stored.insert("x-kept", "1".parse().unwrap());
+        let mut fresh = HeaderMap::new();
+        fresh.insert("cache-control", "max-age=99".parse().unwrap());
+        fresh.insert("content-length", "0".parse().unwrap());
+        let merged = merge_not_modified(&stored, &fresh);
+        assert_eq!(merged["cache-control"], "max-age=99");
+        assert_eq!(merged["content-length"], "500");
+        assert_eq!(merged["x-kept"], "1");
+        assert_eq!(merged["content-type"], "image/png");
+    }
+
+    #[test]
+    fn revalidation_uses_if_modified_since_only() {
+        let mut stored = png("max-age=10").headers;
+        assert_eq!(
+            revalidation_header(&stored),
+            None,
+            "nothing to revalidate with"
+        );
+        stored.insert(
+            "last-modified",
+            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
+        stored.insert("etag", "\"abc\"".parse().unwrap());
+        let (name, value) = revalidation_header(&stored).unwrap();
+        assert_eq!(name, header::IF_MODIFIED_SINCE);
+        assert_eq!(value, "Sun, 29 Nov 2026 12:00:00 GMT");
     }
 
     #[test]

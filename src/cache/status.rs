@@ -7,25 +7,34 @@ use http::{HeaderValue, StatusCode};
 /// The cache's name in `Cache-Status`.
 pub const CACHE_NAME: &str = "cloudreve-edge";
 
-/// The outcome of one avatar request.
+/// What the cache did for one avatar request, with the RFC 9211 parameters that describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStatus {
-    /// What happened.
+    /// What happened, in one word (logs, metrics, `X-Cache`).
     pub outcome: Outcome,
     /// Status upstream answered, when the request went there (`fwd-status`).
     pub fwd_status: Option<StatusCode>,
-    /// Freshness left in whole seconds, when the response is served from or stored in the cache (`ttl`).
-    pub ttl: Option<u64>,
-    /// Why the response was not stored or the cache was skipped (`detail`).
+    /// Freshness left in whole seconds when served from or stored in the cache; negative when a stale
+    /// response is served (`ttl`).
+    pub ttl: Option<i64>,
+    /// Why the response was not stored, the cache was skipped, or a stale response was used (`detail`).
     pub detail: Option<&'static str>,
+    /// A stored response existed but was stale, so the request went upstream (`fwd=stale`, not `fwd=miss`).
+    pub had_stale: bool,
 }
 
 /// What the cache did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Served from memory.
+    /// Served fresh from memory.
     Hit,
-    /// Fetched upstream and stored.
+    /// Served stale from memory within `stale-while-revalidate`, while one request refreshes it.
+    Stale,
+    /// Served stale from memory because the upstream failed (`stale-if-error`).
+    StaleIfError,
+    /// The stored response was stale, the upstream confirmed it (304), and it was served from memory.
+    Revalidated,
+    /// Fetched upstream and stored (a miss, or a stale entry replaced).
     Stored,
     /// Waited for another request's fetch and served its stored result.
     Collapsed,
@@ -40,6 +49,8 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
+            Self::Stale | Self::StaleIfError => "stale",
+            Self::Revalidated => "revalidated",
             Self::Stored | Self::Miss => "miss",
             Self::Collapsed => "coalesced",
             Self::Bypass => "bypass",
@@ -55,6 +66,7 @@ impl CacheStatus {
             fwd_status: None,
             ttl: None,
             detail: None,
+            had_stale: false,
         }
     }
 
@@ -62,6 +74,8 @@ impl CacheStatus {
     pub fn x_cache(&self) -> HeaderValue {
         HeaderValue::from_static(match self.outcome {
             Outcome::Hit | Outcome::Collapsed => "HIT",
+            Outcome::Stale | Outcome::StaleIfError => "STALE",
+            Outcome::Revalidated => "REVALIDATED",
             Outcome::Stored | Outcome::Miss => "MISS",
             Outcome::Bypass => "BYPASS",
         })
@@ -73,7 +87,9 @@ impl CacheStatus {
         let mut out = String::with_capacity(64);
         out.push_str(CACHE_NAME);
         out.push_str(match self.outcome {
-            Outcome::Hit => "; hit",
+            Outcome::Hit | Outcome::Stale => "; hit",
+            Outcome::StaleIfError | Outcome::Revalidated => "; fwd=stale",
+            Outcome::Stored | Outcome::Collapsed | Outcome::Miss if self.had_stale => "; fwd=stale",
             Outcome::Stored | Outcome::Collapsed | Outcome::Miss => "; fwd=miss",
             Outcome::Bypass => "; fwd=bypass",
         });
@@ -156,5 +172,49 @@ mod tests {
             "cloudreve-edge; fwd=miss; collapsed; ttl=5"
         );
         assert_eq!(collapsed.x_cache(), "HIT");
+    }
+
+    #[test]
+    fn stale_uses_read_as_rfc_9211() {
+        let swr = CacheStatus {
+            ttl: Some(-12),
+            detail: Some("stale-while-revalidate"),
+            ..CacheStatus::new(Outcome::Stale)
+        };
+        assert_eq!(
+            swr.header_value(),
+            "cloudreve-edge; hit; ttl=-12; detail=stale-while-revalidate"
+        );
+        assert_eq!(swr.x_cache(), "STALE");
+        let on_error = CacheStatus {
+            fwd_status: Some(StatusCode::SERVICE_UNAVAILABLE),
+            ttl: Some(-400),
+            detail: Some("stale-if-error"),
+            ..CacheStatus::new(Outcome::StaleIfError)
+        };
+        assert_eq!(
+            on_error.header_value(),
+            "cloudreve-edge; fwd=stale; fwd-status=503; ttl=-400; detail=stale-if-error"
+        );
+        let revalidated = CacheStatus {
+            fwd_status: Some(StatusCode::NOT_MODIFIED),
+            ttl: Some(86400),
+            ..CacheStatus::new(Outcome::Revalidated)
+        };
+        assert_eq!(
+            revalidated.header_value(),
+            "cloudreve-edge; fwd=stale; fwd-status=304; ttl=86400"
+        );
+        assert_eq!(revalidated.x_cache(), "REVALIDATED");
+        let replaced = CacheStatus {
+            fwd_status: Some(StatusCode::OK),
+            ttl: Some(86400),
+            had_stale: true,
+            ..CacheStatus::new(Outcome::Stored)
+        };
+        assert_eq!(
+            replaced.header_value(),
+            "cloudreve-edge; fwd=stale; fwd-status=200; stored; ttl=86400"
+        );
     }
 }

@@ -19,13 +19,25 @@ pub trait Stored: Clone + Send + Sync + 'static {
     fn time_to_live(&self) -> Duration;
 }
 
-/// A byte-bounded key-value store with one in-flight fill per key.
+/// A byte-bounded key-value store with one in-flight fill per key. Cloning it is cheap and shares the store.
 pub struct Store<V: Stored> {
     /// The entries. Weighed in bytes (key plus [`Stored::weight`]); each expires at its own time.
     entries: Cache<Arc<str>, V>,
     /// Keys being fetched right now, with the channel their result is published on. A key is here from the
     /// moment one request claims it until that request finishes or gives up.
-    fills: Mutex<HashMap<Arc<str>, watch::Sender<FillState<V>>>>,
+    fills: Arc<Mutex<Fills<V>>>,
+}
+
+/// Keys being fetched, each with the channel its outcome is published on.
+type Fills<V> = HashMap<Arc<str>, watch::Sender<FillState<V>>>;
+
+impl<V: Stored> Clone for Store<V> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            fills: Arc::clone(&self.fills),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -35,16 +47,17 @@ enum FillState<V> {
 }
 
 /// The result of [`Store::claim`].
-pub enum Claim<'s, V: Stored> {
+pub enum Claim<V: Stored> {
     /// Nobody is fetching this key: the caller fetches it and reports through the guard.
-    Leader(FillGuard<'s, V>),
+    Leader(FillGuard<V>),
     /// Another request is fetching this key: wait for its result.
     Follower(FillWaiter<V>),
 }
 
 /// The right, and the duty, to fill one key. Dropping it unfinished releases the waiters with nothing.
-pub struct FillGuard<'s, V: Stored> {
-    store: &'s Store<V>,
+/// It owns a handle on the store, so a fill can finish in a background task.
+pub struct FillGuard<V: Stored> {
+    store: Store<V>,
     key: Arc<str>,
     tx: watch::Sender<FillState<V>>,
 }
@@ -91,7 +104,7 @@ impl<V: Stored> Store<V> {
             .build();
         Self {
             entries,
-            fills: Mutex::new(HashMap::new()),
+            fills: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -110,8 +123,13 @@ impl<V: Stored> Store<V> {
         self.entries.invalidate(key);
     }
 
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// Becomes the one request fetching `key`, or joins the one already doing so.
-    pub fn claim(&self, key: &str) -> Claim<'_, V> {
+    pub fn claim(&self, key: &str) -> Claim<V> {
         let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = fills.get(key) {
             return Claim::Follower(FillWaiter { rx: tx.subscribe() });
@@ -119,7 +137,7 @@ impl<V: Stored> Store<V> {
         let (tx, _) = watch::channel(FillState::Pending);
         fills.insert(key.into(), tx.clone());
         Claim::Leader(FillGuard {
-            store: self,
+            store: self.clone(),
             key: key.into(),
             tx,
         })
@@ -154,7 +172,7 @@ impl<V: Stored> Store<V> {
     }
 }
 
-impl<V: Stored> FillGuard<'_, V> {
+impl<V: Stored> FillGuard<V> {
     /// Publishes the fill's outcome: `Some` is stored and handed to every waiter, `None` sends the waiters
     /// on their own way at once.
     pub fn finish(self, value: Option<V>) {
@@ -166,7 +184,15 @@ impl<V: Stored> FillGuard<'_, V> {
     }
 }
 
-impl<V: Stored> Drop for FillGuard<'_, V> {
+impl<V: Stored> FillGuard<V> {
+    /// Stores nothing and drops what the store held for the key: the upstream's answer superseded it.
+    pub fn discard(self) {
+        self.store.remove(&self.key);
+        self.finish(None);
+    }
+}
+
+impl<V: Stored> Drop for FillGuard<V> {
     fn drop(&mut self) {
         self.store.end_fill(&self.key);
         // An unfinished fill (error, cancelled request) releases its waiters with nothing.
@@ -281,6 +307,21 @@ mod tests {
             matches!(store.claim("k"), Claim::Leader(_)),
             "the key is free again"
         );
+    }
+
+    #[tokio::test]
+    async fn discarding_removes_the_old_entry_and_releases_followers() {
+        let store = Store::new(10_000);
+        store.insert("k", blob(1));
+        let Claim::Leader(guard) = store.claim("k") else {
+            panic!()
+        };
+        let Claim::Follower(waiter) = store.claim("k") else {
+            panic!()
+        };
+        guard.discard();
+        assert_eq!(waiter.wait().await, None);
+        assert_eq!(store.get("k"), None);
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! A stored response as one client receives it: its current `Age`, and the client's own preconditions
+//! (RFC 9110 §13) and byte range (RFC 9110 §14) answered from memory. Pure apart from reading the clock value
+//! it is given.
+
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::CachedResponse;
+use crate::body::Body;
+
+/// Header fields a 304 carries from the stored 200 (RFC 9110 §15.4.5): the validators and the caching
+/// metadata, not the content's own description.
+const NOT_MODIFIED_DROPS: [header::HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+];
+
+/// The parts of a client request that decide how a stored response is served. Taken before the request is
+/// consumed, cheaply: none of these headers are usually present.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// The request is `HEAD`: headers only.
+    pub head: bool,
+    if_match: Option<HeaderValue>,
+    if_none_match: Option<HeaderValue>,
+    if_modified_since: Option<HeaderValue>,
+    if_unmodified_since: Option<HeaderValue>,
+    range: Option<HeaderValue>,
+    if_range: Option<HeaderValue>,
+}
+
+impl Conditions {
+    /// Reads the conditions of a request.
+    pub fn of(method: &Method, headers: &HeaderMap) -> Self {
+        let get = |name| headers.get(name).cloned();
+        Self {
+            head: method == Method::HEAD,
+            if_match: get(header::IF_MATCH),
+            if_none_match: get(header::IF_NONE_MATCH),
+            if_modified_since: get(header::IF_MODIFIED_SINCE),
+            if_unmodified_since: get(header::IF_UNMODIFIED_SINCE),
+            // Range is defined for GET only (RFC 9110 §14.2).
+            range: if method == Method::GET {
+                get(header::RANGE)
+            } else {
+                None
+            },
+            if_range: get(header::IF_RANGE),
+        }
+    }
+}
+
+/// What the stored response becomes for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Full,
+    NotModified,
+    PreconditionFailed,
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+/// Builds the response for `entry` at `now`: the stored status, headers and body, or a 304, 412, 206 or 416
+/// when the client's conditions call for one. `Age` is always current.
+pub fn respond(entry: &CachedResponse, conditions: &Conditions, now: Instant) -> Response<Body> {
+    let mut response = match evaluate(entry, conditions) {
+        Answer::Full => full(entry, conditions.head),
+        Answer::NotModified => not_modified(entry),
+        Answer::PreconditionFailed => bare(StatusCode::PRECONDITION_FAILED, entry),
+        Answer::Partial(first, last) => partial(entry, first, last, conditions.head),
+        Answer::Unsatisfiable => unsatisfiable(entry),
+    };
+    response
+        .headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age(now)));
+    response
+}
+
+/// RFC 9110 §13.2.2, in its order. Preconditions only apply to a 2xx representation (§13.2.1): a stored
+/// redirect or 404 is served as it is.
+fn evaluate(entry: &CachedResponse, c: &Conditions) -> Answer {
+    if entry.status != StatusCode::OK {
+        return Answer::Full;
+    }
+    let etag = entry.headers.get(header::ETAG);
+    if let Some(if_match) = &c.if_match {
+        if !etag_list_matches(if_match, etag, Comparison::Strong) {
+            return Answer::PreconditionFailed;
+        }
+    } else if let Some(since) = c.if_unmodified_since.as_ref().and_then(date) {
+        if entry.last_modified.is_some_and(|modified| modified > since) {
+            return Answer::PreconditionFailed;
+        }
+    }
+    if let Some(if_none_match) = &c.if_none_match {
+        if etag_list_matches(if_none_match, etag, Comparison::Weak) {
+            return Answer::NotModified;
+        }
+    } else if let Some(since) = c.if_modified_since.as_ref().and_then(date) {
+        if entry
+            .last_modified
+            .is_some_and(|modified| modified <= since)
+        {
+            return Answer::NotModified;
+        }
+    }
+    match &c.range {
+        Some(range) if if_range_holds(entry, c.if_range.as_ref()) => {
+            byte_range(range, entry.body.len() as u64)
+        }
+        _ => Answer::Full,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Comparison {
+    Strong,
+    Weak,
+}
+
+/// `If-Match` / `If-None-Match`: `*`, or a list of entity-tags (RFC 9110 §8.8.3.2 comparison).
+fn etag_list_matches(
+    list: &HeaderValue,
+    current: Option<&HeaderValue>,
+    comparison: Comparison,
+) -> bool {
+    let Ok(list) = list.to_str() else {
+        return false;
+    };
+    if list.trim() == "*" {
+        return true;
+    }
+    let Some(current) = current.and_then(|c| c.to_str().ok()) else {
+        return false;
+    };
+    list.split(',')
+        .map(str::trim)
+        .any(|candidate| etags_match(candidate, current, comparison))
+}
+
+fn etags_match(a: &str, b: &str, comparison: Comparison) -> bool {
+    let (a_weak, a_tag) = split_weak(a);
+    let (b_weak, b_tag) = split_weak(b);
+    let strong_ok = comparison == Comparison::Weak || !(a_weak || b_weak);
+    strong_ok && a_tag == b_tag && a_tag.starts_with('"') && a_tag.len() >= 2
+}
+
+fn split_weak(tag: &str) -> (bool, &str) {
+    match tag.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, tag),
+    }
+}
+
+/// `If-Range` (RFC 9110 §13.1.5): the range applies only if the validator still names this representation:
+/// a strong entity-tag equal to ours, or a date equal to our `Last-Modified`.
+fn if_range_holds(entry: &CachedResponse, if_range: Option<&HeaderValue>) -> bool {
+    let Some(value) = if_range else {
+        return true;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    if text.trim_start().starts_with(['"', 'W']) {
+        let current = entry
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok());
+        return current
+            .is_some_and(|current| etags_match(text.trim(), current, Comparison::Strong));
+    }
+    date(value).is_some_and(|since| entry.last_modified == Some(since))
+}
+
+/// A single byte range becomes a 206; an unsatisfiable one a 416. Several ranges, or a malformed header, are
+/// ignored and the whole representation is sent, which RFC 9110 §14.2 allows.
+fn byte_range(range: &HeaderValue, len: u64) -> Answer {
+    use http_range_header::RangeUnsatisfiableError;
+    let Ok(text) = range.to_str() else {
+        return Answer::Full;
+    };
+    let validated =
+        http_range_header::parse_range_header(text).and_then(|ranges| ranges.validate(len));
+    match validated {
+        Ok(ranges) if ranges.len() == 1 => Answer::Partial(*ranges[0].start(), *ranges[0].end()),
+        Err(RangeUnsatisfiableError::Unsatisfiable) => Answer::Unsatisfiable,
+        _ => Answer::Full,
+    }
+}
+
+fn date(value: &HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
+fn full(entry: &CachedResponse, head: bool) -> Response<Body> {
+    let body = if head {
+        Body::Empty
+    } else {
+        Body::full(entry.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = entry.status;
+    *response.headers_mut() = entry.headers.clone();
+    response
+}
+
+fn not_modified(entry: &CachedResponse) -> Response<Body> {
+    let mut response = bare(StatusCode::NOT_MODIFIED, entry);
+    *response.headers_mut() = entry.headers.clone();
+    for name in &NOT_MODIFIED_DROPS {
+        response.headers_mut().remove(name);
+    }
+    response
+}
+
+fn partial(entry: &CachedResponse, first: u64, last: u64, head: bool) -> Response<Body> {
+    let len = entry.body.len() as u64;
+    let slice = entry.body.slice(first as usize..=last as usize);
+    let mut response = full(entry, head);
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    if !head {
+        *response.body_mut() = Body::full(slice.clone());
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(slice.len()));
+    let content_range = format!("bytes {first}-{last}/{len}");
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::try_from(content_range).expect("ASCII"),
+    );
+    response
+}
+
+fn unsatisfiable(entry: &CachedResponse) -> Response<Body> {
+    let mut response = bare(StatusCode::RANGE_NOT_SATISFIABLE, entry);
+    let content_range = format!("bytes */{}", entry.body.len());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_RANGE,
+        HeaderValue::try_from(content_range).expect("ASCII"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+/// A status with no body, keeping the stored validators so the client can tell what it was about.
+fn bare(status: StatusCode, entry: &CachedResponse) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = status;
+    for name in [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CACHE_CONTROL,
+        header::DATE,
+        header::VIA,
+    ] {
+        if let Some(value) = entry.headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}

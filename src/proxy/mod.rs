@@ -1,0 +1,168 @@
+//! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`] and
+//! `Proxy::route`; each phase is a short function, here or in the two files beside this one.
+//!
+//! 1. request filter (`route`): classify the request (`route.rs`) and take its path.
+//! 2. cache lookup (`avatar.rs`): a fresh avatar is answered from memory, a stale one within
+//!    `stale-while-revalidate` too (refreshed in the background); otherwise one request per key fills it.
+//! 3. forward upstream: everything else streams through (`forward`); a fill asks for the whole avatar, with
+//!    `If-Modified-Since` when it revalidates a stored copy (`avatar.rs`).
+//! 4. cache admit (`avatar.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
+//!    an upstream failure may be answered with the stale copy (`stale-if-error`).
+//! 5. observe (`observe.rs`): a confirmed avatar change, or a `nocache` answer that differs from the stored
+//!    copy, drops that copy.
+//! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
+//! 7. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here.
+
+mod avatar;
+mod observe;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header;
+use http::{Request, Response, response};
+use hyper::body::Incoming;
+
+use crate::access_log::{AccessRecord, LoggedBody};
+use crate::body::Body;
+use crate::cache::status::Outcome;
+use crate::cache::{AvatarCache, CacheStatus, Clock};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::route::{self, Route};
+use crate::upstream::{self, ClientInfo, Upstream};
+
+static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+
+/// Shared state of the request path: the upstream client and the avatar cache.
+pub struct Proxy {
+    /// The client to the configured Cloudreve.
+    upstream: Upstream,
+    /// The avatar cache.
+    cache: AvatarCache,
+    /// Whether to write one access event per request.
+    access_log: bool,
+}
+
+impl Proxy {
+    /// The proxy for a configuration, on the system clock.
+    pub fn new(config: &Config) -> Arc<Self> {
+        Self::with_clock(config, Clock::system())
+    }
+
+    /// The proxy with a given cache clock (tests move a manual clock instead of sleeping).
+    pub fn with_clock(config: &Config, clock: Clock) -> Arc<Self> {
+        Arc::new(Self {
+            upstream: Upstream::new(&config.upstream),
+            cache: AvatarCache::new(&config.cache, clock),
+            access_log: config.log.access_log,
+        })
+    }
+
+    /// The avatar cache, for inspection and purging.
+    pub fn cache(&self) -> &AvatarCache {
+        &self.cache
+    }
+
+    /// The service hyper runs for each request. It never fails: an error becomes a response here and is
+    /// logged once. Takes the `Arc` so a background refresh can outlive the request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        client: ClientInfo,
+    ) -> Result<Response<LoggedBody>, Infallible> {
+        let mut record = AccessRecord::start(
+            request.method(),
+            request.uri(),
+            request.version(),
+            client.addr,
+        );
+        let response = match self.route(request, &client, &mut record).await {
+            Ok(response) => response,
+            Err(err) => {
+                log_error(&err, &record);
+                err.to_response()
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        response_filter(&mut parts, &record);
+        let logging = self.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
+        let body = record.finish(parts.status, body, logging);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Phase 1, the request filter: classification, and the choice of path.
+    async fn route(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        // The route borrows the target; a Uri clone shares its bytes.
+        let uri = request.uri().clone();
+        match route::classify(request.method(), &uri) {
+            Route::Avatar(key) => self.serve_avatar(request, key, client, record).await,
+            Route::AvatarBypass { reason, key } => {
+                record.cache = Some(CacheStatus {
+                    detail: Some(reason.as_str()),
+                    ..CacheStatus::new(Outcome::Bypass)
+                });
+                let method = request.method().clone();
+                let response = self.forward(request, client, record).await?;
+                if let Some(status) = &mut record.cache {
+                    status.fwd_status = Some(response.status());
+                }
+                Ok(self.watch_bypass(&method, response, reason, key))
+            }
+            Route::AvatarChange(change) => {
+                let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+                let response = self.forward(request, client, record).await?;
+                self.observe_change(change, authorization.as_ref(), response)
+                    .await
+            }
+            Route::Pass => self.forward(request, client, record).await,
+        }
+    }
+
+    /// Phase 3 for everything else: the request streams to the upstream and the response streams back.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        self.upstream.prepare_request(&mut parts, client)?;
+        let started = Instant::now();
+        let result = self
+            .upstream
+            .send(Request::from_parts(parts, Body::Stream(body)))
+            .await;
+        record.upstream_time = Some(started.elapsed());
+        let (mut parts, body) = result?.into_parts();
+        upstream::prepare_response(&mut parts);
+        Ok(Response::from_parts(parts, Body::Stream(body)))
+    }
+}
+
+/// Phase 6: every avatar response says what the cache did.
+fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
+    let Some(status) = record.cache else {
+        return;
+    };
+    parts
+        .headers
+        .insert(CACHE_STATUS.clone(), status.header_value());
+    parts.headers.insert(X_CACHE.clone(), status.x_cache());
+}
+
+fn log_error(err: &ProxyError, record: &AccessRecord) {
+    let cause = std::error::Error::source(err).map(ToString::to_string);
+    if err.is_client_fault() {
+        tracing::info!(error = %err, cause, method = %record.method(), path = record.path(), "request rejected");
+    } else {
+        tracing::warn!(error = %err, cause, method = %record.method(), path = record.path(), "upstream request failed");
+    }
+}

@@ -1,0 +1,106 @@
+//! Phase 5, observe: the traffic that shows an avatar changed drops the stored copy, at once.
+//!
+//! - `PUT /api/v4/user/setting/avatar` answered `code: 0`: the user the bearer token names.
+//! - `PUT /api/v4/admin/user/{n}` answered `code: 0`: the user its `data.hash_id` names.
+//! - A `nocache` avatar answer (Cloudreve's settings page asks for one after every change) that differs from
+//!   the stored copy in status, `Last-Modified` or bytes.
+//!
+//! Only small JSON answers on the two change routes are read (up to `MAX_CONFIRMATION_SIZE`); `nocache`
+//! answers are hashed as they stream, never held.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use super::Proxy;
+use crate::body::{Body, Collected, collect_up_to};
+use crate::cache::policy::{self, AvatarKey};
+use crate::error::ProxyError;
+use crate::invalidate::{self, MAX_CONFIRMATION_SIZE};
+use crate::route::{AvatarChange, Bypass};
+
+impl Proxy {
+    /// Reads the answer to an avatar change and, when Cloudreve confirmed it, drops that user's stored avatar
+    /// before the client hears of the success.
+    pub(super) async fn observe_change(
+        &self,
+        change: AvatarChange,
+        authorization: Option<&HeaderValue>,
+        response: Response<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let subject = match change {
+            AvatarChange::Own => authorization.and_then(invalidate::jwt_subject),
+            AvatarChange::AdminEdit => None,
+        };
+        if response.status() != StatusCode::OK || (change == AvatarChange::Own && subject.is_none())
+        {
+            return Ok(response);
+        }
+        let (parts, body) = response.into_parts();
+        let Body::Stream(incoming) = body else {
+            return Ok(Response::from_parts(parts, body));
+        };
+        let collected = collect_up_to(incoming, MAX_CONFIRMATION_SIZE)
+            .await
+            .map_err(ProxyError::UpstreamBody)?;
+        let bytes = match collected {
+            Collected::Whole(bytes) => bytes,
+            Collected::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
+        };
+        let changed = match change {
+            AvatarChange::Own => subject.filter(|_| invalidate::confirmed(&bytes)),
+            AvatarChange::AdminEdit => invalidate::admin_subject(&bytes),
+        };
+        if let Some(user) = changed {
+            self.purge_user(&user, "Cloudreve confirmed an avatar change");
+        }
+        Ok(Response::from_parts(parts, Body::full(bytes)))
+    }
+
+    /// Compares a `nocache` answer with the stored copy: a different status or `Last-Modified` drops it at
+    /// once; otherwise the bytes are hashed as they pass and a difference drops it when the body ends.
+    /// Answers that are not an avatar representation (JSON errors about the requester) tell nothing.
+    pub(super) fn watch_bypass(
+        self: &Arc<Self>,
+        method: &Method,
+        response: Response<Body>,
+        reason: Bypass,
+        key: Option<AvatarKey<'_>>,
+    ) -> Response<Body> {
+        let (Bypass::NoCache, Some(key), &Method::GET) = (reason, key, method) else {
+            return response;
+        };
+        let Some(stored) = self.cache.peek(key) else {
+            return response;
+        };
+        let (parts, body) = response.into_parts();
+        if !policy::describes_avatar(&parts) {
+            return Response::from_parts(parts, body);
+        }
+        let validator = |headers: &http::HeaderMap| headers.get(header::LAST_MODIFIED).cloned();
+        if parts.status != stored.status || validator(&parts.headers) != validator(&stored.headers)
+        {
+            self.purge_user(key.as_str(), "a nocache answer shows a newer avatar");
+            return Response::from_parts(parts, body);
+        }
+        let expected = (stored.body_hash, stored.body.len() as u64);
+        let proxy = Arc::clone(self);
+        let user = key.as_str().to_owned();
+        let body = body.watched(Box::new(move |hash, len| {
+            if (hash, len) != expected {
+                proxy.purge_user(
+                    &user,
+                    "a nocache answer has other bytes than the stored avatar",
+                );
+            }
+        }));
+        Response::from_parts(parts, body)
+    }
+
+    fn purge_user(&self, user: &str, why: &'static str) {
+        if let Some(key) = AvatarKey::from_path_segment(user) {
+            self.cache.purge(key);
+            tracing::info!(user, why, "stored avatar dropped");
+        }
+    }
+}
