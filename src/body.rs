@@ -88,16 +88,22 @@ impl Watched {
                     self.hasher.update(data);
                     self.len += data.len() as u64;
                 }
-            }
-            Poll::Ready(None) => {
-                if let Some(on_digest) = self.on_digest.take() {
-                    on_digest(self.hasher.digest128(), self.len);
+                // hyper stops polling once a body says it has ended (e.g. its Content-Length is reached).
+                if self.inner.is_end_stream() {
+                    self.report();
                 }
             }
+            Poll::Ready(None) => self.report(),
             Poll::Ready(Some(Err(_))) => self.on_digest = None,
             Poll::Pending => {}
         }
         polled
+    }
+
+    fn report(&mut self) {
+        if let Some(on_digest) = self.on_digest.take() {
+            on_digest(self.hasher.digest128(), self.len);
+        }
     }
 }
 

@@ -11,11 +11,14 @@
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
 //! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
-//! - [`proxy`]: the request path as named phases, in order; errors become responses there.
+//! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `avatar`
+//!   file holds lookup, fills, revalidation and stale serving; its `observe` file the invalidation signals.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
-//! - [`cache`]: the avatar cache facade; [`cache::policy`] (pure: key, storability, freshness),
-//!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills),
+//! - [`cache`]: the avatar cache facade; [`cache::policy`] (pure: key, storability, freshness, stale
+//!   windows, 304 merging), [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced
+//!   fills), [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).
+//! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
 //! - [`body`]: the one body type, streamed or in memory.
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
@@ -24,14 +27,17 @@
 //! # Life of a request
 //!
 //! 1. **accept** ([`server`]): TCP, HTTP/1.1 or HTTP/2 cleartext.
-//! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass(reason)` or `Pass`.
-//! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry is answered from memory with `Age`;
+//! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass`, `AvatarChange` or `Pass`.
+//! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry (or a stale one within
+//!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
 //! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` and `Via` in,
-//!    `Host` and the raw path kept; bodies streamed both ways.
+//!    `Host` and the raw path kept; bodies streamed both ways. A fill revalidates with `If-Modified-Since`.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the avatar route
-//!    should hold is stored; the waiters get it, or go upstream at once if nothing was stored.
-//! 6. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event.
+//!    should hold is stored; a 304 refreshes the stored copy; a failing upstream is answered with the stale
+//!    copy within `stale-if-error`.
+//! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy.
+//! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event.
 
 pub mod access_log;
 pub mod body;

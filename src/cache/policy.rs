@@ -151,7 +151,12 @@ pub fn admit(
     }
     let cc = CacheControl::parse(&res.headers);
     cc.allows_shared_storage(exchange.authorized)?;
-    let lifetime = freshness_lifetime(&cc, &res.headers, exchange.response_time)?;
+    // A no-cache response is revalidated before every use, so it needs no lifetime of its own.
+    let lifetime = if cc.no_cache {
+        Duration::ZERO
+    } else {
+        freshness_lifetime(&cc, &res.headers, exchange.response_time)?
+    };
     let initial_age = initial_age(&res.headers, exchange);
     let mut fresh_for = lifetime.saturating_sub(initial_age);
     if res.status == StatusCode::NOT_FOUND {
@@ -884,6 +889,16 @@ mod tests {
         let freshness = admit(&res, exchange(), &LIMITS).unwrap();
         assert_eq!(freshness.fresh_for, Duration::ZERO);
         assert_eq!(windows(&res), (0, 0), "no-cache forbids serving it stale");
+    }
+
+    #[test]
+    fn no_cache_without_max_age_is_stored_for_revalidation() {
+        let mut res = png("public, no-cache");
+        res.headers.insert(
+            "last-modified",
+            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(fresh_for(&res), Ok(0));
     }
 
     #[test]

@@ -264,3 +264,215 @@ fn bare(status: StatusCode, entry: &CachedResponse) -> Response<Body> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::policy::Freshness;
+    use crate::cache::{AvatarCache, Clock};
+    use crate::config::Config;
+    use bytes::Bytes;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const LAST_MODIFIED: &str = "Sun, 29 Nov 2026 12:00:00 GMT";
+
+    fn entry(status: u16) -> (Arc<CachedResponse>, Instant) {
+        let clock = Clock::manual();
+        let cache = AvatarCache::new(&Config::default().cache, clock.clone());
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = StatusCode::from_u16(status).unwrap();
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        parts.headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static(LAST_MODIFIED),
+        );
+        let freshness = Freshness {
+            fresh_for: Duration::from_secs(60),
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        };
+        let entry = cache.entry(&parts, Bytes::from_static(b"0123456789"), freshness);
+        (entry, clock.now())
+    }
+
+    fn answer(request: &[(&str, &str)]) -> Response<Body> {
+        answer_for(200, "GET", request)
+    }
+
+    fn answer_for(status: u16, method: &str, request: &[(&str, &str)]) -> Response<Body> {
+        let (entry, now) = entry(status);
+        let mut headers = HeaderMap::new();
+        for (name, value) in request {
+            let etag = entry
+                .headers
+                .get(header::ETAG)
+                .map_or("", |v| v.to_str().unwrap());
+            let value = value.replace("$ETAG", etag);
+            let name = header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            headers.append(name, HeaderValue::try_from(value).unwrap());
+        }
+        respond(
+            &entry,
+            &Conditions::of(&method.parse().unwrap(), &headers),
+            now,
+        )
+    }
+
+    fn etag() -> String {
+        entry(200).0.headers[header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn plain_request_gets_the_whole_entry_with_age() {
+        let response = answer(&[]);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::AGE], "0");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "10");
+    }
+
+    #[test]
+    fn minted_etag_is_strong_and_stable_for_the_same_bytes() {
+        let tag = etag();
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34,
+            "{tag}"
+        );
+        assert_eq!(tag, etag());
+    }
+
+    #[test]
+    fn if_none_match_with_our_etag_is_304() {
+        for inm in ["$ETAG", "W/$ETAG", "\"other\", $ETAG", "*"] {
+            let response = answer(&[("if-none-match", inm)]);
+            assert_eq!(response.status(), 304, "{inm}");
+            assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+            assert!(response.headers().contains_key(header::ETAG));
+        }
+    }
+
+    #[test]
+    fn if_none_match_with_another_etag_is_200_and_ignores_ims() {
+        let response = answer(&[
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", LAST_MODIFIED),
+        ]);
+        assert_eq!(response.status(), 200);
+    }
+
+    #[test]
+    fn if_modified_since_at_or_after_last_modified_is_304() {
+        assert_eq!(
+            answer(&[("if-modified-since", LAST_MODIFIED)]).status(),
+            304
+        );
+        assert_eq!(
+            answer(&[("if-modified-since", "Mon, 30 Nov 2026 00:00:00 GMT")]).status(),
+            304
+        );
+        assert_eq!(
+            answer(&[("if-modified-since", "Sat, 28 Nov 2026 00:00:00 GMT")]).status(),
+            200
+        );
+        assert_eq!(answer(&[("if-modified-since", "yesterday")]).status(), 200);
+    }
+
+    #[test]
+    fn failed_preconditions_are_412() {
+        assert_eq!(answer(&[("if-match", "\"other\"")]).status(), 412);
+        assert_eq!(
+            answer(&[("if-match", "W/$ETAG")]).status(),
+            412,
+            "If-Match compares strongly"
+        );
+        assert_eq!(answer(&[("if-match", "$ETAG")]).status(), 200);
+        assert_eq!(
+            answer(&[("if-unmodified-since", "Sat, 28 Nov 2026 00:00:00 GMT")]).status(),
+            412
+        );
+        assert_eq!(
+            answer(&[("if-unmodified-since", LAST_MODIFIED)]).status(),
+            200
+        );
+    }
+
+    #[test]
+    fn single_range_is_206_from_memory() {
+        let response = answer(&[("range", "bytes=2-4")]);
+        assert_eq!(response.status(), 206);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "3");
+        let suffix = answer(&[("range", "bytes=-3")]);
+        assert_eq!(suffix.headers()[header::CONTENT_RANGE], "bytes 7-9/10");
+        let open = answer(&[("range", "bytes=8-")]);
+        assert_eq!(open.headers()[header::CONTENT_RANGE], "bytes 8-9/10");
+    }
+
+    #[test]
+    fn unsatisfiable_range_is_416() {
+        let response = answer(&[("range", "bytes=20-30")]);
+        assert_eq!(response.status(), 416);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes */10");
+    }
+
+    #[test]
+    fn several_or_malformed_ranges_get_the_whole() {
+        for range in ["bytes=0-1,4-5", "bytes=x", "items=0-1", "bytes=5-2"] {
+            assert_eq!(answer(&[("range", range)]).status(), 200, "{range}");
+        }
+    }
+
+    #[test]
+    fn if_range_must_name_this_representation() {
+        assert_eq!(
+            answer(&[("range", "bytes=0-1"), ("if-range", "$ETAG")]).status(),
+            206
+        );
+        assert_eq!(
+            answer(&[("range", "bytes=0-1"), ("if-range", LAST_MODIFIED)]).status(),
+            206
+        );
+        assert_eq!(
+            answer(&[("range", "bytes=0-1"), ("if-range", "\"old\"")]).status(),
+            200
+        );
+        assert_eq!(
+            answer(&[("range", "bytes=0-1"), ("if-range", "W/$ETAG")]).status(),
+            200
+        );
+        assert_eq!(
+            answer(&[
+                ("range", "bytes=0-1"),
+                ("if-range", "Sat, 28 Nov 2026 00:00:00 GMT")
+            ])
+            .status(),
+            200
+        );
+    }
+
+    #[test]
+    fn head_ignores_range_and_sends_no_body() {
+        let response = answer_for(200, "HEAD", &[("range", "bytes=0-1")]);
+        assert_eq!(response.status(), 200);
+        assert!(matches!(response.body(), Body::Empty));
+        assert_eq!(response.headers()[header::CONTENT_LENGTH], "10");
+    }
+
+    #[test]
+    fn redirects_and_404s_ignore_preconditions() {
+        for status in [302, 404] {
+            let response = answer_for(
+                status,
+                "GET",
+                &[("if-modified-since", LAST_MODIFIED), ("range", "bytes=0-1")],
+            );
+            assert_eq!(response.status(), status);
+        }
+    }
+}

@@ -92,6 +92,8 @@ pub struct FakeCloudreve {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
+    /// Every connection's task, so `stop` can also cut kept-alive connections.
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl FakeCloudreve {
@@ -115,6 +117,8 @@ impl FakeCloudreve {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&received);
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let tracked = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -122,7 +126,7 @@ impl FakeCloudreve {
                 };
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log);
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         log.lock().unwrap().push(Received {
                             method: request.method().clone(),
@@ -137,12 +141,14 @@ impl FakeCloudreve {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                tracked.lock().unwrap().push(connection.abort_handle());
             }
         });
         Self {
             addr,
             received,
             task,
+            connections,
         }
     }
 
@@ -185,9 +191,12 @@ impl FakeCloudreve {
             .expect("the upstream received no request")
     }
 
-    /// Stops accepting (open connections are left to finish).
+    /// Stops accepting and closes every open connection: the upstream is down.
     pub fn stop(&self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
