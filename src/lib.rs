@@ -19,6 +19,7 @@
 //!   fills), [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
+//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener.
 //! - [`body`]: the one body type, streamed or in memory.
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
@@ -47,6 +48,7 @@ pub mod demo;
 pub mod error;
 pub mod invalidate;
 pub mod proxy;
+pub mod purge;
 pub mod route;
 pub mod server;
 pub mod upstream;

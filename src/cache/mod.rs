@@ -27,6 +27,51 @@ pub struct AvatarCache {
     limits: Limits,
     /// The time source for freshness; manual in tests.
     clock: Clock,
+    /// How avatar requests were answered since start, for `/stats`.
+    counters: Counters,
+}
+
+/// Outcome counters, one per [`Outcome`] family.
+#[derive(Debug, Default)]
+struct Counters {
+    hit: AtomicU64,
+    stale: AtomicU64,
+    revalidated: AtomicU64,
+    coalesced: AtomicU64,
+    miss: AtomicU64,
+    bypass: AtomicU64,
+}
+
+/// A snapshot of the outcome counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Served fresh from memory.
+    pub hit: u64,
+    /// Served stale from memory (`stale-while-revalidate`, `stale-if-error`).
+    pub stale: u64,
+    /// Served from memory after Cloudreve confirmed it with a 304.
+    pub revalidated: u64,
+    /// Served another request's fetch.
+    pub coalesced: u64,
+    /// Fetched from Cloudreve (stored or not).
+    pub miss: u64,
+    /// Not looked up (`nocache`, non-canonical ids).
+    pub bypass: u64,
+}
+
+impl Counts {
+    /// Avatar requests counted, bypasses included.
+    pub fn requests(&self) -> u64 {
+        self.hit + self.stale + self.revalidated + self.coalesced + self.miss + self.bypass
+    }
+
+    /// Share of looked-up avatar requests whose body came from memory rather than from Cloudreve (hits,
+    /// stale answers, revalidations and coalesced waits); `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let from_memory = self.hit + self.stale + self.revalidated + self.coalesced;
+        let looked_up = from_memory + self.miss;
+        (looked_up > 0).then(|| from_memory as f64 / looked_up as f64)
+    }
 }
 
 /// What a lookup found, and what the request must do about it.
@@ -106,6 +151,35 @@ impl AvatarCache {
                 stale_if_error: config.stale_if_error,
             },
             clock,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Counts one answered avatar request.
+    pub fn count(&self, outcome: status::Outcome) {
+        use status::Outcome;
+        let counter = match outcome {
+            Outcome::Hit => &self.counters.hit,
+            Outcome::Stale | Outcome::StaleIfError => &self.counters.stale,
+            Outcome::Revalidated => &self.counters.revalidated,
+            Outcome::Collapsed => &self.counters.coalesced,
+            Outcome::Stored | Outcome::Miss => &self.counters.miss,
+            Outcome::Bypass => &self.counters.bypass,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The outcome counters now.
+    pub fn counts(&self) -> Counts {
+        let c = &self.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Counts {
+            hit: read(&c.hit),
+            stale: read(&c.stale),
+            revalidated: read(&c.revalidated),
+            coalesced: read(&c.coalesced),
+            miss: read(&c.miss),
+            bypass: read(&c.bypass),
         }
     }
 
@@ -374,6 +448,20 @@ mod tests {
         let entry = cache.entry(&parts, Bytes::from_static(b"12345"), freshness());
         assert_eq!(entry.headers[http::header::CONTENT_LENGTH], "5");
         assert!(!entry.headers.contains_key(http::header::AGE));
+    }
+
+    #[test]
+    fn outcomes_are_counted_and_give_the_hit_ratio() {
+        use status::Outcome;
+        let cache = AvatarCache::new(&Config::default().cache, Clock::manual());
+        assert_eq!(cache.counts().hit_ratio(), None);
+        for outcome in [Outcome::Hit, Outcome::Hit, Outcome::Stale, Outcome::Stored, Outcome::Bypass] {
+            cache.count(outcome);
+        }
+        let counts = cache.counts();
+        assert_eq!((counts.hit, counts.stale, counts.miss, counts.bypass), (2, 1, 1, 1));
+        assert_eq!(counts.requests(), 5);
+        assert_eq!(counts.hit_ratio(), Some(0.75), "bypasses are not lookups");
     }
 
     #[test]

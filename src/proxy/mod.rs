@@ -87,6 +87,9 @@ impl Proxy {
             }
         };
         let (mut parts, body) = response.into_parts();
+        if let Some(status) = &record.cache {
+            self.cache.count(status.outcome);
+        }
         response_filter(&mut parts, &record);
         let logging = self.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
         let body = record.finish(parts.status, body, logging);
