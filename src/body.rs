@@ -29,6 +29,26 @@ pub enum Body {
     },
     /// A body passed on unchanged while its bytes are hashed; the digest is reported when it ends whole.
     Watched(Box<Watched>),
+    /// A body streamed to the client while a copy is kept for the cache (a streaming fill).
+    Teed(Box<Tee>),
+}
+
+/// Called with the whole body of a teed stream that ended within its limit.
+pub type OnWhole = Box<dyn FnOnce(Bytes) + Send + Sync>;
+
+/// The state of [`Body::Teed`]: the copy stops, and `on_whole` is dropped unused, as soon as the body grows
+/// past `limit` or fails; so a partial copy is never handed on.
+pub struct Tee {
+    inner: Incoming,
+    copy: BytesMut,
+    limit: usize,
+    on_whole: Option<OnWhole>,
+}
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tee").field("copied", &self.copy.len()).field("limit", &self.limit).finish()
+    }
 }
 
 /// Called with the xxh3-128 digest and length of a body that ended whole.
@@ -73,6 +93,55 @@ impl Body {
             len: 0,
             on_digest: Some(on_digest),
         }))
+    }
+}
+
+impl Body {
+    /// Streams `inner` on while copying it, up to `limit` bytes; `on_whole` gets the copy if the body ends
+    /// whole within the limit.
+    pub fn teed(inner: Incoming, limit: usize, on_whole: OnWhole) -> Self {
+        Self::Teed(Box::new(Tee {
+            inner,
+            copy: BytesMut::new(),
+            limit,
+            on_whole: Some(on_whole),
+        }))
+    }
+}
+
+impl Tee {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), true) = (frame.data_ref(), self.on_whole.is_some()) {
+                    if self.copy.len() + data.len() > self.limit {
+                        self.abandon();
+                    } else {
+                        self.copy.extend_from_slice(data);
+                    }
+                }
+                // hyper stops polling once a body says it has ended (e.g. its Content-Length is reached).
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Poll::Ready(None) => self.complete(),
+            Poll::Ready(Some(Err(_))) => self.abandon(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn complete(&mut self) {
+        if let Some(on_whole) = self.on_whole.take() {
+            on_whole(std::mem::take(&mut self.copy).freeze());
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.on_whole = None;
+        self.copy = BytesMut::new();
     }
 }
 
@@ -130,6 +199,7 @@ impl HttpBody for Body {
                 None => Pin::new(rest).poll_frame(cx),
             },
             Self::Watched(watched) => watched.poll_frame(cx),
+            Self::Teed(tee) => tee.poll_frame(cx),
         }
     }
 
@@ -145,6 +215,7 @@ impl HttpBody for Body {
             }
             // Polled to the end even when empty, so the digest is always reported.
             Self::Watched(watched) => watched.on_digest.is_none() && watched.inner.is_end_stream(),
+            Self::Teed(tee) => tee.on_whole.is_none() && tee.inner.is_end_stream(),
         }
     }
 
@@ -164,6 +235,7 @@ impl HttpBody for Body {
                 hint
             }
             Self::Watched(watched) => watched.inner.size_hint(),
+            Self::Teed(tee) => tee.inner.size_hint(),
         }
     }
 }

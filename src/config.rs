@@ -7,10 +7,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
+
+mod cache;
+
+pub use cache::{CacheConfig, RuleConfig, RuleKind};
+use cache::RawCache;
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -32,16 +36,6 @@ pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// At most this many idle keep-alive connections to the upstream are kept.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
-/// Memory for cached avatars (bodies, headers and keys), in bytes.
-pub const DEFAULT_CACHE_CAPACITY: ByteSize = ByteSize::mib(256);
-/// Responses larger than this are streamed through, never stored.
-pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(1);
-/// A stored 404 ("no avatar yet") is kept at most this long, whatever upstream's max-age says.
-pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
-/// Past freshness, a stored avatar is still served this long while one request refreshes it (RFC 5861).
-pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(60);
-/// Past freshness, a stored avatar is still served this long when Cloudreve is down or failing (RFC 5861).
-pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
 
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone)]
@@ -50,7 +44,7 @@ pub struct Config {
     pub server: ServerConfig,
     /// The Cloudreve server behind the proxy.
     pub upstream: UpstreamConfig,
-    /// The avatar cache.
+    /// The cache and its rules.
     pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
@@ -88,20 +82,6 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
 }
 
-/// `[cache]`
-#[derive(Debug, Clone, Copy)]
-pub struct CacheConfig {
-    /// Byte budget for the whole cache.
-    pub capacity: u64,
-    /// Largest body that is stored.
-    pub max_object_size: usize,
-    /// Cap on the freshness of a stored 404.
-    pub negative_ttl: Duration,
-    /// `stale-while-revalidate` when the upstream sends none.
-    pub stale_while_revalidate: Duration,
-    /// `stale-if-error` when the upstream sends none.
-    pub stale_if_error: Duration,
-}
 
 /// `[log]`
 #[derive(Debug, Clone)]
@@ -149,16 +129,16 @@ pub enum ConfigError {
     /// A value parsed but is not acceptable.
     #[error("{key}: {message}")]
     Invalid {
-        /// Dotted key, e.g. `upstream.url`.
-        key: &'static str,
+        /// Dotted key, e.g. `upstream.url` or `cache.rules[1].prefix`.
+        key: String,
         /// What is wrong and what is expected.
         message: String,
     },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -222,30 +202,6 @@ impl Default for RawUpstream {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawCache {
-    capacity: ByteSize,
-    max_object_size: ByteSize,
-    #[serde(with = "humantime_serde")]
-    negative_ttl: Duration,
-    #[serde(with = "humantime_serde")]
-    stale_while_revalidate: Duration,
-    #[serde(with = "humantime_serde")]
-    stale_if_error: Duration,
-}
-
-impl Default for RawCache {
-    fn default() -> Self {
-        Self {
-            capacity: DEFAULT_CACHE_CAPACITY,
-            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
-            negative_ttl: DEFAULT_NEGATIVE_TTL,
-            stale_while_revalidate: DEFAULT_STALE_WHILE_REVALIDATE,
-            stale_if_error: DEFAULT_STALE_IF_ERROR,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -355,35 +311,6 @@ impl RawUpstream {
     }
 }
 
-impl RawCache {
-    fn validate(self) -> Result<CacheConfig, ConfigError> {
-        let capacity = self.capacity.as_u64();
-        let max_object_size = self.max_object_size.as_u64();
-        if capacity == 0 {
-            return Err(invalid("cache.capacity", "must be more than 0 bytes"));
-        }
-        if max_object_size > capacity {
-            return Err(invalid(
-                "cache.max_object_size",
-                format!(
-                    "{} is larger than cache.capacity ({})",
-                    self.max_object_size, self.capacity
-                ),
-            ));
-        }
-        // moka weighs entries with a u32; keep one object well inside it.
-        if max_object_size > u64::from(u32::MAX / 2) {
-            return Err(invalid("cache.max_object_size", "must be below 2 GiB"));
-        }
-        Ok(CacheConfig {
-            capacity,
-            max_object_size: max_object_size as usize,
-            negative_ttl: self.negative_ttl,
-            stale_while_revalidate: self.stale_while_revalidate,
-            stale_if_error: self.stale_if_error,
-        })
-    }
-}
 
 impl RawLog {
     fn validate(self) -> Result<LogConfig, ConfigError> {
@@ -470,7 +397,7 @@ fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority), ConfigError> {
 mod tests {
     use super::*;
 
-    fn key_of(err: ConfigError) -> &'static str {
+    fn key_of(err: ConfigError) -> String {
         match err {
             ConfigError::Invalid { key, .. } => key,
             other => panic!("expected an Invalid error, got {other}"),
@@ -483,21 +410,60 @@ mod tests {
         assert_eq!(config.server.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.server.worker_threads, None);
         assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:5212");
-        assert_eq!(config.cache.capacity, DEFAULT_CACHE_CAPACITY.as_u64());
-        assert_eq!(config.cache.max_object_size, 1024 * 1024);
-        assert_eq!(config.cache.negative_ttl, Duration::from_secs(60));
+        assert_eq!(config.cache.capacity, 256 * 1024 * 1024);
+        let kinds: Vec<_> = config.cache.rules.iter().map(|r| (r.kind, r.prefix.as_str())).collect();
+        assert_eq!(kinds, [(RuleKind::Avatar, "/api/v4/user/avatar/"), (RuleKind::Http, "/assets/")]);
+        let avatar = config.cache.avatar().unwrap();
+        assert_eq!(avatar.limits.max_object_size, 1024 * 1024);
+        assert_eq!(avatar.limits.negative_ttl, Duration::from_secs(60));
         assert_eq!(config.log.format, LogFormat::Text);
     }
 
     #[test]
     fn units_are_parsed_from_strings() {
         let config = Config::from_toml(
-            "[cache]\ncapacity = \"64 MiB\"\nmax_object_size = \"512 KiB\"\nnegative_ttl = \"2m\"\n",
+            "[cache]\ncapacity = \"64 MiB\"\n[[cache.rules]]\nkind = \"avatar\"\n\
+             max_object_size = \"512 KiB\"\nnegative_ttl = \"2m\"\n",
         )
         .unwrap();
         assert_eq!(config.cache.capacity, 64 * 1024 * 1024);
-        assert_eq!(config.cache.max_object_size, 512 * 1024);
-        assert_eq!(config.cache.negative_ttl, Duration::from_secs(120));
+        let avatar = config.cache.avatar().unwrap();
+        assert_eq!(avatar.limits.max_object_size, 512 * 1024);
+        assert_eq!(avatar.limits.negative_ttl, Duration::from_secs(120));
+        assert_eq!(config.cache.rules.len(), 1, "a rules list replaces the default rules");
+    }
+
+    #[test]
+    fn rules_are_checked_one_by_one() {
+        let cases = [
+            ("kind = \"http\"", "cache.rules[0].prefix"),
+            ("kind = \"http\"\nprefix = \"assets/\"", "cache.rules[0].prefix"),
+            ("kind = \"avatar\"\nprefix = \"/api/\"", "cache.rules[0].prefix"),
+            ("kind = \"http\"\nprefix = \"/a/\"\nheuristic_fraction = 2.0", "cache.rules[0].heuristic_fraction"),
+        ];
+        for (rule, key) in cases {
+            let err = Config::from_toml(&format!("[[cache.rules]]\n{rule}\n")).unwrap_err();
+            assert_eq!(key_of(err), key, "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_rule_needs_a_kind() {
+        let err = Config::from_toml("[[cache.rules]]\nprefix = \"/a/\"\n").unwrap_err();
+        assert!(err.to_string().contains("kind"), "{err}");
+    }
+
+    #[test]
+    fn only_one_avatar_rule() {
+        let err = Config::from_toml("[[cache.rules]]\nkind = \"avatar\"\n[[cache.rules]]\nkind = \"avatar\"\n")
+            .unwrap_err();
+        assert_eq!(key_of(err), "cache.rules");
+    }
+
+    #[test]
+    fn no_rules_caches_nothing() {
+        let config = Config::from_toml("[cache]\nrules = []\n").unwrap();
+        assert!(config.cache.rules.is_empty());
     }
 
     #[test]
@@ -560,9 +526,11 @@ mod tests {
 
     #[test]
     fn object_larger_than_capacity_is_rejected() {
-        let err = Config::from_toml("[cache]\ncapacity = \"1 MiB\"\nmax_object_size = \"2 MiB\"\n")
-            .unwrap_err();
-        assert_eq!(key_of(err), "cache.max_object_size");
+        let err = Config::from_toml(
+            "[cache]\ncapacity = \"1 MiB\"\n[[cache.rules]]\nkind = \"avatar\"\nmax_object_size = \"2 MiB\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(key_of(err), "cache.rules[0].max_object_size");
     }
 
     #[test]

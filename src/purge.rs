@@ -1,7 +1,11 @@
-//! The purge API, served on the admin listener only: drop one avatar, drop them all, read cache statistics.
+//! The purge API, served on the admin listener only: drop stored responses, read cache statistics.
 //!
 //! - `POST /purge/avatar/{id}` (also `DELETE` or `PURGE`): drop one user's stored avatar.
-//! - `POST /purge/all` (also `DELETE` or `PURGE`): drop every stored avatar.
+//! - `POST /purge/url/{path}` (the same methods): drop what is stored for that path (and query), every
+//!   variant included, under whichever rule caches it.
+//! - `POST /purge/prefix/{path prefix}` (the same methods): drop everything stored under a path prefix,
+//!   e.g. `/purge/prefix/assets/` for everything under `/assets/`.
+//! - `POST /purge/all` (the same methods): drop everything.
 //! - `GET /stats`: entries, bytes and outcome counts with the hit ratio, as JSON.
 //!
 //! With `admin.token` set, every call needs `Authorization: Bearer <token>`; the configuration refuses a
@@ -11,7 +15,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::Body;
-use crate::cache::AvatarCache;
+use crate::cache::Cache;
+use crate::config::RuleConfig;
+use crate::route;
 use crate::cache::policy::AvatarKey;
 
 /// What an admin request asks of the cache.
@@ -19,6 +25,10 @@ use crate::cache::policy::AvatarKey;
 pub enum Action<'a> {
     /// Drop one user's avatar; the id as given in the path.
     PurgeAvatar(&'a str),
+    /// Drop what is stored for a path and query (starting with `/`).
+    PurgeUrl(String),
+    /// Drop everything under a path prefix (starting with `/`).
+    PurgePrefix(String),
     /// Drop every avatar.
     PurgeAll,
     /// Report statistics.
@@ -27,18 +37,19 @@ pub enum Action<'a> {
 
 /// The purge API's action for a method and path, or `None` when the path is not part of it.
 /// `Some(Err(()))` means the path is the API's but the method is not allowed.
-pub fn action<'a>(method: &Method, path: &'a str) -> Option<Result<Action<'a>, ()>> {
+pub fn action<'a>(method: &Method, target: &'a str) -> Option<Result<Action<'a>, ()>> {
     let purging = method == Method::POST || method == Method::DELETE || method.as_str() == "PURGE";
-    let action = match path {
-        "/stats" => {
-            return Some(if method == Method::GET {
-                Ok(Action::Stats)
-            } else {
-                Err(())
-            });
-        }
-        "/purge/all" => Action::PurgeAll,
-        _ => Action::PurgeAvatar(path.strip_prefix("/purge/avatar/")?),
+    let path = target.split('?').next().unwrap_or(target);
+    let action = if path == "/stats" {
+        return Some(if method == Method::GET { Ok(Action::Stats) } else { Err(()) });
+    } else if path == "/purge/all" {
+        Action::PurgeAll
+    } else if let Some(url) = target.strip_prefix("/purge/url") {
+        Action::PurgeUrl(url.to_owned())
+    } else if let Some(prefix) = path.strip_prefix("/purge/prefix") {
+        Action::PurgePrefix(prefix.to_owned())
+    } else {
+        Action::PurgeAvatar(path.strip_prefix("/purge/avatar/")?)
     };
     Some(if purging { Ok(action) } else { Err(()) })
 }
@@ -63,12 +74,28 @@ pub fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
 }
 
 /// Carries out an action on the cache and describes the result as JSON.
-pub fn perform(cache: &AvatarCache, action: &Action<'_>) -> Response<Body> {
+pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Response<Body> {
     match action {
+        Action::PurgeUrl(url) if url.starts_with('/') => match route::key_for(url, None, rules) {
+            Some(key) => {
+                cache.purge(&key);
+                tracing::info!(url, "purge API: URL dropped");
+                json(StatusCode::OK, &serde_json::json!({ "purged": url }))
+            }
+            None => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "no cache rule covers that URL" })),
+        },
+        Action::PurgePrefix(prefix) if prefix.starts_with('/') => {
+            cache.purge_prefix(prefix);
+            tracing::info!(prefix, "purge API: prefix dropped");
+            json(StatusCode::OK, &serde_json::json!({ "purged_prefix": prefix }))
+        }
+        Action::PurgeUrl(_) | Action::PurgePrefix(_) => {
+            json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "give a path starting with /" }))
+        }
         Action::PurgeAvatar(id) => match AvatarKey::from_path_segment(id) {
             Some(key) => {
-                let purged = cache.peek(key).is_some();
-                cache.purge(key);
+                let purged = cache.peek(key.as_str(), &http::HeaderMap::new()).is_some();
+                cache.purge(key.as_str());
                 tracing::info!(user = *id, purged, "purge API: avatar dropped");
                 json(
                     StatusCode::OK,
@@ -110,7 +137,7 @@ pub fn method_not_allowed() -> Response<Body> {
     )
 }
 
-fn stats(cache: &AvatarCache) -> serde_json::Value {
+fn stats(cache: &Cache) -> serde_json::Value {
     let (entries, bytes) = cache.usage();
     let counts = cache.counts();
     serde_json::json!({
@@ -158,6 +185,12 @@ mod tests {
             assert_eq!(action_of(method, "/purge/all"), Some(Ok(Action::PurgeAll)));
         }
         assert_eq!(action_of("GET", "/purge/all"), Some(Err(())));
+    }
+
+    #[test]
+    fn url_and_prefix_purges_keep_the_path() {
+        assert_eq!(action_of("POST", "/purge/prefix/assets/"), Some(Ok(Action::PurgePrefix("/assets/".into()))));
+        assert_eq!(action_of("PURGE", "/purge/url/assets/a.js?v=2"), Some(Ok(Action::PurgeUrl("/assets/a.js?v=2".into()))));
     }
 
     #[test]

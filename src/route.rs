@@ -1,10 +1,16 @@
-//! Request classification: which path a request takes through the proxy, from method, path and query alone.
+//! Request classification: which path a request takes through the proxy, from its method, target and the
+//! configured cache rules.
 //!
-//! This is where the proxy's knowledge of Cloudreve's URLs lives. It does no I/O and allocates nothing.
+//! This is where the proxy's knowledge of Cloudreve's URLs lives. It does no I/O; it allocates only for the
+//! key of a rule that includes `Host`.
 
+use std::borrow::Cow;
+
+use http::header::{self, HeaderMap};
 use http::{Method, Uri};
 
-use crate::cache::policy::AvatarKey;
+use crate::cache::policy::{self, AvatarKey};
+use crate::config::{RuleConfig, RuleKind};
 
 /// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
 pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
@@ -16,7 +22,7 @@ pub const OWN_AVATAR_PATH: &str = "/api/v4/user/setting/avatar";
 pub const ADMIN_USER_PREFIX: &str = "/api/v4/admin/user/";
 
 /// What the proxy does with a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     /// An avatar request the cache answers: looked up, and filled on a miss.
     Avatar(AvatarKey<'a>),
@@ -28,8 +34,20 @@ pub enum Route<'a> {
         /// The key, when the id is canonical.
         key: Option<AvatarKey<'a>>,
     },
+    /// A `GET`/`HEAD` under an `http` rule: looked up by its key, and filled on a miss.
+    Http {
+        /// Index of the rule in `cache.rules`.
+        rule: usize,
+        /// The primary cache key ([`policy::http_key`]).
+        key: Cow<'a, str>,
+    },
+    /// A request under a rule that must not touch the cache (`Cache-Control: no-store` from the client,
+    /// RFC 9111 §5.2.1.5); forwarded as it came.
+    RuleBypass(Bypass),
     /// A request that may change an avatar: forwarded, and its confirmed answer invalidates the stored copy.
     AvatarChange(AvatarChange),
+    /// A method that is not safe: forwarded; a non-error answer invalidates what it names (RFC 9111 §4.4).
+    Unsafe,
     /// Everything else: forwarded as it came.
     Pass,
 }
@@ -53,6 +71,8 @@ pub enum Bypass {
     /// The id is not in the one form Cloudreve accepts unencoded (`[A-Za-z0-9]+`), e.g. percent-encoded
     /// or with a trailing slash. Cloudreve may still resolve it, so it is forwarded rather than guessed at.
     NonCanonicalId,
+    /// The client sent `Cache-Control: no-store` (RFC 9111 §5.2.1.5): nothing of the exchange is stored.
+    RequestNoStore,
 }
 
 impl Bypass {
@@ -62,19 +82,83 @@ impl Bypass {
             Self::NoCache => "nocache",
             Self::InvalidNoCache => "invalid-nocache",
             Self::NonCanonicalId => "non-canonical-id",
+            Self::RequestNoStore => "request-no-store",
         }
     }
 }
 
-/// Classifies a request. Only `GET` and `HEAD` can reach the cache: Cloudreve routes nothing else on the
-/// avatar path, and a `HEAD` is answered from the stored `GET` (Cloudreve itself would answer 404).
-pub fn classify<'a>(method: &Method, uri: &'a Uri) -> Route<'a> {
+/// Classifies a request. Only `GET` and `HEAD` can reach the cache, under the first rule whose prefix the raw
+/// path starts with. On the avatar route, `HEAD` is answered from the stored `GET` (Cloudreve itself would
+/// answer 404).
+pub fn classify<'a>(method: &Method, uri: &'a Uri, headers: &HeaderMap, rules: &[RuleConfig]) -> Route<'a> {
     if method == Method::PUT {
-        return classify_change(uri.path());
+        if let Some(change) = classify_change(uri.path()) {
+            return Route::AvatarChange(change);
+        }
     }
     if method != Method::GET && method != Method::HEAD {
-        return Route::Pass;
+        let safe = method == Method::OPTIONS || method == Method::TRACE;
+        return if safe { Route::Pass } else { Route::Unsafe };
     }
+    let Some((index, rule)) = rule_for(uri.path(), rules) else {
+        return Route::Pass;
+    };
+    if requests_no_store(headers) {
+        return Route::RuleBypass(Bypass::RequestNoStore);
+    }
+    match rule.kind {
+        RuleKind::Avatar => classify_avatar(uri),
+        RuleKind::Http => Route::Http {
+            rule: index,
+            key: http_key_of(uri, headers, rule),
+        },
+    }
+}
+
+/// The first rule whose prefix the raw path starts with.
+pub fn rule_for<'r>(path: &str, rules: &'r [RuleConfig]) -> Option<(usize, &'r RuleConfig)> {
+    rules.iter().enumerate().find(|(_, rule)| path.starts_with(&rule.prefix))
+}
+
+/// The primary cache key a `GET` of `path_and_query` would have, under whichever rule would take it; for the
+/// invalidation of URIs an unsafe request names (RFC 9111 §4.4).
+pub fn key_for<'a>(path_and_query: &'a str, host: Option<&str>, rules: &[RuleConfig]) -> Option<Cow<'a, str>> {
+    let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+    let (_, rule) = rule_for(path, rules)?;
+    match rule.kind {
+        RuleKind::Avatar => {
+            let segment = path.strip_prefix(AVATAR_PREFIX)?;
+            AvatarKey::from_path_segment(segment).map(|key| Cow::Borrowed(key.as_str()))
+        }
+        RuleKind::Http => Some(policy::http_key(path_and_query, host.filter(|_| rule.key_includes_host))),
+    }
+}
+
+fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<'a, str> {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    match rule.key_includes_host.then(|| request_host(uri, headers)).flatten() {
+        Some(host) => Cow::Owned(policy::http_key(target, Some(host)).into_owned()),
+        None => Cow::Borrowed(target),
+    }
+}
+
+/// The host a request is for: the target's authority (HTTP/2, absolute form), else its `Host`.
+pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+}
+
+fn requests_no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"))
+}
+
+fn classify_avatar(uri: &Uri) -> Route<'_> {
     let Some(segment) = uri.path().strip_prefix(AVATAR_PREFIX) else {
         return Route::Pass;
     };
@@ -88,18 +172,14 @@ pub fn classify<'a>(method: &Method, uri: &'a Uri) -> Route<'a> {
     }
 }
 
-fn classify_change(path: &str) -> Route<'_> {
+fn classify_change(path: &str) -> Option<AvatarChange> {
     if path == OWN_AVATAR_PATH {
-        return Route::AvatarChange(AvatarChange::Own);
+        return Some(AvatarChange::Own);
     }
     let admin_edit = path
         .strip_prefix(ADMIN_USER_PREFIX)
         .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
-    if admin_edit {
-        Route::AvatarChange(AvatarChange::AdminEdit)
-    } else {
-        Route::Pass
-    }
+    admin_edit.then_some(AvatarChange::AdminEdit)
 }
 
 /// The `nocache` query parameter, read exactly as Cloudreve reads it: gin's `ShouldBindQuery` takes the first
@@ -205,9 +285,18 @@ mod tests {
     use super::*;
 
     fn route(method: &str, target: &str) -> String {
+        route_with(method, target, &[])
+    }
+
+    fn route_with(method: &str, target: &str, headers: &[(&str, &str)]) -> String {
         let uri: Uri = target.parse().unwrap();
         let method: Method = method.parse().unwrap();
-        format!("{:?}", classify(&method, &uri))
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        let rules = crate::config::Config::default().cache.rules;
+        format!("{:?}", classify(&method, &uri, &map, &rules))
     }
 
     fn nocache(query: &str) -> NoCache {
@@ -231,14 +320,51 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_pass() {
-        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PROPFIND"] {
-            assert_eq!(
-                route(method, "/api/v4/user/avatar/lpua"),
-                "Pass",
-                "{method}"
-            );
+    fn unsafe_methods_invalidate_and_safe_ones_pass() {
+        for method in ["POST", "PUT", "DELETE", "PATCH", "PROPFIND", "MKCOL"] {
+            assert_eq!(route(method, "/api/v4/user/avatar/lpua"), "Unsafe", "{method}");
         }
+        for method in ["OPTIONS", "TRACE"] {
+            assert_eq!(route(method, "/api/v4/user/avatar/lpua"), "Pass", "{method}");
+        }
+    }
+
+    #[test]
+    fn assets_are_cached_by_raw_target() {
+        assert_eq!(
+            route("GET", "/assets/index-a1b2.js?v=1"),
+            r#"Http { rule: 1, key: "/assets/index-a1b2.js?v=1" }"#
+        );
+        assert_eq!(route("HEAD", "/assets/x.css"), r#"Http { rule: 1, key: "/assets/x.css" }"#);
+        assert_eq!(route("GET", "/%61ssets/x.css"), "Pass", "never decoded");
+    }
+
+    #[test]
+    fn request_no_store_bypasses_every_rule() {
+        for target in ["/assets/x.js", "/api/v4/user/avatar/lpua"] {
+            let route = route_with("GET", target, &[("cache-control", "max-age=0, No-Store")]);
+            assert_eq!(route, "RuleBypass(RequestNoStore)", "{target}");
+        }
+    }
+
+    #[test]
+    fn host_joins_the_key_when_the_rule_says_so() {
+        let mut rules = crate::config::Config::default().cache.rules;
+        rules[1].key_includes_host = true;
+        let uri: Uri = "/assets/a.js".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "Cloud.Example".parse().unwrap());
+        let route = classify(&Method::GET, &uri, &headers, &rules);
+        assert_eq!(format!("{route:?}"), r#"Http { rule: 1, key: "cloud.example/assets/a.js" }"#);
+    }
+
+    #[test]
+    fn keys_for_invalidation_follow_the_rules() {
+        let rules = crate::config::Config::default().cache.rules;
+        assert_eq!(key_for("/assets/a.js?x", None, &rules).as_deref(), Some("/assets/a.js?x"));
+        assert_eq!(key_for("/api/v4/user/avatar/lpua", None, &rules).as_deref(), Some("lpua"));
+        assert_eq!(key_for("/api/v4/user/avatar/lp%75a", None, &rules), None);
+        assert_eq!(key_for("/api/v4/site/ping", None, &rules), None);
     }
 
     #[test]
@@ -326,10 +452,10 @@ mod tests {
             ("PUT", "/api/v4/admin/user/"),
             ("PUT", "/api/v4/admin/user/lpua"),
             ("PUT", "/api/v4/admin/user/1/x"),
-            ("GET", "/api/v4/admin/user/12"),
         ] {
-            assert_eq!(route(method, target), "Pass", "{method} {target}");
+            assert_eq!(route(method, target), "Unsafe", "{method} {target}");
         }
+        assert_eq!(route("GET", "/api/v4/admin/user/12"), "Pass");
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn ttl_of(cache_status: &str) -> u64 {
 /// A proxy that never serves stale while revalidating, so expiry shows as a plain refetch.
 async fn proxy_without_stale(upstream: &FakeCloudreve) -> TestProxy {
     let mut config = test_config(&upstream.url());
-    config.cache.stale_while_revalidate = Duration::ZERO;
+    config.cache.avatar_limits_mut().stale_while_revalidate = Duration::ZERO;
     TestProxy::start_with(config).await
 }
 
@@ -352,7 +352,7 @@ async fn image_over_the_size_limit_is_passed_not_stored() {
     })
     .await;
     let mut config = test_config(&upstream.url());
-    config.cache.max_object_size = 16 * 1024;
+    config.cache.avatar_limits_mut().max_object_size = 16 * 1024;
     let proxy = TestProxy::start_with(config).await;
     let first = get(&proxy.url(AVATAR)).await;
     assert_eq!(first.body, big, "streamed through whole");
@@ -383,7 +383,7 @@ async fn chunked_image_over_the_size_limit_is_passed_whole() {
     })
     .await;
     let mut config = test_config(&upstream.url());
-    config.cache.max_object_size = 10_000;
+    config.cache.avatar_limits_mut().max_object_size = 10_000;
     let proxy = TestProxy::start_with(config).await;
     let reply = get(&proxy.url(AVATAR)).await;
     let expected: Vec<u8> = (0..8u8).flat_map(|i| vec![i; 4096]).collect();
@@ -501,7 +501,7 @@ async fn concurrent_misses_cause_one_upstream_request() {
         .collect();
     let key = AvatarKey::from_path_segment("img1").unwrap();
     eventually("49 requests waiting on the fill", || {
-        proxy.proxy.cache().waiters(key) == CLIENTS - 1
+        proxy.proxy.cache().waiters(key.as_str()) == CLIENTS - 1
     })
     .await;
     eventually("the fill reached the upstream", || upstream.count() == 1).await;
@@ -545,7 +545,7 @@ async fn uncacheable_answer_releases_waiters_at_once() {
         .collect();
     let key = AvatarKey::from_path_segment("img1").unwrap();
     eventually("19 requests waiting on the fill", || {
-        proxy.proxy.cache().waiters(key) == CLIENTS - 1
+        proxy.proxy.cache().waiters(key.as_str()) == CLIENTS - 1
     })
     .await;
     release.notify_one();

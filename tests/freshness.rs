@@ -153,7 +153,7 @@ async fn put(url: &str, authorization: Option<&str>, body: &'static [u8]) -> Rep
 async fn stale_entry_is_revalidated_with_if_modified_since_only() {
     let scripted = Scripted::start(Avatar::png(b"monday", MONDAY)).await;
     let mut config = test_config(&scripted.upstream.url());
-    config.cache.stale_while_revalidate = Duration::ZERO;
+    config.cache.avatar_limits_mut().stale_while_revalidate = Duration::ZERO;
     let proxy = TestProxy::start_with(config).await;
     get(&proxy.url(AVATAR)).await;
     proxy.clock.advance(Duration::from_secs(61));
@@ -185,7 +185,7 @@ async fn stale_entry_is_revalidated_with_if_modified_since_only() {
 async fn not_modified_refreshes_headers_and_freshness() {
     let scripted = Scripted::start(Avatar::png(b"monday", MONDAY)).await;
     let mut config = test_config(&scripted.upstream.url());
-    config.cache.stale_while_revalidate = Duration::ZERO;
+    config.cache.avatar_limits_mut().stale_while_revalidate = Duration::ZERO;
     let proxy = TestProxy::start_with(config).await;
     get(&proxy.url(AVATAR)).await;
     scripted.change(|a| a.cache_control = "public, max-age=600");
@@ -212,7 +212,7 @@ async fn not_modified_refreshes_headers_and_freshness() {
 async fn changed_avatar_on_revalidation_replaces_the_entry() {
     let scripted = Scripted::start(Avatar::png(b"monday", MONDAY)).await;
     let mut config = test_config(&scripted.upstream.url());
-    config.cache.stale_while_revalidate = Duration::ZERO;
+    config.cache.avatar_limits_mut().stale_while_revalidate = Duration::ZERO;
     let proxy = TestProxy::start_with(config).await;
     get(&proxy.url(AVATAR)).await;
     scripted.set(Avatar::png(b"tuesday", TUESDAY));
@@ -297,7 +297,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
         proxy
             .proxy
             .cache()
-            .peek(key)
+            .peek(key.as_str(), &http::HeaderMap::new())
             .is_some_and(|e| e.body.as_ref() == b"tuesday")
     })
     .await;
@@ -360,7 +360,7 @@ async fn upstream_server_error_serves_the_stale_avatar() {
 async fn stale_if_error_has_a_limit() {
     let scripted = Scripted::start(Avatar::png(b"monday", MONDAY)).await;
     let mut config = test_config(&scripted.upstream.url());
-    config.cache.stale_if_error = Duration::from_secs(600);
+    config.cache.avatar_limits_mut().stale_if_error = Duration::from_secs(600);
     let proxy = TestProxy::start_with(config).await;
     get(&proxy.url(AVATAR)).await;
     scripted.change(|a| a.body = None);
@@ -553,7 +553,7 @@ async fn nocache_answer_with_other_bytes_purges_when_it_ends() {
     get(&proxy.url(&format!("{AVATAR}?nocache=1"))).await;
     let key = cloudreve_edge::cache::policy::AvatarKey::from_path_segment("lpua").unwrap();
     eventually("the differing bytes dropped the entry", || {
-        proxy.proxy.cache().peek(key).is_none()
+        proxy.proxy.cache().peek(key.as_str(), &http::HeaderMap::new()).is_none()
     })
     .await;
     assert_eq!(

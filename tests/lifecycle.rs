@@ -315,8 +315,8 @@ async fn invalid_upstream_url_exits_64_before_binding() {
 #[tokio::test]
 async fn object_size_over_capacity_exits_64_before_binding() {
     assert_rejected_before_binding(
-        "[cache]\ncapacity = \"1 MiB\"\nmax_object_size = \"2 MiB\"",
-        "cache.max_object_size",
+        "[cache]\ncapacity = \"1 MiB\"\n[[cache.rules]]\nkind = \"avatar\"\nmax_object_size = \"2 MiB\"",
+        "cache.rules[0].max_object_size",
     )
     .await;
 }

@@ -2,9 +2,14 @@
 //!
 //! Everything is decided once, when a response arrives: the hit path only compares a stored deadline.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
+
+use super::directives::{CacheControl, delta_seconds};
+use super::vary;
+use crate::config::RuleKind;
 use http::{StatusCode, response};
 
 /// The cache key of an avatar: exactly the user's hashid from the request path.
@@ -41,6 +46,45 @@ impl<'a> AvatarKey<'a> {
     }
 }
 
+/// The cache key of a response under an `http` rule: the raw path and query, byte for byte, never decoded
+/// (RFC 9111 §4.1 "the target URI"), preceded by the lower-cased `Host` when the rule keys on it. The method
+/// class is always `GET` (only `GET` fills the cache; `HEAD` is answered from the stored `GET`), so it is
+/// not spelled out.
+///
+/// # Security invariant
+///
+/// The key names exactly the representation stored:
+/// - The target is taken as received: two targets that differ in any byte (encoding, case, a trailing `?`)
+///   are different keys, and the upstream is always asked for exactly the bytes keyed.
+/// - Without `key_includes_host`, the rule asserts that the upstream serves one site for every `Host`; with
+///   it, every host has its own entries.
+/// - Every http key contains a `/` (the path's first byte); an avatar key never does, so the two kinds can
+///   never name each other's entries. Variant keys extend a primary key after a newline, which no target and
+///   no header value contains.
+/// - What the key leaves out is covered by admission: `Vary` stores one entry per nominated field values,
+///   `Set-Cookie`/`private`/`no-store` are never stored, `Authorization` only as RFC 9111 §3.5 allows.
+pub fn http_key<'a>(path_and_query: &'a str, host: Option<&str>) -> Cow<'a, str> {
+    match host {
+        None => Cow::Borrowed(path_and_query),
+        Some(host) => Cow::Owned(format!("{}{path_and_query}", host.to_ascii_lowercase())),
+    }
+}
+
+/// Whether a stored key's path starts with `prefix` (for purge by prefix). An avatar key stands for
+/// `/api/v4/user/avatar/{id}`; an http key's path starts at its first `/`, after an optional host.
+pub fn key_path_starts_with(key: &str, prefix: &str) -> bool {
+    match key.find('/') {
+        Some(start) => key[start..].starts_with(prefix),
+        None => {
+            let avatar = crate::route::AVATAR_PREFIX;
+            match prefix.strip_prefix(avatar) {
+                Some(rest) => key.starts_with(rest),
+                None => avatar.starts_with(prefix),
+            }
+        }
+    }
+}
+
 /// Limits and defaults that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -52,6 +96,21 @@ pub struct Limits {
     pub stale_while_revalidate: Duration,
     /// `stale-if-error` applied when the upstream sends none (Cloudreve never does).
     pub stale_if_error: Duration,
+    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since `Last-Modified`...
+    pub heuristic_fraction: f64,
+    /// ...capped at this.
+    pub heuristic_max: Duration,
+}
+
+impl PartialEq for Limits {
+    fn eq(&self, other: &Self) -> bool {
+        self.max_object_size == other.max_object_size
+            && self.negative_ttl == other.negative_ttl
+            && self.stale_while_revalidate == other.stale_while_revalidate
+            && self.stale_if_error == other.stale_if_error
+            && self.heuristic_fraction.to_bits() == other.heuristic_fraction.to_bits()
+            && self.heuristic_max == other.heuristic_max
+    }
 }
 
 /// How a stored response may be used over time, fixed when it is stored (RFC 9111 §4.2, RFC 5861).
@@ -80,23 +139,24 @@ impl Freshness {
 /// Why a response is not stored. Each maps to a `Cache-Status` `detail=` token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
-    /// Status other than 200, 301, 302, 404.
+    /// A status the rule does not store (avatars: other than 200, 301, 302, 404; any rule: 1xx, 206, 304).
     Status,
     /// A 200 whose `Content-Type` is not `image/*`: Cloudreve's errors are JSON 200s.
     NotImage,
     /// `Set-Cookie` would hand one client's cookie to everyone.
     SetCookie,
-    /// `Vary` names request headers the avatar key does not include.
+    /// `Vary: *` (never matches), or any `Vary` on the avatar route (its key takes no request headers).
     Vary,
     /// `Cache-Control: no-store`.
     NoStore,
     /// `Cache-Control: private` (RFC 9111 §5.2.2.7).
     Private,
-    /// `Cache-Control: no-cache` without a `Last-Modified` to revalidate with: it could never be used.
+    /// `Cache-Control: no-cache` without a validator to revalidate with: it could never be used.
     NoCache,
     /// The request carried `Authorization` and the response does not allow sharing it (RFC 9111 §3.5).
     Authorization,
-    /// No `s-maxage`, `max-age` or `Expires`, or an invalid one (RFC 9111 §4.2.1: treat as stale).
+    /// Neither freshness (explicit, or heuristic where allowed) nor a validator; or an invalid explicit
+    /// freshness (RFC 9111 §4.2.1: treat as stale). Never given a default TTL.
     NoFreshness,
     /// Already stale when it arrived (its age is past its lifetime).
     StaleOnArrival,
@@ -134,41 +194,40 @@ pub struct Exchange {
     pub authorized: bool,
 }
 
-/// Decides whether an upstream answer to an avatar request may be stored, and for how long.
+/// Decides whether an upstream answer to a rule's `GET` may be stored, and for how long.
 ///
-/// Storable means both what RFC 9111 §3 lets a shared cache store and what this route should hold:
-/// an `image/*` 200, a 301/302 redirect (Gravatar), or a 404 ("no avatar yet") kept at most
-/// `negative_ttl`. A declared `Content-Length` over the size limit is refused here; a body without one is
-/// held to the same limit while it is read.
+/// Storable means what RFC 9111 §3 lets a shared cache store (final status, no `no-store`, no `private`,
+/// `Authorization` only with `public`/`s-maxage`/`must-revalidate`) *and* what the rule should hold. For the
+/// avatar rule: an `image/*` 200, a 301/302 redirect (Gravatar), or a 404 ("no avatar yet"), never with a
+/// `Vary`. For any rule: no `Set-Cookie`, no `Vary: *`, and 404/410 kept at most `negative_ttl`. A declared
+/// `Content-Length` over the size limit is refused here; a body without one is held to the same limit while
+/// it is read.
 pub fn admit(
+    kind: RuleKind,
     res: &response::Parts,
     exchange: Exchange,
     limits: &Limits,
 ) -> Result<Freshness, NotStored> {
-    route_allows(res)?;
+    kind_allows(kind, res)?;
     if let Some(length) = declared_length(&res.headers) {
         fits(length, limits)?;
     }
-    let cc = CacheControl::parse(&res.headers);
+    let cc = CacheControl::of_response(&res.headers);
     cc.allows_shared_storage(exchange.authorized)?;
-    // A no-cache response is revalidated before every use, so it needs no lifetime of its own.
+    let validator = has_validator(&res.headers);
+    // A no-cache response is revalidated before every use, so it needs no lifetime of its own; it is only
+    // worth storing with a validator to revalidate with.
     let lifetime = if cc.no_cache {
-        Duration::ZERO
+        validator.then_some(Duration::ZERO).ok_or(NotStored::NoCache)?
     } else {
-        freshness_lifetime(&cc, &res.headers, exchange.response_time)?
+        freshness_lifetime(&cc, res, exchange.response_time, limits, validator)?
     };
     let initial_age = initial_age(&res.headers, exchange);
     let mut fresh_for = lifetime.saturating_sub(initial_age);
-    if res.status == StatusCode::NOT_FOUND {
+    if matches!(res.status, StatusCode::NOT_FOUND | StatusCode::GONE) {
         fresh_for = fresh_for.min(limits.negative_ttl);
     }
-    if cc.no_cache {
-        // "store, but validate before each use" (RFC 9111 §5.2.2.4): only worth it with a validator.
-        if !res.headers.contains_key(header::LAST_MODIFIED) {
-            return Err(NotStored::NoCache);
-        }
-        fresh_for = Duration::ZERO;
-    } else if fresh_for.is_zero() {
+    if fresh_for.is_zero() && !validator {
         return Err(NotStored::StaleOnArrival);
     }
     Ok(Freshness {
@@ -196,12 +255,50 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
     merged
 }
 
-/// The validator a revalidation sends: `If-Modified-Since` with the stored `Last-Modified`, and never
-/// `If-None-Match`: Cloudreve sends no ETag, and an `If-None-Match` makes it skip the date check and answer a
-/// full 200 (Go `http.ServeContent`).
-pub fn revalidation_header(stored: &HeaderMap) -> Option<(header::HeaderName, HeaderValue)> {
-    let last_modified = stored.get(header::LAST_MODIFIED)?;
-    Some((header::IF_MODIFIED_SINCE, last_modified.clone()))
+/// The validators a revalidation sends (RFC 9111 §4.3.1). The avatar rule sends `If-Modified-Since` only:
+/// Cloudreve sends no ETag, and an `If-None-Match` makes it skip the date check and answer a full 200 (Go
+/// `http.ServeContent`). Other rules send the upstream's own `ETag` as `If-None-Match` and its
+/// `Last-Modified` as `If-Modified-Since`. An `ETag` this cache minted is never sent upstream.
+pub fn revalidation_headers(kind: RuleKind, validators: &Validators) -> Vec<(header::HeaderName, HeaderValue)> {
+    let mut headers = Vec::with_capacity(2);
+    if let (RuleKind::Http, Some(etag)) = (kind, &validators.etag) {
+        headers.push((header::IF_NONE_MATCH, etag.clone()));
+    }
+    if let Some(last_modified) = &validators.last_modified {
+        headers.push((header::IF_MODIFIED_SINCE, last_modified.clone()));
+    }
+    headers
+}
+
+/// The upstream's own validators of a stored response, kept apart from what this cache adds (a minted ETag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The upstream's `ETag`.
+    pub etag: Option<HeaderValue>,
+    /// The upstream's `Last-Modified`.
+    pub last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    /// The validators in an upstream response head.
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self {
+            etag: headers.get(header::ETAG).cloned(),
+            last_modified: headers.get(header::LAST_MODIFIED).cloned(),
+        }
+    }
+}
+
+/// After a 200 to a `HEAD` the cache sent (RFC 9111 §4.3.5): a stored `GET` response whose `Content-Length`,
+/// `ETag` or `Last-Modified` differ from the `HEAD`'s is no longer the current representation and must go;
+/// otherwise its header fields are updated like after a 304.
+pub fn head_invalidates(stored: &HeaderMap, stored_validators: &Validators, head: &HeaderMap) -> bool {
+    let differs = |stored: Option<&HeaderValue>, name: header::HeaderName| {
+        matches!((stored, head.get(name)), (Some(a), Some(b)) if a != b)
+    };
+    differs(stored.get(header::CONTENT_LENGTH), header::CONTENT_LENGTH)
+        || differs(stored_validators.etag.as_ref(), header::ETAG)
+        || differs(stored_validators.last_modified.as_ref(), header::LAST_MODIFIED)
 }
 
 /// Shapes the request headers of a fill: it must fetch the whole, current representation, whatever this
@@ -249,21 +346,32 @@ fn represents_avatar(res: &response::Parts) -> Result<(), NotStored> {
     }
 }
 
-/// The route's own rules: which statuses and content this cache holds for an avatar URL.
-fn route_allows(res: &response::Parts) -> Result<(), NotStored> {
-    represents_avatar(res)?;
+/// What the rule's kind holds: the avatar rule its three representations and nothing that varies; any rule
+/// a final, complete status (RFC 9111 §3), no `Set-Cookie` and no `Vary: *`.
+fn kind_allows(kind: RuleKind, res: &response::Parts) -> Result<(), NotStored> {
+    match kind {
+        RuleKind::Avatar => represents_avatar(res)?,
+        // 206 and 304 are not stored as such: fills ask for the whole representation, and a 304 refreshes
+        // the stored one (§4.3.4). 1xx are not final.
+        RuleKind::Http => {
+            let status = res.status;
+            if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+                return Err(NotStored::Status);
+            }
+        }
+    }
     if res.headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if res
-        .headers
-        .get_all(header::VARY)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().is_empty())
-    {
-        return Err(NotStored::Vary);
+    match (kind, vary::names(&res.headers)) {
+        (_, Err(())) => Err(NotStored::Vary),
+        (RuleKind::Avatar, Ok(names)) if !names.is_empty() => Err(NotStored::Vary),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 fn is_image(headers: &HeaderMap) -> bool {
@@ -274,25 +382,49 @@ fn is_image(headers: &HeaderMap) -> bool {
     value.len() > 6 && value[..6].eq_ignore_ascii_case(b"image/")
 }
 
-/// Freshness lifetime, RFC 9111 §4.2.1: `s-maxage` (a shared cache), else `max-age`, else `Expires - Date`.
-/// No heuristic freshness: a response without explicit freshness is not stored.
+/// Freshness lifetime, RFC 9111 §4.2.1: `s-maxage` (a shared cache), else `max-age`, else `Expires - Date`
+/// (`Expires` is ignored when the directives came from `CDN-Cache-Control`, RFC 9213), else heuristic
+/// freshness (§4.2.2) for a status that allows it, else zero when there is a validator to revalidate with.
 fn freshness_lifetime(
     cc: &CacheControl,
-    headers: &HeaderMap,
+    res: &response::Parts,
     response_time: SystemTime,
+    limits: &Limits,
+    validator: bool,
 ) -> Result<Duration, NotStored> {
+    let headers = &res.headers;
     if let Some(lifetime) = cc.s_maxage.or(cc.max_age) {
         return lifetime
             .map(Duration::from_secs)
             .ok_or(NotStored::NoFreshness);
     }
-    let expires = single_value(headers, header::EXPIRES).ok_or(NotStored::NoFreshness)?;
-    // An invalid Expires (e.g. "0") means "already expired" (RFC 9111 §5.3).
-    let expires = http_date(expires).ok_or(NotStored::StaleOnArrival)?;
     let date = single_value(headers, header::DATE)
         .and_then(http_date)
         .unwrap_or(response_time);
-    Ok(expires.duration_since(date).unwrap_or_default())
+    if let Some(expires) = single_value(headers, header::EXPIRES).filter(|_| !cc.targeted) {
+        // An invalid Expires (e.g. "0") means "already expired" (RFC 9111 §5.3).
+        return match http_date(expires) {
+            Some(expires) => Ok(expires.duration_since(date).unwrap_or_default()),
+            None if validator => Ok(Duration::ZERO),
+            None => Err(NotStored::StaleOnArrival),
+        };
+    }
+    if let Some(lifetime) = heuristic_lifetime(res, date, limits) {
+        return Ok(lifetime);
+    }
+    validator.then_some(Duration::ZERO).ok_or(NotStored::NoFreshness)
+}
+
+/// RFC 9111 §4.2.2: for a status heuristically cacheable by default (RFC 9110 §15.1) with a
+/// `Last-Modified`, a fraction of the time since it was modified, capped; nothing otherwise.
+fn heuristic_lifetime(res: &response::Parts, date: SystemTime, limits: &Limits) -> Option<Duration> {
+    const HEURISTICALLY_CACHEABLE: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+    if !HEURISTICALLY_CACHEABLE.contains(&res.status.as_u16()) {
+        return None;
+    }
+    let last_modified = single_value(&res.headers, header::LAST_MODIFIED).and_then(http_date)?;
+    let since = date.duration_since(last_modified).ok()?;
+    Some(since.mul_f64(limits.heuristic_fraction).min(limits.heuristic_max))
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3: the larger of what the clocks say (`Date`) and what the
@@ -332,140 +464,6 @@ fn http_date(value: &str) -> Option<SystemTime> {
     httpdate::parse_http_date(value.trim()).ok()
 }
 
-/// `delta-seconds` (RFC 9111 §1.2.2): digits only; values past 2^31 are taken as 2^31.
-fn delta_seconds(value: &str) -> Option<u64> {
-    const CAP: u64 = 1 << 31;
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(value.parse::<u64>().map_or(CAP, |v| v.min(CAP)))
-}
-
-/// The response `Cache-Control` directives this cache acts on (RFC 9111 §5.2.2). Names are case-insensitive;
-/// unknown directives are ignored. A duration given twice with different values, or given an invalid value,
-/// is `Some(None)`: present but invalid, which makes the response stale (§4.2.1).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct CacheControl {
-    no_store: bool,
-    no_cache: bool,
-    private: bool,
-    public: bool,
-    must_revalidate: bool,
-    max_age: Option<Option<u64>>,
-    s_maxage: Option<Option<u64>>,
-    stale_while_revalidate: Option<u64>,
-    stale_if_error: Option<u64>,
-}
-
-impl CacheControl {
-    fn parse(headers: &HeaderMap) -> Self {
-        let mut cc = Self::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            // A value that is not visible ASCII cannot be read, so fail closed as if it said no-store.
-            let Ok(value) = value.to_str() else {
-                cc.no_store = true;
-                continue;
-            };
-            for (name, arg) in directives(value) {
-                cc.apply(name, arg);
-            }
-        }
-        cc
-    }
-
-    fn apply(&mut self, name: &str, arg: Option<&str>) {
-        let set_duration = |slot: &mut Option<Option<u64>>| {
-            let parsed = arg.and_then(delta_seconds);
-            *slot = match *slot {
-                None => Some(parsed),
-                Some(previous) if previous == parsed => Some(parsed),
-                Some(_) => Some(None),
-            };
-        };
-        match name.to_ascii_lowercase().as_str() {
-            "no-store" => self.no_store = true,
-            "no-cache" => self.no_cache = true,
-            "private" => self.private = true,
-            "public" => self.public = true,
-            "must-revalidate" | "proxy-revalidate" => self.must_revalidate = true,
-            "max-age" => set_duration(&mut self.max_age),
-            "s-maxage" => set_duration(&mut self.s_maxage),
-            // RFC 5861: an invalid value is ignored like an unknown directive.
-            "stale-while-revalidate" => self.stale_while_revalidate = arg.and_then(delta_seconds),
-            "stale-if-error" => self.stale_if_error = arg.and_then(delta_seconds),
-            _ => {}
-        }
-    }
-
-    /// A stale-serving window: the upstream's own, else the configured default; none at all when the
-    /// response forbids serving it stale (`must-revalidate`, `proxy-revalidate`, `no-cache`; RFC 9111 §4.2.4).
-    fn stale_window(&self, directive: Option<u64>, default: Duration) -> Duration {
-        if self.must_revalidate || self.no_cache {
-            return Duration::ZERO;
-        }
-        directive.map_or(default, Duration::from_secs)
-    }
-
-    /// RFC 9111 §3 (and §3.5 for requests with `Authorization`), for a shared cache.
-    fn allows_shared_storage(&self, authorized: bool) -> Result<(), NotStored> {
-        if self.no_store {
-            return Err(NotStored::NoStore);
-        }
-        if self.private {
-            return Err(NotStored::Private);
-        }
-        if authorized && !(self.public || self.must_revalidate || self.s_maxage.is_some()) {
-            return Err(NotStored::Authorization);
-        }
-        Ok(())
-    }
-}
-
-/// Splits a `Cache-Control` value into `(name, argument)` pairs. Arguments may be tokens or quoted strings;
-/// commas inside quotes (e.g. `private="a, b"`) do not split.
-fn directives(value: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    let mut rest = value;
-    std::iter::from_fn(move || {
-        loop {
-            if rest.is_empty() {
-                return None;
-            }
-            let end = directive_end(rest);
-            let (item, tail) = rest.split_at(end);
-            rest = tail.strip_prefix(',').unwrap_or(tail);
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
-            }
-            return Some(match item.split_once('=') {
-                Some((name, arg)) => (name.trim(), Some(unquote(arg.trim()))),
-                None => (item, None),
-            });
-        }
-    })
-}
-
-fn directive_end(s: &str) -> usize {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => return i,
-            _ => {}
-        }
-    }
-    s.len()
-}
-
-fn unquote(arg: &str) -> &str {
-    arg.strip_prefix('"')
-        .and_then(|a| a.strip_suffix('"'))
-        .unwrap_or(arg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +474,8 @@ mod tests {
         negative_ttl: Duration::from_secs(60),
         stale_while_revalidate: Duration::from_secs(60),
         stale_if_error: Duration::from_secs(86400),
+        heuristic_fraction: 0.1,
+        heuristic_max: Duration::from_secs(86400),
     };
 
     fn at(secs: u64) -> SystemTime {
@@ -509,7 +509,7 @@ mod tests {
     }
 
     fn fresh_for(res: &response::Parts) -> Result<u64, NotStored> {
-        admit(res, exchange(), &LIMITS).map(|f| f.fresh_for.as_secs())
+        admit(RuleKind::Avatar, res, exchange(), &LIMITS).map(|f| f.fresh_for.as_secs())
     }
 
     #[test]
@@ -565,7 +565,7 @@ mod tests {
     fn upstream_age_is_subtracted() {
         let mut res = png("public, max-age=100");
         res.headers.insert("age", "30".parse().unwrap());
-        let freshness = admit(&res, exchange(), &LIMITS).unwrap();
+        let freshness = admit(RuleKind::Avatar, &res, exchange(), &LIMITS).unwrap();
         assert_eq!(freshness.fresh_for, Duration::from_secs(70));
         assert_eq!(freshness.initial_age, Duration::from_secs(30));
     }
@@ -577,7 +577,7 @@ mod tests {
             response_time: at(5),
             ..exchange()
         };
-        let freshness = admit(&png("max-age=100"), ex, &LIMITS).unwrap();
+        let freshness = admit(RuleKind::Avatar, &png("max-age=100"), ex, &LIMITS).unwrap();
         assert_eq!(freshness.initial_age, Duration::from_secs(5));
     }
 
@@ -592,7 +592,7 @@ mod tests {
             ..exchange()
         };
         assert_eq!(
-            admit(&res, ex, &LIMITS).unwrap().fresh_for,
+            admit(RuleKind::Avatar, &res, ex, &LIMITS).unwrap().fresh_for,
             Duration::from_secs(60)
         );
     }
@@ -682,8 +682,6 @@ mod tests {
             fresh_for(&png("no-cache=\"a, max-age=5\", max-age=9")),
             Err(NotStored::NoCache)
         );
-        let names: Vec<_> = directives("private=\"a, b\", max-age=3").collect();
-        assert_eq!(names, [("private", Some("a, b")), ("max-age", Some("3"))]);
     }
 
     #[test]
@@ -842,12 +840,12 @@ mod tests {
             ..exchange()
         };
         assert_eq!(
-            admit(&png("max-age=10"), ex, &LIMITS).map(|_| ()),
+            admit(RuleKind::Avatar, &png("max-age=10"), ex, &LIMITS).map(|_| ()),
             Err(NotStored::Authorization)
         );
-        assert!(admit(&png("public, max-age=10"), ex, &LIMITS).is_ok());
-        assert!(admit(&png("s-maxage=10"), ex, &LIMITS).is_ok());
-        assert!(admit(&png("must-revalidate, max-age=10"), ex, &LIMITS).is_ok());
+        assert!(admit(RuleKind::Avatar, &png("public, max-age=10"), ex, &LIMITS).is_ok());
+        assert!(admit(RuleKind::Avatar, &png("s-maxage=10"), ex, &LIMITS).is_ok());
+        assert!(admit(RuleKind::Avatar, &png("must-revalidate, max-age=10"), ex, &LIMITS).is_ok());
     }
 
     #[test]
@@ -872,7 +870,7 @@ mod tests {
     }
 
     fn windows(res: &response::Parts) -> (u64, u64) {
-        let f = admit(res, exchange(), &LIMITS).unwrap();
+        let f = admit(RuleKind::Avatar, res, exchange(), &LIMITS).unwrap();
         (
             f.stale_while_revalidate.as_secs(),
             f.stale_if_error.as_secs(),
@@ -886,7 +884,7 @@ mod tests {
             "last-modified",
             "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
         );
-        let freshness = admit(&res, exchange(), &LIMITS).unwrap();
+        let freshness = admit(RuleKind::Avatar, &res, exchange(), &LIMITS).unwrap();
         assert_eq!(freshness.fresh_for, Duration::ZERO);
         assert_eq!(windows(&res), (0, 0), "no-cache forbids serving it stale");
     }
@@ -930,7 +928,7 @@ mod tests {
 
     #[test]
     fn entries_are_kept_for_stale_use_and_revalidation() {
-        let freshness = admit(&png("max-age=10, stale-if-error=5"), exchange(), &LIMITS).unwrap();
+        let freshness = admit(RuleKind::Avatar, &png("max-age=10, stale-if-error=5"), exchange(), &LIMITS).unwrap();
         assert_eq!(
             freshness.retain_for(&LIMITS),
             Duration::from_secs(10 + 86400)
@@ -954,21 +952,24 @@ mod tests {
     }
 
     #[test]
-    fn revalidation_uses_if_modified_since_only() {
+    fn avatar_revalidation_uses_if_modified_since_only() {
         let mut stored = png("max-age=10").headers;
-        assert_eq!(
-            revalidation_header(&stored),
-            None,
-            "nothing to revalidate with"
-        );
-        stored.insert(
-            "last-modified",
-            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
-        );
+        let none = Validators::of(&stored);
+        assert!(revalidation_headers(RuleKind::Avatar, &none).is_empty(), "nothing to revalidate with");
+        stored.insert("last-modified", "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap());
         stored.insert("etag", "\"abc\"".parse().unwrap());
-        let (name, value) = revalidation_header(&stored).unwrap();
-        assert_eq!(name, header::IF_MODIFIED_SINCE);
-        assert_eq!(value, "Sun, 29 Nov 2026 12:00:00 GMT");
+        let sent = revalidation_headers(RuleKind::Avatar, &Validators::of(&stored));
+        assert_eq!(sent, [(header::IF_MODIFIED_SINCE, "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap())]);
+    }
+
+    #[test]
+    fn http_revalidation_sends_both_validators() {
+        let mut stored = png("max-age=10").headers;
+        stored.insert("last-modified", "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap());
+        stored.insert("etag", "\"abc\"".parse().unwrap());
+        let sent = revalidation_headers(RuleKind::Http, &Validators::of(&stored));
+        let names: Vec<_> = sent.iter().map(|(name, _)| name.clone()).collect();
+        assert_eq!(names, [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]);
     }
 
     #[test]

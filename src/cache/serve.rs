@@ -269,7 +269,6 @@ fn bare(status: StatusCode, entry: &CachedResponse) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::cache::policy::Freshness;
-    use crate::cache::{AvatarCache, Clock};
     use crate::config::Config;
     use bytes::Bytes;
     use std::sync::Arc;
@@ -278,8 +277,7 @@ mod tests {
     const LAST_MODIFIED: &str = "Sun, 29 Nov 2026 12:00:00 GMT";
 
     fn entry(status: u16) -> (Arc<CachedResponse>, Instant) {
-        let clock = Clock::manual();
-        let cache = AvatarCache::new(&Config::default().cache, clock.clone());
+        let now = Instant::now();
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = StatusCode::from_u16(status).unwrap();
         parts
@@ -295,8 +293,10 @@ mod tests {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
         };
-        let entry = cache.entry(&parts, Bytes::from_static(b"0123456789"), freshness);
-        (entry, clock.now())
+        let limits = Config::default().cache.rules[0].limits;
+        let body = Bytes::from_static(b"0123456789");
+        let entry = CachedResponse::new(&parts, body, freshness, &limits, &HeaderMap::new(), now);
+        (Arc::new(entry), now)
     }
 
     fn answer(request: &[(&str, &str)]) -> Response<Body> {

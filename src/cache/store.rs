@@ -101,6 +101,7 @@ impl<V: Stored> Store<V> {
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryExpiry)
+            .support_invalidation_closures()
             .build();
         Self {
             entries,
@@ -126,6 +127,13 @@ impl<V: Stored> Store<V> {
     /// Removes every entry.
     pub fn clear(&self) {
         self.entries.invalidate_all();
+    }
+
+    /// Removes every entry whose key satisfies `predicate`. Removal is immediate for lookups (moka checks
+    /// the predicate on every read) and the memory is reclaimed by its maintenance.
+    pub fn remove_if(&self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        // Only fails when invalidation closures are not enabled, which `new` always does.
+        let _ = self.entries.invalidate_entries_if(move |key, _| predicate(key));
     }
 
     /// Becomes the one request fetching `key`, or joins the one already doing so.
@@ -173,14 +181,24 @@ impl<V: Stored> Store<V> {
 }
 
 impl<V: Stored> FillGuard<V> {
-    /// Publishes the fill's outcome: `Some` is stored and handed to every waiter, `None` sends the waiters
-    /// on their own way at once.
+    /// Publishes the fill's outcome: `Some` is stored under the fill's key and handed to every waiter, `None`
+    /// sends the waiters on their own way at once.
     pub fn finish(self, value: Option<V>) {
         if let Some(value) = &value {
             self.store.insert(&self.key, value.clone());
         }
-        // Stored first, then unregistered: a request arriving in between finds the entry or joins this fill.
+        self.publish(value);
+    }
+
+    /// Hands the outcome to the waiters without storing anything (the caller stored it where it belongs).
+    /// Stored first, then unregistered: a request arriving in between finds the entry or joins this fill.
+    pub fn publish(self, value: Option<V>) {
         self.tx.send_replace(FillState::Done(value));
+    }
+
+    /// The key this fill is for.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 

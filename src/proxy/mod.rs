@@ -13,7 +13,7 @@
 //! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
 //! 7. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here.
 
-mod avatar;
+mod cached;
 mod observe;
 
 use std::convert::Infallible;
@@ -27,21 +27,25 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessRecord, LoggedBody};
 use crate::body::Body;
 use crate::cache::status::Outcome;
-use crate::cache::{AvatarCache, CacheStatus, Clock};
-use crate::config::Config;
+use crate::cache::{Cache, CacheStatus, Clock};
+use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
-use crate::route::{self, Route};
+use crate::route::{self, Bypass, Route};
 use crate::upstream::{self, ClientInfo, Upstream};
 
 static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
-/// Shared state of the request path: the upstream client and the avatar cache.
+/// Shared state of the request path: the upstream client, the cache and its rules.
 pub struct Proxy {
     /// The client to the configured Cloudreve.
     upstream: Upstream,
-    /// The avatar cache.
-    cache: AvatarCache,
+    /// The cache, shared by every rule.
+    cache: Cache,
+    /// The cache rules, in order (`cache.rules`).
+    rules: Vec<RuleConfig>,
+    /// Index of the avatar rule in `rules`, if there is one.
+    avatar_rule: Option<usize>,
     /// Whether to write one access event per request.
     access_log: bool,
 }
@@ -54,16 +58,24 @@ impl Proxy {
 
     /// The proxy with a given cache clock (tests move a manual clock instead of sleeping).
     pub fn with_clock(config: &Config, clock: Clock) -> Arc<Self> {
+        let rules = config.cache.rules.clone();
         Arc::new(Self {
             upstream: Upstream::new(&config.upstream),
-            cache: AvatarCache::new(&config.cache, clock),
+            cache: Cache::new(config.cache.capacity, clock),
+            avatar_rule: rules.iter().position(|r| r.kind == RuleKind::Avatar),
+            rules,
             access_log: config.log.access_log,
         })
     }
 
-    /// The avatar cache, for inspection and purging.
-    pub fn cache(&self) -> &AvatarCache {
+    /// The cache, for inspection and purging.
+    pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The cache rules, in order.
+    pub fn rules(&self) -> &[RuleConfig] {
+        &self.rules
     }
 
     /// The service hyper runs for each request. It never fails: an error becomes a response here and is
@@ -105,28 +117,51 @@ impl Proxy {
     ) -> Result<Response<Body>, ProxyError> {
         // The route borrows the target; a Uri clone shares its bytes.
         let uri = request.uri().clone();
-        match route::classify(request.method(), &uri) {
-            Route::Avatar(key) => self.serve_avatar(request, key, client, record).await,
+        match route::classify(request.method(), &uri, request.headers(), &self.rules) {
+            Route::Avatar(key) => {
+                let rule = self.avatar_rule.expect("an avatar route implies an avatar rule");
+                self.serve_cached(request, rule, key.as_str(), client, record).await
+            }
+            Route::Http { rule, key } => self.serve_cached(request, rule, &key, client, record).await,
             Route::AvatarBypass { reason, key } => {
-                record.cache = Some(CacheStatus {
-                    detail: Some(reason.as_str()),
-                    ..CacheStatus::new(Outcome::Bypass)
-                });
                 let method = request.method().clone();
-                let response = self.forward(request, client, record).await?;
-                if let Some(status) = &mut record.cache {
-                    status.fwd_status = Some(response.status());
-                }
+                let response = self.bypass(request, reason, client, record).await?;
                 Ok(self.watch_bypass(&method, response, reason, key))
             }
+            Route::RuleBypass(reason) => self.bypass(request, reason, client, record).await,
             Route::AvatarChange(change) => {
                 let authorization = request.headers().get(header::AUTHORIZATION).cloned();
                 let response = self.forward(request, client, record).await?;
                 self.observe_change(change, authorization.as_ref(), response)
                     .await
             }
+            Route::Unsafe => {
+                let host = route::request_host(&uri, request.headers()).map(str::to_owned);
+                let response = self.forward(request, client, record).await?;
+                self.invalidate_after_unsafe(&uri, host.as_deref(), &response);
+                Ok(response)
+            }
             Route::Pass => self.forward(request, client, record).await,
         }
+    }
+
+    /// A request under a rule that the cache may not answer: forwarded as it came, and said so.
+    async fn bypass(
+        &self,
+        request: Request<Incoming>,
+        reason: Bypass,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        record.cache = Some(CacheStatus {
+            detail: Some(reason.as_str()),
+            ..CacheStatus::new(Outcome::Bypass)
+        });
+        let response = self.forward(request, client, record).await?;
+        if let Some(status) = &mut record.cache {
+            status.fwd_status = Some(response.status());
+        }
+        Ok(response)
     }
 
     /// Phase 3 for everything else: the request streams to the upstream and the response streams back.

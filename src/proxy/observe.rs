@@ -1,5 +1,7 @@
-//! Phase 5, observe: the traffic that shows an avatar changed drops the stored copy, at once.
+//! Phase 5, observe: traffic that shows a stored response changed drops it, at once.
 //!
+//! - A non-error answer to an unsafe method drops the target URI and the `Location` / `Content-Location`
+//!   URIs on the same authority (RFC 9111 §4.4), under whichever rule would cache them.
 //! - `PUT /api/v4/user/setting/avatar` answered `code: 0`: the user the bearer token names.
 //! - `PUT /api/v4/admin/user/{n}` answered `code: 0`: the user its `data.hash_id` names.
 //! - A `nocache` avatar answer (Cloudreve's settings page asks for one after every change) that differs from
@@ -10,14 +12,14 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, Uri, header};
 
 use super::Proxy;
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, AvatarKey};
 use crate::error::ProxyError;
 use crate::invalidate::{self, MAX_CONFIRMATION_SIZE};
-use crate::route::{AvatarChange, Bypass};
+use crate::route::{self, AvatarChange, Bypass};
 
 impl Proxy {
     /// Reads the answer to an avatar change and, when Cloudreve confirmed it, drops that user's stored avatar
@@ -70,7 +72,7 @@ impl Proxy {
         let (Bypass::NoCache, Some(key), &Method::GET) = (reason, key, method) else {
             return response;
         };
-        let Some(stored) = self.cache.peek(key) else {
+        let Some(stored) = self.cache.peek(key.as_str(), &http::HeaderMap::new()) else {
             return response;
         };
         let (parts, body) = response.into_parts();
@@ -97,10 +99,63 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
+    /// RFC 9111 §4.4: after a non-error answer to an unsafe method, the cache must not reuse what it stored
+    /// for the target URI, nor for `Location` / `Content-Location` when they name the same authority.
+    /// References relative to the request's path (not starting with `/`) are left alone.
+    pub(super) fn invalidate_after_unsafe(&self, target: &Uri, host: Option<&str>, response: &Response<Body>) {
+        let status = response.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return;
+        }
+        let named = [header::LOCATION, header::CONTENT_LOCATION]
+            .into_iter()
+            .filter_map(|name| response.headers().get(name)?.to_str().ok())
+            .filter_map(|reference| same_authority_target(reference, host));
+        let target = target.path_and_query().map(|pq| pq.as_str());
+        for path_and_query in target.into_iter().chain(named) {
+            if let Some(key) = route::key_for(path_and_query, host, &self.rules) {
+                self.cache.purge(&key);
+                tracing::debug!(key = %key, "invalidated by an unsafe request");
+            }
+        }
+    }
+
     fn purge_user(&self, user: &str, why: &'static str) {
         if let Some(key) = AvatarKey::from_path_segment(user) {
-            self.cache.purge(key);
+            self.cache.purge(key.as_str());
             tracing::info!(user, why, "stored avatar dropped");
         }
+    }
+}
+
+/// The path and query of a `Location` / `Content-Location` reference when it names the request's authority:
+/// an absolute path, or an absolute URI whose authority is the request's `Host`.
+fn same_authority_target<'a>(reference: &'a str, host: Option<&str>) -> Option<&'a str> {
+    if reference.starts_with('/') && !reference.starts_with("//") {
+        return Some(reference);
+    }
+    let uri: Uri = reference.parse().ok()?;
+    let authority = uri.authority()?.as_str();
+    let same = host.is_some_and(|host| host.eq_ignore_ascii_case(authority));
+    // Borrow the path and query from `reference` itself: it ends the absolute URI.
+    let path_and_query = uri.path_and_query()?.as_str();
+    same.then(|| &reference[reference.len() - path_and_query.len()..])
+        .filter(|pq| pq.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_authority_target;
+
+    #[test]
+    fn only_references_to_the_same_authority_are_invalidated() {
+        let host = Some("cloud.example");
+        assert_eq!(same_authority_target("/assets/a.js", host), Some("/assets/a.js"));
+        assert_eq!(same_authority_target("http://cloud.example/x?y", host), Some("/x?y"));
+        assert_eq!(same_authority_target("https://CLOUD.example/x", host), Some("/x"));
+        assert_eq!(same_authority_target("http://evil.example/x", host), None);
+        assert_eq!(same_authority_target("//evil.example/x", host), None);
+        assert_eq!(same_authority_target("relative/x", host), None);
+        assert_eq!(same_authority_target("http://cloud.example/x", None), None);
     }
 }

@@ -1,0 +1,114 @@
+//! `Vary` (RFC 9111 §4.1): a stored response is only reused for a request whose nominated header fields
+//! match the request that produced it. Variants are stored under the primary key extended with those values.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Separates the primary key from the variant part; cannot occur in a request target or a header value.
+const VARIANT_SEPARATOR: char = '\n';
+/// Separates one nominated field from the next; cannot occur in a header value.
+const FIELD_SEPARATOR: char = '\r';
+
+/// The request header fields a response's `Vary` nominates, lower-cased, deduplicated and sorted (so two
+/// responses naming the same fields in another order share variants). `Err` for `Vary: *`, which never
+/// matches a later request and so is not stored.
+pub fn names(response: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
+    let mut names = Vec::new();
+    for value in response.get_all(header::VARY) {
+        let value = value.to_str().map_err(|_| ())?;
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if token == "*" {
+                return Err(());
+            }
+            names.push(HeaderName::from_bytes(token.as_bytes()).map_err(|_| ())?);
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Ok(names)
+}
+
+/// The request's values of the nominated fields, normalised as RFC 9111 §4.1 allows: field lines combined,
+/// list members trimmed of whitespace. An absent field differs from an empty one.
+pub fn values(names: &[HeaderName], request: &HeaderMap) -> String {
+    let mut out = String::new();
+    for name in names {
+        out.push_str(name.as_str());
+        let mut lines = request.get_all(name).iter().peekable();
+        if lines.peek().is_none() {
+            out.push_str(":-");
+        } else {
+            out.push('=');
+            let members = lines
+                .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.trim().to_owned()).collect::<Vec<_>>())
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>();
+            out.push_str(&members.join(","));
+        }
+        out.push(FIELD_SEPARATOR);
+    }
+    out
+}
+
+/// The key a variant is stored under: the primary key, then the nominated fields' values.
+pub fn variant_key(primary: &str, values: &str) -> String {
+    let mut key = String::with_capacity(primary.len() + 1 + values.len());
+    key.push_str(primary);
+    key.push(VARIANT_SEPARATOR);
+    key.push_str(values);
+    key
+}
+
+/// The primary key a stored key belongs to (itself, unless it is a variant key).
+pub fn primary_of(key: &str) -> &str {
+    key.split(VARIANT_SEPARATOR).next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        let names = names(&headers(&[("vary", "Accept-Encoding, origin"), ("vary", "accept-encoding")])).unwrap();
+        assert_eq!(names, ["accept-encoding", "origin"]);
+        assert_eq!(super::names(&headers(&[])).unwrap(), Vec::<HeaderName>::new());
+    }
+
+    #[test]
+    fn star_never_matches() {
+        assert!(names(&headers(&[("vary", "origin, *")])).is_err());
+    }
+
+    #[test]
+    fn values_ignore_list_whitespace_and_line_splits() {
+        let names = names(&headers(&[("vary", "accept-encoding")])).unwrap();
+        let a = values(&names, &headers(&[("accept-encoding", "gzip,  br")]));
+        let b = values(&names, &headers(&[("accept-encoding", "gzip"), ("accept-encoding", "br")]));
+        assert_eq!(a, b);
+        let c = values(&names, &headers(&[("accept-encoding", "br, gzip")]));
+        assert_ne!(a, c, "order is meaningful");
+    }
+
+    #[test]
+    fn absent_differs_from_empty() {
+        let names = names(&headers(&[("vary", "origin")])).unwrap();
+        assert_ne!(values(&names, &headers(&[])), values(&names, &headers(&[("origin", "")])));
+    }
+
+    #[test]
+    fn variant_keys_extend_the_primary() {
+        let key = variant_key("/assets/a.js", "accept-encoding=gzip\r");
+        assert_eq!(primary_of(&key), "/assets/a.js");
+        assert_eq!(primary_of("/assets/a.js"), "/assets/a.js");
+    }
+}

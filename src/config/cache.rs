@@ -1,0 +1,221 @@
+//! `[cache]` and its ordered `[[cache.rules]]`: which paths are cached, by which kind of rule, with which limits.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use super::{ConfigError, invalid};
+use crate::cache::policy::Limits;
+use crate::route::AVATAR_PREFIX;
+
+/// Memory for cached responses (bodies, headers and keys), in bytes, shared by all rules.
+pub const DEFAULT_CACHE_CAPACITY: ByteSize = ByteSize::mib(256);
+/// Responses larger than this are streamed through, never stored (per rule).
+pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(1);
+/// The `/assets/` rule stores the web app's bundles, which are larger than avatars.
+pub const DEFAULT_ASSETS_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(8);
+/// A stored 404 or 410 is kept at most this long, whatever the upstream's max-age says.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Past freshness, a stored response is still served this long while one request refreshes it (RFC 5861).
+pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(60);
+/// Past freshness, a stored response is still served this long when the upstream is down or failing (RFC 5861).
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+/// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since `Last-Modified`...
+pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.1;
+/// ...and never more than this.
+pub const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The path prefix of the web app's hashed bundles (`public, max-age=31536000` from Cloudreve).
+pub const ASSETS_PREFIX: &str = "/assets/";
+
+/// `[cache]`
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Byte budget for the whole cache, all rules together.
+    pub capacity: u64,
+    /// The rules, in order; the first whose prefix matches a `GET`/`HEAD` path decides.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One `[[cache.rules]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    /// What the rule knows about the responses it caches.
+    pub kind: RuleKind,
+    /// Raw path prefix the rule matches (compared byte for byte, never decoded).
+    pub prefix: String,
+    /// Size, TTL, stale and heuristic limits.
+    pub limits: Limits,
+    /// The `Host` the client sent is part of the key (for upstreams that serve several sites).
+    pub key_includes_host: bool,
+}
+
+/// The kinds of cache rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Cloudreve's avatar route: `nocache`, images only, keyed by user id, invalidated by avatar changes.
+    Avatar,
+    /// A plain RFC 9111 shared cache.
+    Http,
+}
+
+impl CacheConfig {
+    /// The avatar rule, if configured.
+    pub fn avatar(&self) -> Option<&RuleConfig> {
+        self.rules.iter().find(|r| r.kind == RuleKind::Avatar)
+    }
+
+    /// The avatar rule's limits, to adjust (tests and tools).
+    pub fn avatar_limits_mut(&mut self) -> &mut Limits {
+        let rule = self.rules.iter_mut().find(|r| r.kind == RuleKind::Avatar);
+        &mut rule.expect("no avatar rule is configured").limits
+    }
+
+    /// The largest object any rule stores.
+    pub fn max_object_size(&self) -> usize {
+        self.rules.iter().map(|r| r.limits.max_object_size).max().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawCache {
+    capacity: ByteSize,
+    rules: Vec<RawRule>,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_CACHE_CAPACITY,
+            rules: vec![RawRule::new(RuleKind::Avatar), RawRule::assets()],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    kind: RuleKind,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default = "default_max_object_size")]
+    max_object_size: ByteSize,
+    #[serde(default = "default_negative_ttl", with = "humantime_serde")]
+    negative_ttl: Duration,
+    #[serde(default = "default_stale_while_revalidate", with = "humantime_serde")]
+    stale_while_revalidate: Duration,
+    #[serde(default = "default_stale_if_error", with = "humantime_serde")]
+    stale_if_error: Duration,
+    #[serde(default)]
+    key_includes_host: bool,
+    #[serde(default = "default_heuristic_fraction")]
+    heuristic_fraction: f64,
+    #[serde(default = "default_heuristic_max", with = "humantime_serde")]
+    heuristic_max: Duration,
+}
+
+fn default_max_object_size() -> ByteSize {
+    DEFAULT_MAX_OBJECT_SIZE
+}
+fn default_negative_ttl() -> Duration {
+    DEFAULT_NEGATIVE_TTL
+}
+fn default_stale_while_revalidate() -> Duration {
+    DEFAULT_STALE_WHILE_REVALIDATE
+}
+fn default_stale_if_error() -> Duration {
+    DEFAULT_STALE_IF_ERROR
+}
+fn default_heuristic_fraction() -> f64 {
+    DEFAULT_HEURISTIC_FRACTION
+}
+fn default_heuristic_max() -> Duration {
+    DEFAULT_HEURISTIC_MAX
+}
+
+impl RawRule {
+    fn new(kind: RuleKind) -> Self {
+        Self {
+            kind,
+            prefix: None,
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            stale_while_revalidate: DEFAULT_STALE_WHILE_REVALIDATE,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
+            key_includes_host: false,
+            heuristic_fraction: DEFAULT_HEURISTIC_FRACTION,
+            heuristic_max: DEFAULT_HEURISTIC_MAX,
+        }
+    }
+
+    fn assets() -> Self {
+        Self {
+            prefix: Some(ASSETS_PREFIX.to_owned()),
+            max_object_size: DEFAULT_ASSETS_MAX_OBJECT_SIZE,
+            ..Self::new(RuleKind::Http)
+        }
+    }
+}
+
+impl RawCache {
+    pub(super) fn validate(self) -> Result<CacheConfig, ConfigError> {
+        let capacity = self.capacity.as_u64();
+        if capacity == 0 {
+            return Err(invalid("cache.capacity", "must be more than 0 bytes"));
+        }
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| rule.validate(index, capacity))
+            .collect::<Result<Vec<_>, _>>()?;
+        if rules.iter().filter(|r| r.kind == RuleKind::Avatar).count() > 1 {
+            return Err(invalid("cache.rules", "at most one rule may be of kind \"avatar\""));
+        }
+        Ok(CacheConfig { capacity, rules })
+    }
+}
+
+impl RawRule {
+    fn validate(self, index: usize, capacity: u64) -> Result<RuleConfig, ConfigError> {
+        let key = |field: &str| format!("cache.rules[{index}].{field}");
+        let prefix = match (self.kind, self.prefix) {
+            (RuleKind::Avatar, None) => AVATAR_PREFIX.to_owned(),
+            (RuleKind::Avatar, Some(prefix)) if prefix == AVATAR_PREFIX => prefix,
+            (RuleKind::Avatar, Some(_)) => {
+                return Err(invalid(key("prefix"), format!("an avatar rule covers {AVATAR_PREFIX} only")));
+            }
+            (RuleKind::Http, Some(prefix)) if prefix.starts_with('/') => prefix,
+            (RuleKind::Http, _) => {
+                return Err(invalid(key("prefix"), "an http rule needs a path prefix starting with /"));
+            }
+        };
+        let max_object_size = self.max_object_size.as_u64();
+        if max_object_size > capacity {
+            let message = format!("{} is larger than cache.capacity", self.max_object_size);
+            return Err(invalid(key("max_object_size"), message));
+        }
+        // moka weighs entries with a u32; keep one object well inside it.
+        if max_object_size > u64::from(u32::MAX / 2) {
+            return Err(invalid(key("max_object_size"), "must be below 2 GiB"));
+        }
+        if !(0.0..=1.0).contains(&self.heuristic_fraction) {
+            return Err(invalid(key("heuristic_fraction"), "must be between 0 and 1"));
+        }
+        Ok(RuleConfig {
+            kind: self.kind,
+            prefix,
+            limits: Limits {
+                max_object_size: max_object_size as usize,
+                negative_ttl: self.negative_ttl,
+                stale_while_revalidate: self.stale_while_revalidate,
+                stale_if_error: self.stale_if_error,
+                heuristic_fraction: self.heuristic_fraction,
+                heuristic_max: self.heuristic_max,
+            },
+            key_includes_host: self.key_includes_host,
+        })
+    }
+}

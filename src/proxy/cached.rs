@@ -1,0 +1,493 @@
+//! Phases 2 to 4 for requests under a cache rule: lookup, one fill per key (a fetch, or a revalidation of
+//! the stored copy), admission, stale serving (RFC 5861), and answering from memory.
+//!
+//! The two kinds differ in three places: the avatar rule revalidates with `If-Modified-Since` only and reads
+//! its small bodies whole before answering (so a `HEAD` miss can be filled with a `GET`); an `http` rule
+//! streams a fill to its client while keeping a copy (RFC 9111 allows no less), and forwards a `HEAD` it
+//! cannot answer, updating the stored `GET` from the answer (§4.3.5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode, request, response};
+use hyper::body::Incoming;
+
+use super::Proxy;
+use crate::access_log::AccessRecord;
+use crate::body::{Body, Collected, collect_up_to};
+use crate::cache::policy::{self, Exchange, NotStored};
+use crate::cache::serve::{self, Conditions};
+use crate::cache::status::Outcome;
+use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Stored};
+use crate::config::RuleKind;
+use crate::error::ProxyError;
+use crate::upstream::{self, ClientInfo};
+
+/// What one upstream fetch for a key came to.
+enum Fetched {
+    /// A new or replacing entry was stored.
+    Stored(Arc<CachedResponse>, StatusCode),
+    /// The upstream's answer streams to the client while a copy fills the cache (`http` rules).
+    Streaming {
+        parts: response::Parts,
+        body: Body,
+        ttl: i64,
+    },
+    /// The upstream confirmed the stored entry (304) and it was refreshed.
+    Revalidated(Arc<CachedResponse>),
+    /// An answer that is not stored, passed on as it came.
+    Passed {
+        parts: response::Parts,
+        body: Body,
+        reason: Option<NotStored>,
+    },
+    /// No usable answer.
+    Failed(ProxyError),
+}
+
+/// An upstream answer with the times the age calculation needs.
+type Answered = (response::Parts, Incoming, Exchange);
+
+/// What a fill needs to know besides the upstream's answer.
+struct FillContext<'a> {
+    /// Index of the rule in `Proxy::rules`.
+    rule: usize,
+    /// The primary key.
+    primary: &'a str,
+    /// The request headers sent upstream (their `Vary`-nominated values pick the variant).
+    request: HeaderMap,
+}
+
+impl Proxy {
+    /// Phase 2: a fresh entry (or a stale one within `stale-while-revalidate`) is answered from memory;
+    /// anything else is fetched once per key however many clients wait.
+    pub(super) async fn serve_cached(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        rule: usize,
+        primary: &str,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let conditions = Conditions::of(request.method(), request.headers());
+        let kind = self.rules[rule].kind;
+        if kind == RuleKind::Http && conditions.head {
+            return self.serve_head(request, rule, primary, &conditions, client, record).await;
+        }
+        match self.cache.lookup(primary, request.headers()) {
+            Lookup::Fresh(entry) => {
+                let status = CacheStatus::new(Outcome::Hit);
+                Ok(self.serve_stored(&entry, &conditions, status, record))
+            }
+            Lookup::StaleWhileRevalidate { entry, refresh } => {
+                if let Some(fill) = refresh {
+                    self.refresh_in_background(request, rule, primary, fill, Arc::clone(&entry), *client);
+                }
+                let status = CacheStatus {
+                    detail: Some("stale-while-revalidate"),
+                    ..CacheStatus::new(Outcome::Stale)
+                };
+                Ok(self.serve_stored(&entry, &conditions, status, record))
+            }
+            Lookup::Fill { fill, stale } => {
+                let parts = fill_request(request, kind, stale.as_deref());
+                let context = FillContext { rule, primary, request: parts.headers.clone() };
+                let (fetched, elapsed) = self.fill(parts, client, &context, fill, stale.as_ref()).await;
+                record.upstream_time = elapsed;
+                self.answer(fetched, stale.as_ref(), &conditions, record)
+            }
+            Lookup::Wait { waiter, stale } => match waiter.wait().await {
+                Some(Stored::Response(entry)) if entry.matches(request.headers()) => {
+                    let status = CacheStatus::new(Outcome::Collapsed);
+                    Ok(self.serve_stored(&entry, &conditions, status, record))
+                }
+                // The fill stored nothing this request can use: it goes upstream itself, at once.
+                _ => {
+                    let parts = fill_request(request, kind, None);
+                    let fetched = self.fetch_alone(parts, rule, client, record).await;
+                    self.answer(fetched, stale.as_ref(), &conditions, record)
+                }
+            },
+        }
+    }
+
+    /// One request refreshes a stale entry while others keep being served the stale copy (RFC 5861 §3).
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        rule: usize,
+        primary: &str,
+        fill: Fill,
+        stale: Arc<CachedResponse>,
+        client: ClientInfo,
+    ) {
+        let parts = fill_request(request, self.rules[rule].kind, Some(&stale));
+        let (primary, headers) = (primary.to_owned(), parts.headers.clone());
+        let proxy = Arc::clone(self);
+        tokio::spawn(async move {
+            let context = FillContext { rule, primary: &primary, request: headers };
+            let (fetched, _) = proxy.fill(parts, &client, &context, fill, Some(&stale)).await;
+            match fetched {
+                Fetched::Failed(err) => {
+                    tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
+                }
+                // Nobody reads this answer: the body is read through so a streaming fill completes.
+                Fetched::Streaming { body, .. } => drain(body).await,
+                _ => {}
+            }
+        });
+    }
+
+    /// Phases 3 and 4 for the one request that holds the fill: fetch (revalidating `stale` if there is one),
+    /// then store, refresh or pass on. On failure the guard is dropped, which sends waiters on their own way.
+    async fn fill(
+        self: &Arc<Self>,
+        parts: request::Parts,
+        client: &ClientInfo,
+        context: &FillContext<'_>,
+        fill: Fill,
+        stale: Option<&Arc<CachedResponse>>,
+    ) -> (Fetched, Option<Duration>) {
+        let (answered, elapsed) = self.fetch(parts, client).await;
+        let fetched = match answered {
+            Err(err) => Fetched::Failed(err),
+            Ok((parts, body, exchange)) => match stale {
+                Some(stale) if parts.status == StatusCode::NOT_MODIFIED => {
+                    self.refresh(stale, &parts, exchange, context, fill)
+                }
+                _ => self.admit(parts, body, exchange, context, fill).await,
+            },
+        };
+        (fetched, elapsed)
+    }
+
+    /// Phase 4: store what the policy allows; any other answer (but a server error, which keeps the stored
+    /// copy for `stale-if-error`) supersedes what was stored.
+    async fn admit(
+        self: &Arc<Self>,
+        parts: response::Parts,
+        body: Incoming,
+        exchange: Exchange,
+        context: &FillContext<'_>,
+        fill: Fill,
+    ) -> Fetched {
+        let rule = &self.rules[context.rule];
+        let freshness = match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
+            Ok(freshness) => freshness,
+            Err(reason) => {
+                if parts.status.is_server_error() {
+                    fill.finish(None);
+                } else {
+                    fill.discard();
+                }
+                let body = Body::Stream(body);
+                return Fetched::Passed { parts, body, reason: Some(reason) };
+            }
+        };
+        let limits = rule.limits;
+        let now = self.cache.clock().now();
+        if rule.kind == RuleKind::Http {
+            let head = head_of(&parts);
+            let (proxy, primary, request) =
+                (Arc::clone(self), context.primary.to_owned(), context.request.clone());
+            let body = Body::teed(
+                body,
+                limits.max_object_size,
+                Box::new(move |bytes| {
+                    let now = proxy.cache.clock().now();
+                    let entry = CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
+                    proxy.cache.complete(fill, &primary, Arc::new(entry));
+                }),
+            );
+            let ttl = i64::try_from(freshness.fresh_for.as_secs()).unwrap_or(i64::MAX);
+            return Fetched::Streaming { parts, body, ttl };
+        }
+        match collect_up_to(body, limits.max_object_size).await {
+            Ok(Collected::Whole(bytes)) => {
+                let entry = CachedResponse::new(&parts, bytes, freshness, &limits, &context.request, now);
+                let entry = Arc::new(entry);
+                self.cache.complete(fill, context.primary, Arc::clone(&entry));
+                Fetched::Stored(entry, parts.status)
+            }
+            Ok(Collected::TooLarge(body)) => {
+                fill.discard();
+                let reason = Some(NotStored::TooLarge);
+                Fetched::Passed { parts, body, reason }
+            }
+            Err(err) => Fetched::Failed(ProxyError::UpstreamBody(err)),
+        }
+    }
+
+    /// A 304 for the stored copy: its header fields are updated and its freshness starts over
+    /// (RFC 9111 §4.3.4). If the 304 makes it unstorable, it is dropped and served this once.
+    fn refresh(
+        &self,
+        stale: &CachedResponse,
+        not_modified: &response::Parts,
+        exchange: Exchange,
+        context: &FillContext<'_>,
+        fill: Fill,
+    ) -> Fetched {
+        let rule = &self.rules[context.rule];
+        let parts = merged(stale, &not_modified.headers);
+        match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
+            Ok(freshness) => {
+                let now = self.cache.clock().now();
+                let body = stale.body.clone();
+                let entry = CachedResponse::new(&parts, body, freshness, &rule.limits, &context.request, now);
+                let entry = Arc::new(entry);
+                self.cache.complete(fill, context.primary, Arc::clone(&entry));
+                Fetched::Revalidated(entry)
+            }
+            Err(reason) => {
+                fill.discard();
+                let body = Body::full(stale.body.clone());
+                Fetched::Passed { parts, body, reason: Some(reason) }
+            }
+        }
+    }
+
+    /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded as it came, and a
+    /// 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
+    async fn serve_head(
+        &self,
+        request: Request<Incoming>,
+        rule: usize,
+        primary: &str,
+        conditions: &Conditions,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let stored = self.cache.peek(primary, request.headers());
+        let now = self.cache.clock().now();
+        if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
+            return Ok(self.serve_stored(entry, conditions, CacheStatus::new(Outcome::Hit), record));
+        }
+        let (parts, _unused_body) = request.into_parts();
+        let request_headers = parts.headers.clone();
+        let (answered, elapsed) = self.fetch(parts, client).await;
+        record.upstream_time = elapsed;
+        let (parts, body, exchange) = answered?;
+        if let (Some(stored), StatusCode::OK) = (&stored, parts.status) {
+            self.update_from_head(stored, &parts, exchange, rule, primary, &request_headers);
+        }
+        record.cache = Some(CacheStatus {
+            fwd_status: Some(parts.status),
+            detail: Some("head"),
+            had_stale: stored.is_some(),
+            ..CacheStatus::new(Outcome::Miss)
+        });
+        Ok(Response::from_parts(parts, Body::Stream(body)))
+    }
+
+    fn update_from_head(
+        &self,
+        stored: &CachedResponse,
+        head: &response::Parts,
+        exchange: Exchange,
+        rule: usize,
+        primary: &str,
+        request: &HeaderMap,
+    ) {
+        let rule = &self.rules[rule];
+        if policy::head_invalidates(&stored.headers, &stored.validators, &head.headers) {
+            self.cache.purge(primary);
+            return;
+        }
+        let parts = merged(stored, &head.headers);
+        match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
+            Ok(freshness) => {
+                let now = self.cache.clock().now();
+                let body = stored.body.clone();
+                let entry = CachedResponse::new(&parts, body, freshness, &rule.limits, request, now);
+                self.cache.insert(primary, Arc::new(entry));
+            }
+            Err(_) => self.cache.purge(primary),
+        }
+    }
+
+    /// A response fetched for this client alone, because the fill it waited for stored nothing it can use.
+    async fn fetch_alone(
+        &self,
+        parts: request::Parts,
+        rule: usize,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Fetched {
+        let (answered, elapsed) = self.fetch(parts, client).await;
+        record.upstream_time = elapsed;
+        match answered {
+            Err(err) => Fetched::Failed(err),
+            Ok((parts, body, exchange)) => {
+                let rule = &self.rules[rule];
+                // Say why the waited-for fill stored nothing, when this answer shows it.
+                let reason = policy::admit(rule.kind, &parts, exchange, &rule.limits).err();
+                let body = Body::Stream(body);
+                Fetched::Passed { parts, body, reason }
+            }
+        }
+    }
+
+    /// Phase 3 for cached routes: one upstream request, with the times RFC 9111 §4.2.3 needs.
+    async fn fetch(
+        &self,
+        mut parts: request::Parts,
+        client: &ClientInfo,
+    ) -> (Result<Answered, ProxyError>, Option<Duration>) {
+        let authorized = parts.headers.contains_key(header::AUTHORIZATION);
+        if let Err(err) = self.upstream.prepare_request(&mut parts, client) {
+            return (Err(err), None);
+        }
+        let request_time = self.cache.clock().system_now();
+        let started = Instant::now();
+        let result = self.upstream.send(Request::from_parts(parts, Body::Empty)).await;
+        let elapsed = Some(started.elapsed());
+        let answered = result.map(|response| {
+            let exchange = Exchange {
+                request_time,
+                response_time: self.cache.clock().system_now(),
+                authorized,
+            };
+            let (mut parts, body) = response.into_parts();
+            upstream::prepare_response(&mut parts);
+            (parts, body, exchange)
+        });
+        (answered, elapsed)
+    }
+
+    /// What the client gets for a fetch: the stored entry, the upstream's answer, or, when the upstream failed,
+    /// the stale copy if `stale-if-error` allows it (RFC 5861 §4).
+    fn answer(
+        &self,
+        fetched: Fetched,
+        stale: Option<&Arc<CachedResponse>>,
+        conditions: &Conditions,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let now = self.cache.clock().now();
+        let fallback = stale.filter(|entry| entry.may_serve_on_error(now));
+        let had_stale = stale.is_some();
+        match fetched {
+            Fetched::Stored(entry, fwd_status) => {
+                let status = CacheStatus {
+                    fwd_status: Some(fwd_status),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Stored)
+                };
+                Ok(self.serve_stored(&entry, conditions, status, record))
+            }
+            Fetched::Streaming { parts, body, ttl } => {
+                record.cache = Some(CacheStatus {
+                    fwd_status: Some(parts.status),
+                    ttl: Some(ttl),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Stored)
+                });
+                Ok(Response::from_parts(parts, body))
+            }
+            Fetched::Revalidated(entry) => {
+                let status = CacheStatus {
+                    fwd_status: Some(StatusCode::NOT_MODIFIED),
+                    ..CacheStatus::new(Outcome::Revalidated)
+                };
+                Ok(self.serve_stored(&entry, conditions, status, record))
+            }
+            Fetched::Passed { parts, .. } if parts.status.is_server_error() && fallback.is_some() => {
+                let entry = fallback.expect("checked by the guard");
+                Ok(self.serve_on_error(entry, Some(parts.status), conditions, record))
+            }
+            Fetched::Passed { parts, body, reason } => {
+                record.cache = Some(CacheStatus {
+                    fwd_status: Some(parts.status),
+                    detail: reason.map(NotStored::as_str),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Miss)
+                });
+                // For HEAD the GET's body is dropped unread: the client asked for headers only.
+                let body = if conditions.head { Body::Empty } else { body };
+                Ok(Response::from_parts(parts, body))
+            }
+            Fetched::Failed(err) => match fallback {
+                Some(entry) => {
+                    tracing::warn!(error = %err, "upstream failed; serving the stored copy (stale-if-error)");
+                    Ok(self.serve_on_error(entry, None, conditions, record))
+                }
+                None => {
+                    record.cache = Some(CacheStatus {
+                        detail: Some("upstream-error"),
+                        had_stale,
+                        ..CacheStatus::new(Outcome::Miss)
+                    });
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    fn serve_on_error(
+        &self,
+        entry: &CachedResponse,
+        fwd_status: Option<StatusCode>,
+        conditions: &Conditions,
+        record: &mut AccessRecord,
+    ) -> Response<Body> {
+        let status = CacheStatus {
+            fwd_status,
+            detail: Some("stale-if-error"),
+            ..CacheStatus::new(Outcome::StaleIfError)
+        };
+        self.serve_stored(entry, conditions, status, record)
+    }
+
+    /// A stored response as this client gets it (its conditions and range answered from memory).
+    pub(super) fn serve_stored(
+        &self,
+        entry: &CachedResponse,
+        conditions: &Conditions,
+        mut status: CacheStatus,
+        record: &mut AccessRecord,
+    ) -> Response<Body> {
+        let now = self.cache.clock().now();
+        status.ttl = Some(entry.signed_ttl(now));
+        record.cache = Some(status);
+        serve::respond(entry, conditions, now)
+    }
+}
+
+/// The request a fill sends: a plain `GET` for the whole representation (a stored copy must not be a 304 or
+/// a range; Cloudreve has no `HEAD` route for avatars) with the client's other headers, plus the stored
+/// validators when it revalidates.
+fn fill_request(request: Request<Incoming>, kind: RuleKind, stale: Option<&CachedResponse>) -> request::Parts {
+    let (mut parts, _unused_body) = request.into_parts();
+    parts.method = Method::GET;
+    policy::prepare_fill_request(&mut parts.headers);
+    if let Some(stale) = stale {
+        for (name, value) in policy::revalidation_headers(kind, &stale.validators) {
+            parts.headers.insert(name, value);
+        }
+    }
+    parts
+}
+
+/// A stored response's head with a newer response's header fields merged in (RFC 9111 §3.2).
+fn merged(stored: &CachedResponse, newer: &HeaderMap) -> response::Parts {
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = stored.status;
+    parts.headers = policy::merge_not_modified(&stored.headers, newer);
+    parts
+}
+
+/// Status and header fields of a response head (its extensions are not needed to build an entry).
+fn head_of(parts: &response::Parts) -> response::Parts {
+    let (mut head, ()) = Response::new(()).into_parts();
+    head.status = parts.status;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// Reads a body to its end, discarding it (bounded by the body itself; a failure just ends it).
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    while let Some(Ok(_)) = body.frame().await {}
+}
