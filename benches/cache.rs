@@ -14,7 +14,8 @@ use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange};
 use cloudreve_edge::cache::serve::{self, Conditions};
 use cloudreve_edge::cache::status::Outcome;
 use cloudreve_edge::cache::store::Store;
-use cloudreve_edge::cache::{AvatarCache, CacheStatus, CachedResponse, Clock, Lookup};
+use cloudreve_edge::cache::{Cache, CacheStatus, CachedResponse, Clock, Lookup, Stored};
+use cloudreve_edge::config::{RuleConfig, RuleKind};
 use cloudreve_edge::route::{self, NoCache, Route};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{self, HeaderName, HeaderValue};
@@ -51,30 +52,55 @@ fn exchange(now: SystemTime) -> Exchange {
 }
 
 /// A cache with the default `[cache]` section holding one fresh 4 KiB avatar under `lpua`.
-fn cache_with_avatar() -> (AvatarCache, Arc<CachedResponse>) {
-    let cache = AvatarCache::new(&Config::default().cache, Clock::system());
+fn cache_with_avatar() -> (Cache, Arc<CachedResponse>) {
+    let config = Config::default().cache;
+    let cache = Cache::new(config.capacity, Clock::system());
     let now = SystemTime::now();
     let parts = cloudreve_png_head(now);
-    let freshness = policy::admit(&parts, exchange(now), cache.limits()).unwrap();
-    let entry = cache.entry(&parts, Bytes::from(vec![0x89; AVATAR_LEN]), freshness);
+    let limits = avatar_limits();
+    let freshness = policy::admit(RuleKind::Avatar, &parts, exchange(now), &limits).unwrap();
+    let body = Bytes::from(vec![0x89; AVATAR_LEN]);
+    let request = http::HeaderMap::new();
+    let entry = Arc::new(CachedResponse::new(
+        &parts,
+        body,
+        freshness,
+        &limits,
+        &request,
+        cache.clock().now(),
+    ));
     let key = AvatarKey::from_path_segment("lpua").unwrap();
-    let Lookup::Fill { fill, .. } = cache.lookup(key) else {
+    let Lookup::Fill { fill, .. } = cache.lookup(key.as_str(), &request) else {
         panic!("an empty cache must hand out the fill")
     };
-    fill.finish(Some(Arc::clone(&entry)));
+    cache.complete(fill, key.as_str(), Arc::clone(&entry));
     (cache, entry)
+}
+
+fn avatar_limits() -> policy::Limits {
+    Config::default()
+        .cache
+        .avatar()
+        .expect("the default rules include avatars")
+        .limits
 }
 
 /// What `Proxy::handle` does for a `GET` hit between hyper handing over the request and taking the response.
 /// `Proxy::serve_stored` and `response_filter` are private; their few lines are repeated below around the
 /// public `cache::serve::respond`, so keep them in step with `src/proxy/`.
-fn serve_hit(cache: &AvatarCache, target: &Uri, client: SocketAddr) -> Response<LoggedBody> {
+fn serve_hit(
+    cache: &Cache,
+    rules: &[RuleConfig],
+    target: &Uri,
+    client: SocketAddr,
+) -> Response<LoggedBody> {
     let mut record = AccessRecord::start(&Method::GET, target, Version::HTTP_11, client);
     let uri = target.clone();
-    let Route::Avatar(key) = route::classify(&Method::GET, &uri) else {
+    let headers = http::HeaderMap::new();
+    let Route::Avatar(key) = route::classify(&Method::GET, &uri, &headers, rules) else {
         panic!("the target must be a cacheable avatar")
     };
-    let Lookup::Fresh(entry) = cache.lookup(key) else {
+    let Lookup::Fresh(entry) = cache.lookup(key.as_str(), &headers) else {
         panic!("the avatar must be stored and fresh")
     };
     let conditions = Conditions::of(&Method::GET, &http::HeaderMap::new());
@@ -93,7 +119,7 @@ fn serve_hit(cache: &AvatarCache, target: &Uri, client: SocketAddr) -> Response<
 
 /// As `Proxy::serve_stored`.
 fn serve_stored(
-    cache: &AvatarCache,
+    cache: &Cache,
     entry: &CachedResponse,
     conditions: &Conditions,
     mut status: CacheStatus,
@@ -122,9 +148,11 @@ fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
 fn policy_admit_cloudreve_png(c: &mut Criterion) {
     let now = SystemTime::now();
     let parts = cloudreve_png_head(now);
-    let limits = *AvatarCache::new(&Config::default().cache, Clock::system()).limits();
+    let limits = avatar_limits();
     c.bench_function("policy_admit_cloudreve_png", |b| {
-        b.iter(|| policy::admit(black_box(&parts), exchange(now), &limits).unwrap());
+        b.iter(|| {
+            policy::admit(RuleKind::Avatar, black_box(&parts), exchange(now), &limits).unwrap()
+        });
     });
 }
 
@@ -136,9 +164,11 @@ fn key_derivation(c: &mut Criterion) {
         Some("key=12&nocache=false"),
         Some("a=%20b&c=d+e&nocache=t"),
     ];
+    let rules = Config::default().cache.rules;
+    let headers = http::HeaderMap::new();
     let mut group = c.benchmark_group("key_derivation");
     group.bench_function("classify_avatar_key3", |b| {
-        b.iter(|| route::classify(&Method::GET, black_box(&target)));
+        b.iter(|| route::classify(&Method::GET, black_box(&target), &headers, &rules));
     });
     group.bench_function("nocache_parse_4_queries", |b| {
         b.iter(|| queries.map(|q| NoCache::parse(black_box(q))));
@@ -150,14 +180,16 @@ fn hit_4k_avatar_lookup_and_response(c: &mut Criterion) {
     let (cache, entry) = cache_with_avatar();
     let target: Uri = AVATAR_TARGET.parse().unwrap();
     let client: SocketAddr = CLIENT.parse().unwrap();
+    let rules = Config::default().cache.rules;
     c.bench_function("hit_4k_avatar_lookup_and_response", |b| {
-        b.iter(|| serve_hit(&cache, black_box(&target), client));
+        b.iter(|| serve_hit(&cache, &rules, black_box(&target), client));
     });
     // The same path in pieces, to see where the time goes.
     let key = AvatarKey::from_path_segment("lpua").unwrap();
     let mut group = c.benchmark_group("hit_4k_avatar_steps");
     group.bench_function("lookup", |b| {
-        b.iter(|| match cache.lookup(black_box(key)) {
+        let headers = http::HeaderMap::new();
+        b.iter(|| match cache.lookup(black_box(key.as_str()), &headers) {
             Lookup::Fresh(entry) => entry,
             _ => panic!("the avatar must be stored and fresh"),
         });
@@ -195,16 +227,17 @@ fn hit_4k_avatar_lookup_and_response(c: &mut Criterion) {
 
 fn store_insert_get(c: &mut Criterion) {
     let (_cache, entry) = cache_with_avatar();
-    let store: Store<Arc<CachedResponse>> = Store::new(Config::default().cache.capacity);
+    let store: Store<Stored> = Store::new(Config::default().cache.capacity);
+    let entry = Stored::Response(entry);
     // 1024 keys of 4 KiB entries (about 4.7 MB) stay well inside the default 256 MiB: no eviction.
     let keys: Vec<String> = (0..1024).map(|i| format!("u{i}")).collect();
     for key in &keys {
-        store.insert(key, Arc::clone(&entry));
+        store.insert(key, entry.clone());
     }
     let mut group = c.benchmark_group("store_insert_get");
     let mut next = keys.iter().cycle();
     group.bench_function("insert_replace_4k", |b| {
-        b.iter(|| store.insert(next.next().unwrap(), Arc::clone(&entry)));
+        b.iter(|| store.insert(next.next().unwrap(), entry.clone()));
     });
     group.bench_function("get_4k", |b| {
         b.iter(|| store.get(next.next().unwrap()).unwrap());

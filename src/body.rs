@@ -47,7 +47,10 @@ pub struct Tee {
 
 impl std::fmt::Debug for Tee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tee").field("copied", &self.copy.len()).field("limit", &self.limit).finish()
+        f.debug_struct("Tee")
+            .field("copied", &self.copy.len())
+            .field("limit", &self.limit)
+            .finish()
     }
 }
 
@@ -110,7 +113,10 @@ impl Body {
 }
 
 impl Tee {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

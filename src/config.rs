@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 mod cache;
 
-pub use cache::{CacheConfig, RuleConfig, RuleKind};
 use cache::RawCache;
+pub use cache::{CacheConfig, RuleConfig, RuleKind};
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -81,7 +81,6 @@ pub struct UpstreamConfig {
     /// Maximum idle pooled connections.
     pub pool_max_idle: usize,
 }
-
 
 /// `[log]`
 #[derive(Debug, Clone)]
@@ -202,7 +201,6 @@ impl Default for RawUpstream {
     }
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawLog {
@@ -311,7 +309,6 @@ impl RawUpstream {
     }
 }
 
-
 impl RawLog {
     fn validate(self) -> Result<LogConfig, ConfigError> {
         if let Err(e) = self.level.parse::<tracing_subscriber::EnvFilter>() {
@@ -411,8 +408,19 @@ mod tests {
         assert_eq!(config.server.worker_threads, None);
         assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:5212");
         assert_eq!(config.cache.capacity, 256 * 1024 * 1024);
-        let kinds: Vec<_> = config.cache.rules.iter().map(|r| (r.kind, r.prefix.as_str())).collect();
-        assert_eq!(kinds, [(RuleKind::Avatar, "/api/v4/user/avatar/"), (RuleKind::Http, "/assets/")]);
+        let kinds: Vec<_> = config
+            .cache
+            .rules
+            .iter()
+            .map(|r| (r.kind, r.prefix.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (RuleKind::Avatar, "/api/v4/user/avatar/"),
+                (RuleKind::Http, "/assets/")
+            ]
+        );
         let avatar = config.cache.avatar().unwrap();
         assert_eq!(avatar.limits.max_object_size, 1024 * 1024);
         assert_eq!(avatar.limits.negative_ttl, Duration::from_secs(60));
@@ -430,16 +438,29 @@ mod tests {
         let avatar = config.cache.avatar().unwrap();
         assert_eq!(avatar.limits.max_object_size, 512 * 1024);
         assert_eq!(avatar.limits.negative_ttl, Duration::from_secs(120));
-        assert_eq!(config.cache.rules.len(), 1, "a rules list replaces the default rules");
+        assert_eq!(
+            config.cache.rules.len(),
+            1,
+            "a rules list replaces the default rules"
+        );
     }
 
     #[test]
     fn rules_are_checked_one_by_one() {
         let cases = [
             ("kind = \"http\"", "cache.rules[0].prefix"),
-            ("kind = \"http\"\nprefix = \"assets/\"", "cache.rules[0].prefix"),
-            ("kind = \"avatar\"\nprefix = \"/api/\"", "cache.rules[0].prefix"),
-            ("kind = \"http\"\nprefix = \"/a/\"\nheuristic_fraction = 2.0", "cache.rules[0].heuristic_fraction"),
+            (
+                "kind = \"http\"\nprefix = \"assets/\"",
+                "cache.rules[0].prefix",
+            ),
+            (
+                "kind = \"avatar\"\nprefix = \"/api/\"",
+                "cache.rules[0].prefix",
+            ),
+            (
+                "kind = \"http\"\nprefix = \"/a/\"\nheuristic_fraction = 2.0",
+                "cache.rules[0].heuristic_fraction",
+            ),
         ];
         for (rule, key) in cases {
             let err = Config::from_toml(&format!("[[cache.rules]]\n{rule}\n")).unwrap_err();
@@ -455,8 +476,10 @@ mod tests {
 
     #[test]
     fn only_one_avatar_rule() {
-        let err = Config::from_toml("[[cache.rules]]\nkind = \"avatar\"\n[[cache.rules]]\nkind = \"avatar\"\n")
-            .unwrap_err();
+        let err = Config::from_toml(
+            "[[cache.rules]]\nkind = \"avatar\"\n[[cache.rules]]\nkind = \"avatar\"\n",
+        )
+        .unwrap_err();
         assert_eq!(key_of(err), "cache.rules");
     }
 

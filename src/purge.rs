@@ -16,9 +16,9 @@ use http::{Method, Response, StatusCode};
 
 use crate::body::Body;
 use crate::cache::Cache;
+use crate::cache::policy::AvatarKey;
 use crate::config::RuleConfig;
 use crate::route;
-use crate::cache::policy::AvatarKey;
 
 /// What an admin request asks of the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,11 @@ pub fn action<'a>(method: &Method, target: &'a str) -> Option<Result<Action<'a>,
     let purging = method == Method::POST || method == Method::DELETE || method.as_str() == "PURGE";
     let path = target.split('?').next().unwrap_or(target);
     let action = if path == "/stats" {
-        return Some(if method == Method::GET { Ok(Action::Stats) } else { Err(()) });
+        return Some(if method == Method::GET {
+            Ok(Action::Stats)
+        } else {
+            Err(())
+        });
     } else if path == "/purge/all" {
         Action::PurgeAll
     } else if let Some(url) = target.strip_prefix("/purge/url") {
@@ -82,16 +86,23 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
                 tracing::info!(url, "purge API: URL dropped");
                 json(StatusCode::OK, &serde_json::json!({ "purged": url }))
             }
-            None => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "no cache rule covers that URL" })),
+            None => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": "no cache rule covers that URL" }),
+            ),
         },
         Action::PurgePrefix(prefix) if prefix.starts_with('/') => {
             cache.purge_prefix(prefix);
             tracing::info!(prefix, "purge API: prefix dropped");
-            json(StatusCode::OK, &serde_json::json!({ "purged_prefix": prefix }))
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "purged_prefix": prefix }),
+            )
         }
-        Action::PurgeUrl(_) | Action::PurgePrefix(_) => {
-            json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "give a path starting with /" }))
-        }
+        Action::PurgeUrl(_) | Action::PurgePrefix(_) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": "give a path starting with /" }),
+        ),
         Action::PurgeAvatar(id) => match AvatarKey::from_path_segment(id) {
             Some(key) => {
                 let purged = cache.peek(key.as_str(), &http::HeaderMap::new()).is_some();
@@ -189,8 +200,14 @@ mod tests {
 
     #[test]
     fn url_and_prefix_purges_keep_the_path() {
-        assert_eq!(action_of("POST", "/purge/prefix/assets/"), Some(Ok(Action::PurgePrefix("/assets/".into()))));
-        assert_eq!(action_of("PURGE", "/purge/url/assets/a.js?v=2"), Some(Ok(Action::PurgeUrl("/assets/a.js?v=2".into()))));
+        assert_eq!(
+            action_of("POST", "/purge/prefix/assets/"),
+            Some(Ok(Action::PurgePrefix("/assets/".into())))
+        );
+        assert_eq!(
+            action_of("PURGE", "/purge/url/assets/a.js?v=2"),
+            Some(Ok(Action::PurgeUrl("/assets/a.js?v=2".into())))
+        );
     }
 
     #[test]

@@ -90,7 +90,12 @@ impl Bypass {
 /// Classifies a request. Only `GET` and `HEAD` can reach the cache, under the first rule whose prefix the raw
 /// path starts with. On the avatar route, `HEAD` is answered from the stored `GET` (Cloudreve itself would
 /// answer 404).
-pub fn classify<'a>(method: &Method, uri: &'a Uri, headers: &HeaderMap, rules: &[RuleConfig]) -> Route<'a> {
+pub fn classify<'a>(
+    method: &Method,
+    uri: &'a Uri,
+    headers: &HeaderMap,
+    rules: &[RuleConfig],
+) -> Route<'a> {
     if method == Method::PUT {
         if let Some(change) = classify_change(uri.path()) {
             return Route::AvatarChange(change);
@@ -117,12 +122,19 @@ pub fn classify<'a>(method: &Method, uri: &'a Uri, headers: &HeaderMap, rules: &
 
 /// The first rule whose prefix the raw path starts with.
 pub fn rule_for<'r>(path: &str, rules: &'r [RuleConfig]) -> Option<(usize, &'r RuleConfig)> {
-    rules.iter().enumerate().find(|(_, rule)| path.starts_with(&rule.prefix))
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, rule)| path.starts_with(&rule.prefix))
 }
 
 /// The primary cache key a `GET` of `path_and_query` would have, under whichever rule would take it; for the
 /// invalidation of URIs an unsafe request names (RFC 9111 §4.4).
-pub fn key_for<'a>(path_and_query: &'a str, host: Option<&str>, rules: &[RuleConfig]) -> Option<Cow<'a, str>> {
+pub fn key_for<'a>(
+    path_and_query: &'a str,
+    host: Option<&str>,
+    rules: &[RuleConfig],
+) -> Option<Cow<'a, str>> {
     let path = path_and_query.split('?').next().unwrap_or(path_and_query);
     let (_, rule) = rule_for(path, rules)?;
     match rule.kind {
@@ -130,13 +142,20 @@ pub fn key_for<'a>(path_and_query: &'a str, host: Option<&str>, rules: &[RuleCon
             let segment = path.strip_prefix(AVATAR_PREFIX)?;
             AvatarKey::from_path_segment(segment).map(|key| Cow::Borrowed(key.as_str()))
         }
-        RuleKind::Http => Some(policy::http_key(path_and_query, host.filter(|_| rule.key_includes_host))),
+        RuleKind::Http => Some(policy::http_key(
+            path_and_query,
+            host.filter(|_| rule.key_includes_host),
+        )),
     }
 }
 
 fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<'a, str> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    match rule.key_includes_host.then(|| request_host(uri, headers)).flatten() {
+    match rule
+        .key_includes_host
+        .then(|| request_host(uri, headers))
+        .flatten()
+    {
         Some(host) => Cow::Owned(policy::http_key(target, Some(host)).into_owned()),
         None => Cow::Borrowed(target),
     }
@@ -293,7 +312,10 @@ mod tests {
         let method: Method = method.parse().unwrap();
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            map.append(header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            map.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
         }
         let rules = crate::config::Config::default().cache.rules;
         format!("{:?}", classify(&method, &uri, &map, &rules))
@@ -322,10 +344,18 @@ mod tests {
     #[test]
     fn unsafe_methods_invalidate_and_safe_ones_pass() {
         for method in ["POST", "PUT", "DELETE", "PATCH", "PROPFIND", "MKCOL"] {
-            assert_eq!(route(method, "/api/v4/user/avatar/lpua"), "Unsafe", "{method}");
+            assert_eq!(
+                route(method, "/api/v4/user/avatar/lpua"),
+                "Unsafe",
+                "{method}"
+            );
         }
         for method in ["OPTIONS", "TRACE"] {
-            assert_eq!(route(method, "/api/v4/user/avatar/lpua"), "Pass", "{method}");
+            assert_eq!(
+                route(method, "/api/v4/user/avatar/lpua"),
+                "Pass",
+                "{method}"
+            );
         }
     }
 
@@ -335,7 +365,10 @@ mod tests {
             route("GET", "/assets/index-a1b2.js?v=1"),
             r#"Http { rule: 1, key: "/assets/index-a1b2.js?v=1" }"#
         );
-        assert_eq!(route("HEAD", "/assets/x.css"), r#"Http { rule: 1, key: "/assets/x.css" }"#);
+        assert_eq!(
+            route("HEAD", "/assets/x.css"),
+            r#"Http { rule: 1, key: "/assets/x.css" }"#
+        );
         assert_eq!(route("GET", "/%61ssets/x.css"), "Pass", "never decoded");
     }
 
@@ -355,14 +388,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, "Cloud.Example".parse().unwrap());
         let route = classify(&Method::GET, &uri, &headers, &rules);
-        assert_eq!(format!("{route:?}"), r#"Http { rule: 1, key: "cloud.example/assets/a.js" }"#);
+        assert_eq!(
+            format!("{route:?}"),
+            r#"Http { rule: 1, key: "cloud.example/assets/a.js" }"#
+        );
     }
 
     #[test]
     fn keys_for_invalidation_follow_the_rules() {
         let rules = crate::config::Config::default().cache.rules;
-        assert_eq!(key_for("/assets/a.js?x", None, &rules).as_deref(), Some("/assets/a.js?x"));
-        assert_eq!(key_for("/api/v4/user/avatar/lpua", None, &rules).as_deref(), Some("lpua"));
+        assert_eq!(
+            key_for("/assets/a.js?x", None, &rules).as_deref(),
+            Some("/assets/a.js?x")
+        );
+        assert_eq!(
+            key_for("/api/v4/user/avatar/lpua", None, &rules).as_deref(),
+            Some("lpua")
+        );
         assert_eq!(key_for("/api/v4/user/avatar/lp%75a", None, &rules), None);
         assert_eq!(key_for("/api/v4/site/ping", None, &rules), None);
     }

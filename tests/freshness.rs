@@ -553,7 +553,11 @@ async fn nocache_answer_with_other_bytes_purges_when_it_ends() {
     get(&proxy.url(&format!("{AVATAR}?nocache=1"))).await;
     let key = cloudreve_edge::cache::policy::AvatarKey::from_path_segment("lpua").unwrap();
     eventually("the differing bytes dropped the entry", || {
-        proxy.proxy.cache().peek(key.as_str(), &http::HeaderMap::new()).is_none()
+        proxy
+            .proxy
+            .cache()
+            .peek(key.as_str(), &http::HeaderMap::new())
+            .is_none()
     })
     .await;
     assert_eq!(

@@ -83,11 +83,20 @@ mod tests {
     fn outcomes_are_counted_and_give_the_hit_ratio() {
         let counters = Counters::default();
         assert_eq!(counters.snapshot().hit_ratio(), None);
-        for outcome in [Outcome::Hit, Outcome::Hit, Outcome::Stale, Outcome::Stored, Outcome::Bypass] {
+        for outcome in [
+            Outcome::Hit,
+            Outcome::Hit,
+            Outcome::Stale,
+            Outcome::Stored,
+            Outcome::Bypass,
+        ] {
             counters.count(outcome);
         }
         let counts = counters.snapshot();
-        assert_eq!((counts.hit, counts.stale, counts.miss, counts.bypass), (2, 1, 1, 1));
+        assert_eq!(
+            (counts.hit, counts.stale, counts.miss, counts.bypass),
+            (2, 1, 1, 1)
+        );
         assert_eq!(counts.requests(), 5);
         assert_eq!(counts.hit_ratio(), Some(0.75), "bypasses are not lookups");
     }

@@ -164,7 +164,6 @@ fn unquote(arg: &str) -> &str {
         .unwrap_or(arg)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

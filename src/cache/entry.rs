@@ -89,14 +89,16 @@ impl CachedResponse {
         if parts.status == StatusCode::OK && validators.etag.is_none() {
             // A strong validator for the client's If-None-Match / If-Range, answered here; never sent upstream.
             let etag = format!("\"{body_hash:032x}\"");
-            headers.insert(header::ETAG, HeaderValue::try_from(etag).expect("hex is ASCII"));
+            headers.insert(
+                header::ETAG,
+                HeaderValue::try_from(etag).expect("hex is ASCII"),
+            );
         }
         let last_modified = headers
             .get(header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
         let vary = vary::names(&parts.headers)
-            .ok()
             .filter(|names| !names.is_empty())
             .map(|names| {
                 let values = vary::values(&names, request);
@@ -189,8 +191,8 @@ impl CachedResponse {
 fn detached(headers: &HeaderMap) -> HeaderMap {
     let mut owned = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let mut copy =
-            HeaderValue::from_bytes(value.as_bytes()).expect("a header value stays valid when copied");
+        let mut copy = HeaderValue::from_bytes(value.as_bytes())
+            .expect("a header value stays valid when copied");
         copy.set_sensitive(value.is_sensitive());
         owned.append(name.clone(), copy);
     }
@@ -245,8 +247,20 @@ mod tests {
         }
     }
 
-    fn entry(parts: &response::Parts, body: &'static [u8], request: &HeaderMap, now: Instant) -> CachedResponse {
-        CachedResponse::new(parts, Bytes::from_static(body), freshness(), &LIMITS, request, now)
+    fn entry(
+        parts: &response::Parts,
+        body: &'static [u8],
+        request: &HeaderMap,
+        now: Instant,
+    ) -> CachedResponse {
+        CachedResponse::new(
+            parts,
+            Bytes::from_static(body),
+            freshness(),
+            &LIMITS,
+            request,
+            now,
+        )
     }
 
     fn parts(headers: &[(&str, &str)]) -> response::Parts {
@@ -274,7 +288,12 @@ mod tests {
 
     #[test]
     fn entry_knows_its_length_and_forgets_upstream_age() {
-        let entry = entry(&parts(&[("age", "5")]), b"12345", &HeaderMap::new(), Instant::now());
+        let entry = entry(
+            &parts(&[("age", "5")]),
+            b"12345",
+            &HeaderMap::new(),
+            Instant::now(),
+        );
         assert_eq!(entry.headers[header::CONTENT_LENGTH], "5");
         assert!(!entry.headers.contains_key(header::AGE));
     }
@@ -284,7 +303,12 @@ mod tests {
         let minted = entry(&parts(&[]), b"x", &HeaderMap::new(), Instant::now());
         assert!(minted.headers.contains_key(header::ETAG));
         assert_eq!(minted.validators.etag, None);
-        let upstream = entry(&parts(&[("etag", "\"v1\"")]), b"x", &HeaderMap::new(), Instant::now());
+        let upstream = entry(
+            &parts(&[("etag", "\"v1\"")]),
+            b"x",
+            &HeaderMap::new(),
+            Instant::now(),
+        );
         assert_eq!(upstream.headers[header::ETAG], "\"v1\"");
         assert_eq!(upstream.validators.etag.as_ref().unwrap(), "\"v1\"");
     }
@@ -293,7 +317,12 @@ mod tests {
     fn varying_entry_matches_only_its_variant() {
         let mut gzip = HeaderMap::new();
         gzip.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        let entry = entry(&parts(&[("vary", "Accept-Encoding")]), b"x", &gzip, Instant::now());
+        let entry = entry(
+            &parts(&[("vary", "Accept-Encoding")]),
+            b"x",
+            &gzip,
+            Instant::now(),
+        );
         assert!(entry.matches(&gzip));
         assert!(!entry.matches(&HeaderMap::new()));
         assert_eq!(entry.vary_index().unwrap().names, [header::ACCEPT_ENCODING]);

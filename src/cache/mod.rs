@@ -90,8 +90,14 @@ impl Cache {
                 Lookup::StaleWhileRevalidate { entry, refresh }
             }
             _ => match self.store.claim(&key) {
-                Claim::Leader(fill) => Lookup::Fill { fill, stale: stored },
-                Claim::Follower(waiter) => Lookup::Wait { waiter, stale: stored },
+                Claim::Leader(fill) => Lookup::Fill {
+                    fill,
+                    stale: stored,
+                },
+                Claim::Follower(waiter) => Lookup::Wait {
+                    waiter,
+                    stale: stored,
+                },
             },
         }
     }
@@ -102,7 +108,11 @@ impl Cache {
     }
 
     /// The key a request's response lives under (the variant key when the URL varies), and that response.
-    fn resolve<'k>(&self, primary: &'k str, request: &HeaderMap) -> (Cow<'k, str>, Option<Arc<CachedResponse>>) {
+    fn resolve<'k>(
+        &self,
+        primary: &'k str,
+        request: &HeaderMap,
+    ) -> (Cow<'k, str>, Option<Arc<CachedResponse>>) {
         match self.store.get(primary) {
             Some(Stored::Response(entry)) => (Cow::Borrowed(primary), Some(entry)),
             Some(Stored::Vary(index)) => {
@@ -129,7 +139,8 @@ impl Cache {
         match (entry.vary_index(), &entry.vary) {
             (Some(index), Some((_, values))) => {
                 self.store.insert(primary, Stored::Vary(Arc::new(index)));
-                self.store.insert(&vary::variant_key(primary, values), Stored::Response(entry));
+                self.store
+                    .insert(&vary::variant_key(primary, values), Stored::Response(entry));
             }
             _ => self.store.insert(primary, Stored::Response(entry)),
         }
@@ -139,7 +150,8 @@ impl Cache {
     pub fn purge(&self, primary: &str) {
         if let Some(Stored::Vary(_)) = self.store.get(primary) {
             let primary = primary.to_owned();
-            self.store.remove_if(move |key| vary::primary_of(key) == primary);
+            self.store
+                .remove_if(move |key| vary::primary_of(key) == primary);
         }
         self.store.remove(primary);
     }
@@ -147,7 +159,8 @@ impl Cache {
     /// Drops every entry whose path starts with `path_prefix` (raw, as requested).
     pub fn purge_prefix(&self, path_prefix: &str) {
         let path_prefix = path_prefix.to_owned();
-        self.store.remove_if(move |key| policy::key_path_starts_with(key, &path_prefix));
+        self.store
+            .remove_if(move |key| policy::key_path_starts_with(key, &path_prefix));
     }
 
     /// Drops every entry.

@@ -218,7 +218,9 @@ pub fn admit(
     // A no-cache response is revalidated before every use, so it needs no lifetime of its own; it is only
     // worth storing with a validator to revalidate with.
     let lifetime = if cc.no_cache {
-        validator.then_some(Duration::ZERO).ok_or(NotStored::NoCache)?
+        validator
+            .then_some(Duration::ZERO)
+            .ok_or(NotStored::NoCache)?
     } else {
         freshness_lifetime(&cc, res, exchange.response_time, limits, validator)?
     };
@@ -259,7 +261,10 @@ pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> Heade
 /// Cloudreve sends no ETag, and an `If-None-Match` makes it skip the date check and answer a full 200 (Go
 /// `http.ServeContent`). Other rules send the upstream's own `ETag` as `If-None-Match` and its
 /// `Last-Modified` as `If-Modified-Since`. An `ETag` this cache minted is never sent upstream.
-pub fn revalidation_headers(kind: RuleKind, validators: &Validators) -> Vec<(header::HeaderName, HeaderValue)> {
+pub fn revalidation_headers(
+    kind: RuleKind,
+    validators: &Validators,
+) -> Vec<(header::HeaderName, HeaderValue)> {
     let mut headers = Vec::with_capacity(2);
     if let (RuleKind::Http, Some(etag)) = (kind, &validators.etag) {
         headers.push((header::IF_NONE_MATCH, etag.clone()));
@@ -292,13 +297,18 @@ impl Validators {
 /// After a 200 to a `HEAD` the cache sent (RFC 9111 §4.3.5): a stored `GET` response whose `Content-Length`,
 /// `ETag` or `Last-Modified` differ from the `HEAD`'s is no longer the current representation and must go;
 /// otherwise its header fields are updated like after a 304.
-pub fn head_invalidates(stored: &HeaderMap, stored_validators: &Validators, head: &HeaderMap) -> bool {
-    let differs = |stored: Option<&HeaderValue>, name: header::HeaderName| {
-        matches!((stored, head.get(name)), (Some(a), Some(b)) if a != b)
-    };
+pub fn head_invalidates(
+    stored: &HeaderMap,
+    stored_validators: &Validators,
+    head: &HeaderMap,
+) -> bool {
+    let differs = |stored: Option<&HeaderValue>, name: header::HeaderName| matches!((stored, head.get(name)), (Some(a), Some(b)) if a != b);
     differs(stored.get(header::CONTENT_LENGTH), header::CONTENT_LENGTH)
         || differs(stored_validators.etag.as_ref(), header::ETAG)
-        || differs(stored_validators.last_modified.as_ref(), header::LAST_MODIFIED)
+        || differs(
+            stored_validators.last_modified.as_ref(),
+            header::LAST_MODIFIED,
+        )
 }
 
 /// Shapes the request headers of a fill: it must fetch the whole, current representation, whatever this
@@ -355,7 +365,10 @@ fn kind_allows(kind: RuleKind, res: &response::Parts) -> Result<(), NotStored> {
         // the stored one (§4.3.4). 1xx are not final.
         RuleKind::Http => {
             let status = res.status;
-            if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+            if status.is_informational()
+                || status == StatusCode::PARTIAL_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
                 return Err(NotStored::Status);
             }
         }
@@ -364,8 +377,8 @@ fn kind_allows(kind: RuleKind, res: &response::Parts) -> Result<(), NotStored> {
         return Err(NotStored::SetCookie);
     }
     match (kind, vary::names(&res.headers)) {
-        (_, Err(())) => Err(NotStored::Vary),
-        (RuleKind::Avatar, Ok(names)) if !names.is_empty() => Err(NotStored::Vary),
+        (_, None) => Err(NotStored::Vary),
+        (RuleKind::Avatar, Some(names)) if !names.is_empty() => Err(NotStored::Vary),
         _ => Ok(()),
     }
 }
@@ -412,19 +425,30 @@ fn freshness_lifetime(
     if let Some(lifetime) = heuristic_lifetime(res, date, limits) {
         return Ok(lifetime);
     }
-    validator.then_some(Duration::ZERO).ok_or(NotStored::NoFreshness)
+    validator
+        .then_some(Duration::ZERO)
+        .ok_or(NotStored::NoFreshness)
 }
 
 /// RFC 9111 §4.2.2: for a status heuristically cacheable by default (RFC 9110 §15.1) with a
 /// `Last-Modified`, a fraction of the time since it was modified, capped; nothing otherwise.
-fn heuristic_lifetime(res: &response::Parts, date: SystemTime, limits: &Limits) -> Option<Duration> {
-    const HEURISTICALLY_CACHEABLE: [u16; 12] = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+fn heuristic_lifetime(
+    res: &response::Parts,
+    date: SystemTime,
+    limits: &Limits,
+) -> Option<Duration> {
+    const HEURISTICALLY_CACHEABLE: [u16; 12] =
+        [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
     if !HEURISTICALLY_CACHEABLE.contains(&res.status.as_u16()) {
         return None;
     }
     let last_modified = single_value(&res.headers, header::LAST_MODIFIED).and_then(http_date)?;
     let since = date.duration_since(last_modified).ok()?;
-    Some(since.mul_f64(limits.heuristic_fraction).min(limits.heuristic_max))
+    Some(
+        since
+            .mul_f64(limits.heuristic_fraction)
+            .min(limits.heuristic_max),
+    )
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3: the larger of what the clocks say (`Date`) and what the
@@ -592,7 +616,9 @@ mod tests {
             ..exchange()
         };
         assert_eq!(
-            admit(RuleKind::Avatar, &res, ex, &LIMITS).unwrap().fresh_for,
+            admit(RuleKind::Avatar, &res, ex, &LIMITS)
+                .unwrap()
+                .fresh_for,
             Duration::from_secs(60)
         );
     }
@@ -845,7 +871,15 @@ mod tests {
         );
         assert!(admit(RuleKind::Avatar, &png("public, max-age=10"), ex, &LIMITS).is_ok());
         assert!(admit(RuleKind::Avatar, &png("s-maxage=10"), ex, &LIMITS).is_ok());
-        assert!(admit(RuleKind::Avatar, &png("must-revalidate, max-age=10"), ex, &LIMITS).is_ok());
+        assert!(
+            admit(
+                RuleKind::Avatar,
+                &png("must-revalidate, max-age=10"),
+                ex,
+                &LIMITS
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -928,7 +962,13 @@ mod tests {
 
     #[test]
     fn entries_are_kept_for_stale_use_and_revalidation() {
-        let freshness = admit(RuleKind::Avatar, &png("max-age=10, stale-if-error=5"), exchange(), &LIMITS).unwrap();
+        let freshness = admit(
+            RuleKind::Avatar,
+            &png("max-age=10, stale-if-error=5"),
+            exchange(),
+            &LIMITS,
+        )
+        .unwrap();
         assert_eq!(
             freshness.retain_for(&LIMITS),
             Duration::from_secs(10 + 86400)
@@ -955,17 +995,32 @@ mod tests {
     fn avatar_revalidation_uses_if_modified_since_only() {
         let mut stored = png("max-age=10").headers;
         let none = Validators::of(&stored);
-        assert!(revalidation_headers(RuleKind::Avatar, &none).is_empty(), "nothing to revalidate with");
-        stored.insert("last-modified", "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap());
+        assert!(
+            revalidation_headers(RuleKind::Avatar, &none).is_empty(),
+            "nothing to revalidate with"
+        );
+        stored.insert(
+            "last-modified",
+            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
         stored.insert("etag", "\"abc\"".parse().unwrap());
         let sent = revalidation_headers(RuleKind::Avatar, &Validators::of(&stored));
-        assert_eq!(sent, [(header::IF_MODIFIED_SINCE, "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap())]);
+        assert_eq!(
+            sent,
+            [(
+                header::IF_MODIFIED_SINCE,
+                "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap()
+            )]
+        );
     }
 
     #[test]
     fn http_revalidation_sends_both_validators() {
         let mut stored = png("max-age=10").headers;
-        stored.insert("last-modified", "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap());
+        stored.insert(
+            "last-modified",
+            "Sun, 29 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
         stored.insert("etag", "\"abc\"".parse().unwrap());
         let sent = revalidation_headers(RuleKind::Http, &Validators::of(&stored));
         let names: Vec<_> = sent.iter().map(|(name, _)| name.clone()).collect();
@@ -976,5 +1031,204 @@ mod tests {
     fn size_limit_is_inclusive() {
         assert_eq!(fits(1024, &LIMITS), Ok(()));
         assert_eq!(fits(1025, &LIMITS), Err(NotStored::TooLarge));
+    }
+
+    /// RFC 9111 decisions for `http` rules, table-driven: status and header fields in, freshness (seconds)
+    /// or the reason for not storing out.
+    #[test]
+    fn http_rule_admission_table() {
+        let date = httpdate::fmt_http_date(at(0));
+        let ten_days_earlier = httpdate::fmt_http_date(at(0) - Duration::from_secs(10 * 86400));
+        let in_90s = httpdate::fmt_http_date(at(90));
+        type Case<'a> = (
+            &'a str,
+            u16,
+            Vec<(&'a str, &'a str)>,
+            Result<u64, NotStored>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "§3 explicit freshness",
+                200,
+                vec![("cache-control", "max-age=60")],
+                Ok(60),
+            ),
+            (
+                "§3 any final status may be stored",
+                500,
+                vec![("cache-control", "max-age=60")],
+                Ok(60),
+            ),
+            (
+                "§3 206 is not stored as such",
+                206,
+                vec![("cache-control", "max-age=60")],
+                Err(NotStored::Status),
+            ),
+            (
+                "§3 304 refreshes, is not stored",
+                304,
+                vec![("cache-control", "max-age=60")],
+                Err(NotStored::Status),
+            ),
+            (
+                "§3 no-store",
+                200,
+                vec![("cache-control", "max-age=60, no-store")],
+                Err(NotStored::NoStore),
+            ),
+            (
+                "§3 private",
+                200,
+                vec![("cache-control", "max-age=60, private")],
+                Err(NotStored::Private),
+            ),
+            (
+                "§4.1 Vary: * never matches",
+                200,
+                vec![("cache-control", "max-age=60"), ("vary", "*")],
+                Err(NotStored::Vary),
+            ),
+            (
+                "§4.1 other Vary is stored per variant",
+                200,
+                vec![("cache-control", "max-age=60"), ("vary", "accept-encoding")],
+                Ok(60),
+            ),
+            (
+                "cookies are never shared",
+                200,
+                vec![
+                    ("cache-control", "public, max-age=60"),
+                    ("set-cookie", "a=1"),
+                ],
+                Err(NotStored::SetCookie),
+            ),
+            (
+                "§4.2.1 Expires - Date",
+                200,
+                vec![("date", &date), ("expires", &in_90s)],
+                Ok(90),
+            ),
+            (
+                "§4.2.2 heuristic: 10% of 10 days, capped at 1 day",
+                200,
+                vec![("date", &date), ("last-modified", &ten_days_earlier)],
+                Ok(86400),
+            ),
+            (
+                "§4.2.2 no heuristic for 201",
+                201,
+                vec![("date", &date), ("last-modified", &ten_days_earlier)],
+                Ok(0),
+            ),
+            (
+                "§4.2.2 no heuristic for 500, no validator",
+                500,
+                vec![("date", &date)],
+                Err(NotStored::NoFreshness),
+            ),
+            (
+                "validator only: stored, always stale",
+                200,
+                vec![("etag", "\"v\"")],
+                Ok(0),
+            ),
+            (
+                "nothing at all: never a default TTL",
+                200,
+                vec![],
+                Err(NotStored::NoFreshness),
+            ),
+            (
+                "negative TTL caps 410",
+                410,
+                vec![("cache-control", "max-age=600")],
+                Ok(60),
+            ),
+            (
+                "RFC 9213 CDN-Cache-Control wins",
+                200,
+                vec![
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=30"),
+                ],
+                Ok(30),
+            ),
+            (
+                "RFC 9213 Expires is ignored with CDN-Cache-Control",
+                200,
+                vec![
+                    ("cdn-cache-control", "public"),
+                    ("expires", &in_90s),
+                    ("date", &date),
+                ],
+                Err(NotStored::NoFreshness),
+            ),
+        ];
+        for (rule, status, headers, expected) in cases {
+            let res = response(status, &headers);
+            let got =
+                admit(RuleKind::Http, &res, exchange(), &LIMITS).map(|f| f.fresh_for.as_secs());
+            assert_eq!(got, expected, "{rule}");
+        }
+    }
+
+    #[test]
+    fn http_rule_authorization_follows_section_3_5() {
+        let ex = Exchange {
+            authorized: true,
+            ..exchange()
+        };
+        let stored = |cc: &str| {
+            admit(
+                RuleKind::Http,
+                &response(200, &[("cache-control", cc)]),
+                ex,
+                &LIMITS,
+            )
+            .is_ok()
+        };
+        assert!(!stored("max-age=60"));
+        assert!(stored("public, max-age=60"));
+        assert!(stored("s-maxage=60"));
+        assert!(stored("must-revalidate, max-age=60"));
+    }
+
+    #[test]
+    fn head_answers_with_other_validators_invalidate() {
+        let stored = response(200, &[("etag", "\"v1\""), ("content-length", "5")]).headers;
+        let validators = Validators::of(&stored);
+        let same = response(200, &[("etag", "\"v1\""), ("content-length", "5")]).headers;
+        let other_tag = response(200, &[("etag", "\"v2\"")]).headers;
+        let other_length = response(200, &[("content-length", "6")]).headers;
+        assert!(!head_invalidates(&stored, &validators, &same));
+        assert!(head_invalidates(&stored, &validators, &other_tag));
+        assert!(head_invalidates(&stored, &validators, &other_length));
+    }
+
+    #[test]
+    fn keys_of_the_two_kinds_never_meet() {
+        assert_eq!(http_key("/assets/a.js?v=1", None), "/assets/a.js?v=1");
+        assert_eq!(http_key("/a", Some("Cloud.Example")), "cloud.example/a");
+        assert!(http_key("/a", Some("h")).contains('/'));
+        assert!(
+            !AvatarKey::from_path_segment("lpua")
+                .unwrap()
+                .as_str()
+                .contains('/')
+        );
+    }
+
+    #[test]
+    fn prefixes_match_key_paths() {
+        assert!(key_path_starts_with("/assets/a.js", "/assets/"));
+        assert!(key_path_starts_with("host.example/assets/a.js", "/assets/"));
+        assert!(!key_path_starts_with("/f/x", "/assets/"));
+        assert!(key_path_starts_with("lpua", "/api/v4/user/avatar/"));
+        assert!(key_path_starts_with("lpua", "/api/v4/user/avatar/lp"));
+        assert!(!key_path_starts_with("lpua", "/api/v4/user/avatar/x"));
+        assert!(key_path_starts_with("lpua", "/api/"));
+        assert!(!key_path_starts_with("lpua", "/assets/"));
     }
 }

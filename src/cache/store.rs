@@ -133,7 +133,9 @@ impl<V: Stored> Store<V> {
     /// the predicate on every read) and the memory is reclaimed by its maintenance.
     pub fn remove_if(&self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) {
         // Only fails when invalidation closures are not enabled, which `new` always does.
-        let _ = self.entries.invalidate_entries_if(move |key, _| predicate(key));
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |key, _| predicate(key));
     }
 
     /// Becomes the one request fetching `key`, or joins the one already doing so.

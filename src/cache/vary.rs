@@ -10,22 +10,27 @@ const VARIANT_SEPARATOR: char = '\n';
 const FIELD_SEPARATOR: char = '\r';
 
 /// The request header fields a response's `Vary` nominates, lower-cased, deduplicated and sorted (so two
-/// responses naming the same fields in another order share variants). `Err` for `Vary: *`, which never
-/// matches a later request and so is not stored.
-pub fn names(response: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
+/// responses naming the same fields in another order share variants). `None` for `Vary: *`, which never
+/// matches a later request, or a `Vary` that cannot be read: such a response is not stored.
+pub fn names(response: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut names = Vec::new();
     for value in response.get_all(header::VARY) {
-        let value = value.to_str().map_err(|_| ())?;
-        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        for token in value
+            .to_str()
+            .ok()?
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             if token == "*" {
-                return Err(());
+                return None;
             }
-            names.push(HeaderName::from_bytes(token.as_bytes()).map_err(|_| ())?);
+            names.push(HeaderName::from_bytes(token.as_bytes()).ok()?);
         }
     }
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
-    Ok(names)
+    Some(names)
 }
 
 /// The request's values of the nominated fields, normalised as RFC 9111 §4.1 allows: field lines combined,
@@ -40,7 +45,12 @@ pub fn values(names: &[HeaderName], request: &HeaderMap) -> String {
         } else {
             out.push('=');
             let members = lines
-                .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.trim().to_owned()).collect::<Vec<_>>())
+                .flat_map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .split(',')
+                        .map(|m| m.trim().to_owned())
+                        .collect::<Vec<_>>()
+                })
                 .filter(|m| !m.is_empty())
                 .collect::<Vec<_>>();
             out.push_str(&members.join(","));
@@ -72,28 +82,41 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
         map
     }
 
     #[test]
     fn names_are_normalised() {
-        let names = names(&headers(&[("vary", "Accept-Encoding, origin"), ("vary", "accept-encoding")])).unwrap();
+        let names = names(&headers(&[
+            ("vary", "Accept-Encoding, origin"),
+            ("vary", "accept-encoding"),
+        ]))
+        .unwrap();
         assert_eq!(names, ["accept-encoding", "origin"]);
-        assert_eq!(super::names(&headers(&[])).unwrap(), Vec::<HeaderName>::new());
+        assert_eq!(
+            super::names(&headers(&[])).unwrap(),
+            Vec::<HeaderName>::new()
+        );
     }
 
     #[test]
     fn star_never_matches() {
-        assert!(names(&headers(&[("vary", "origin, *")])).is_err());
+        assert!(names(&headers(&[("vary", "origin, *")])).is_none());
     }
 
     #[test]
     fn values_ignore_list_whitespace_and_line_splits() {
         let names = names(&headers(&[("vary", "accept-encoding")])).unwrap();
         let a = values(&names, &headers(&[("accept-encoding", "gzip,  br")]));
-        let b = values(&names, &headers(&[("accept-encoding", "gzip"), ("accept-encoding", "br")]));
+        let b = values(
+            &names,
+            &headers(&[("accept-encoding", "gzip"), ("accept-encoding", "br")]),
+        );
         assert_eq!(a, b);
         let c = values(&names, &headers(&[("accept-encoding", "br, gzip")]));
         assert_ne!(a, c, "order is meaningful");
@@ -102,7 +125,10 @@ mod tests {
     #[test]
     fn absent_differs_from_empty() {
         let names = names(&headers(&[("vary", "origin")])).unwrap();
-        assert_ne!(values(&names, &headers(&[])), values(&names, &headers(&[("origin", "")])));
+        assert_ne!(
+            values(&names, &headers(&[])),
+            values(&names, &headers(&[("origin", "")]))
+        );
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl CacheConfig {
 
     /// The largest object any rule stores.
     pub fn max_object_size(&self) -> usize {
-        self.rules.iter().map(|r| r.limits.max_object_size).max().unwrap_or(0)
+        self.rules
+            .iter()
+            .map(|r| r.limits.max_object_size)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -172,7 +176,10 @@ impl RawCache {
             .map(|(index, rule)| rule.validate(index, capacity))
             .collect::<Result<Vec<_>, _>>()?;
         if rules.iter().filter(|r| r.kind == RuleKind::Avatar).count() > 1 {
-            return Err(invalid("cache.rules", "at most one rule may be of kind \"avatar\""));
+            return Err(invalid(
+                "cache.rules",
+                "at most one rule may be of kind \"avatar\"",
+            ));
         }
         Ok(CacheConfig { capacity, rules })
     }
@@ -185,11 +192,17 @@ impl RawRule {
             (RuleKind::Avatar, None) => AVATAR_PREFIX.to_owned(),
             (RuleKind::Avatar, Some(prefix)) if prefix == AVATAR_PREFIX => prefix,
             (RuleKind::Avatar, Some(_)) => {
-                return Err(invalid(key("prefix"), format!("an avatar rule covers {AVATAR_PREFIX} only")));
+                return Err(invalid(
+                    key("prefix"),
+                    format!("an avatar rule covers {AVATAR_PREFIX} only"),
+                ));
             }
             (RuleKind::Http, Some(prefix)) if prefix.starts_with('/') => prefix,
             (RuleKind::Http, _) => {
-                return Err(invalid(key("prefix"), "an http rule needs a path prefix starting with /"));
+                return Err(invalid(
+                    key("prefix"),
+                    "an http rule needs a path prefix starting with /",
+                ));
             }
         };
         let max_object_size = self.max_object_size.as_u64();
@@ -202,7 +215,10 @@ impl RawRule {
             return Err(invalid(key("max_object_size"), "must be below 2 GiB"));
         }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
-            return Err(invalid(key("heuristic_fraction"), "must be between 0 and 1"));
+            return Err(invalid(
+                key("heuristic_fraction"),
+                "must be between 0 and 1",
+            ));
         }
         Ok(RuleConfig {
             kind: self.kind,

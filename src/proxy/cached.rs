@@ -73,7 +73,9 @@ impl Proxy {
         let conditions = Conditions::of(request.method(), request.headers());
         let kind = self.rules[rule].kind;
         if kind == RuleKind::Http && conditions.head {
-            return self.serve_head(request, rule, primary, &conditions, client, record).await;
+            return self
+                .serve_head(request, rule, primary, &conditions, client, record)
+                .await;
         }
         match self.cache.lookup(primary, request.headers()) {
             Lookup::Fresh(entry) => {
@@ -82,7 +84,14 @@ impl Proxy {
             }
             Lookup::StaleWhileRevalidate { entry, refresh } => {
                 if let Some(fill) = refresh {
-                    self.refresh_in_background(request, rule, primary, fill, Arc::clone(&entry), *client);
+                    self.refresh_in_background(
+                        request,
+                        rule,
+                        primary,
+                        fill,
+                        Arc::clone(&entry),
+                        *client,
+                    );
                 }
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
@@ -92,8 +101,14 @@ impl Proxy {
             }
             Lookup::Fill { fill, stale } => {
                 let parts = fill_request(request, kind, stale.as_deref());
-                let context = FillContext { rule, primary, request: parts.headers.clone() };
-                let (fetched, elapsed) = self.fill(parts, client, &context, fill, stale.as_ref()).await;
+                let context = FillContext {
+                    rule,
+                    primary,
+                    request: parts.headers.clone(),
+                };
+                let (fetched, elapsed) = self
+                    .fill(parts, client, &context, fill, stale.as_ref())
+                    .await;
                 record.upstream_time = elapsed;
                 self.answer(fetched, stale.as_ref(), &conditions, record)
             }
@@ -126,8 +141,14 @@ impl Proxy {
         let (primary, headers) = (primary.to_owned(), parts.headers.clone());
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
-            let context = FillContext { rule, primary: &primary, request: headers };
-            let (fetched, _) = proxy.fill(parts, &client, &context, fill, Some(&stale)).await;
+            let context = FillContext {
+                rule,
+                primary: &primary,
+                request: headers,
+            };
+            let (fetched, _) = proxy
+                .fill(parts, &client, &context, fill, Some(&stale))
+                .await;
             match fetched {
                 Fetched::Failed(err) => {
                     tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
@@ -182,21 +203,29 @@ impl Proxy {
                     fill.discard();
                 }
                 let body = Body::Stream(body);
-                return Fetched::Passed { parts, body, reason: Some(reason) };
+                return Fetched::Passed {
+                    parts,
+                    body,
+                    reason: Some(reason),
+                };
             }
         };
         let limits = rule.limits;
         let now = self.cache.clock().now();
         if rule.kind == RuleKind::Http {
             let head = head_of(&parts);
-            let (proxy, primary, request) =
-                (Arc::clone(self), context.primary.to_owned(), context.request.clone());
+            let (proxy, primary, request) = (
+                Arc::clone(self),
+                context.primary.to_owned(),
+                context.request.clone(),
+            );
             let body = Body::teed(
                 body,
                 limits.max_object_size,
                 Box::new(move |bytes| {
                     let now = proxy.cache.clock().now();
-                    let entry = CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
+                    let entry =
+                        CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
                     proxy.cache.complete(fill, &primary, Arc::new(entry));
                 }),
             );
@@ -205,15 +234,21 @@ impl Proxy {
         }
         match collect_up_to(body, limits.max_object_size).await {
             Ok(Collected::Whole(bytes)) => {
-                let entry = CachedResponse::new(&parts, bytes, freshness, &limits, &context.request, now);
+                let entry =
+                    CachedResponse::new(&parts, bytes, freshness, &limits, &context.request, now);
                 let entry = Arc::new(entry);
-                self.cache.complete(fill, context.primary, Arc::clone(&entry));
+                self.cache
+                    .complete(fill, context.primary, Arc::clone(&entry));
                 Fetched::Stored(entry, parts.status)
             }
             Ok(Collected::TooLarge(body)) => {
                 fill.discard();
                 let reason = Some(NotStored::TooLarge);
-                Fetched::Passed { parts, body, reason }
+                Fetched::Passed {
+                    parts,
+                    body,
+                    reason,
+                }
             }
             Err(err) => Fetched::Failed(ProxyError::UpstreamBody(err)),
         }
@@ -235,15 +270,27 @@ impl Proxy {
             Ok(freshness) => {
                 let now = self.cache.clock().now();
                 let body = stale.body.clone();
-                let entry = CachedResponse::new(&parts, body, freshness, &rule.limits, &context.request, now);
+                let entry = CachedResponse::new(
+                    &parts,
+                    body,
+                    freshness,
+                    &rule.limits,
+                    &context.request,
+                    now,
+                );
                 let entry = Arc::new(entry);
-                self.cache.complete(fill, context.primary, Arc::clone(&entry));
+                self.cache
+                    .complete(fill, context.primary, Arc::clone(&entry));
                 Fetched::Revalidated(entry)
             }
             Err(reason) => {
                 fill.discard();
                 let body = Body::full(stale.body.clone());
-                Fetched::Passed { parts, body, reason: Some(reason) }
+                Fetched::Passed {
+                    parts,
+                    body,
+                    reason: Some(reason),
+                }
             }
         }
     }
@@ -262,7 +309,12 @@ impl Proxy {
         let stored = self.cache.peek(primary, request.headers());
         let now = self.cache.clock().now();
         if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
-            return Ok(self.serve_stored(entry, conditions, CacheStatus::new(Outcome::Hit), record));
+            return Ok(self.serve_stored(
+                entry,
+                conditions,
+                CacheStatus::new(Outcome::Hit),
+                record,
+            ));
         }
         let (parts, _unused_body) = request.into_parts();
         let request_headers = parts.headers.clone();
@@ -300,7 +352,8 @@ impl Proxy {
             Ok(freshness) => {
                 let now = self.cache.clock().now();
                 let body = stored.body.clone();
-                let entry = CachedResponse::new(&parts, body, freshness, &rule.limits, request, now);
+                let entry =
+                    CachedResponse::new(&parts, body, freshness, &rule.limits, request, now);
                 self.cache.insert(primary, Arc::new(entry));
             }
             Err(_) => self.cache.purge(primary),
@@ -324,7 +377,11 @@ impl Proxy {
                 // Say why the waited-for fill stored nothing, when this answer shows it.
                 let reason = policy::admit(rule.kind, &parts, exchange, &rule.limits).err();
                 let body = Body::Stream(body);
-                Fetched::Passed { parts, body, reason }
+                Fetched::Passed {
+                    parts,
+                    body,
+                    reason,
+                }
             }
         }
     }
@@ -341,7 +398,10 @@ impl Proxy {
         }
         let request_time = self.cache.clock().system_now();
         let started = Instant::now();
-        let result = self.upstream.send(Request::from_parts(parts, Body::Empty)).await;
+        let result = self
+            .upstream
+            .send(Request::from_parts(parts, Body::Empty))
+            .await;
         let elapsed = Some(started.elapsed());
         let answered = result.map(|response| {
             let exchange = Exchange {
@@ -393,11 +453,17 @@ impl Proxy {
                 };
                 Ok(self.serve_stored(&entry, conditions, status, record))
             }
-            Fetched::Passed { parts, .. } if parts.status.is_server_error() && fallback.is_some() => {
+            Fetched::Passed { parts, .. }
+                if parts.status.is_server_error() && fallback.is_some() =>
+            {
                 let entry = fallback.expect("checked by the guard");
                 Ok(self.serve_on_error(entry, Some(parts.status), conditions, record))
             }
-            Fetched::Passed { parts, body, reason } => {
+            Fetched::Passed {
+                parts,
+                body,
+                reason,
+            } => {
                 record.cache = Some(CacheStatus {
                     fwd_status: Some(parts.status),
                     detail: reason.map(NotStored::as_str),
@@ -458,7 +524,11 @@ impl Proxy {
 /// The request a fill sends: a plain `GET` for the whole representation (a stored copy must not be a 304 or
 /// a range; Cloudreve has no `HEAD` route for avatars) with the client's other headers, plus the stored
 /// validators when it revalidates.
-fn fill_request(request: Request<Incoming>, kind: RuleKind, stale: Option<&CachedResponse>) -> request::Parts {
+fn fill_request(
+    request: Request<Incoming>,
+    kind: RuleKind,
+    stale: Option<&CachedResponse>,
+) -> request::Parts {
     let (mut parts, _unused_body) = request.into_parts();
     parts.method = Method::GET;
     policy::prepare_fill_request(&mut parts.headers);

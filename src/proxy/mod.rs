@@ -119,10 +119,15 @@ impl Proxy {
         let uri = request.uri().clone();
         match route::classify(request.method(), &uri, request.headers(), &self.rules) {
             Route::Avatar(key) => {
-                let rule = self.avatar_rule.expect("an avatar route implies an avatar rule");
-                self.serve_cached(request, rule, key.as_str(), client, record).await
+                let rule = self
+                    .avatar_rule
+                    .expect("an avatar route implies an avatar rule");
+                self.serve_cached(request, rule, key.as_str(), client, record)
+                    .await
             }
-            Route::Http { rule, key } => self.serve_cached(request, rule, &key, client, record).await,
+            Route::Http { rule, key } => {
+                self.serve_cached(request, rule, &key, client, record).await
+            }
             Route::AvatarBypass { reason, key } => {
                 let method = request.method().clone();
                 let response = self.bypass(request, reason, client, record).await?;

@@ -102,7 +102,12 @@ impl Proxy {
     /// RFC 9111 §4.4: after a non-error answer to an unsafe method, the cache must not reuse what it stored
     /// for the target URI, nor for `Location` / `Content-Location` when they name the same authority.
     /// References relative to the request's path (not starting with `/`) are left alone.
-    pub(super) fn invalidate_after_unsafe(&self, target: &Uri, host: Option<&str>, response: &Response<Body>) {
+    pub(super) fn invalidate_after_unsafe(
+        &self,
+        target: &Uri,
+        host: Option<&str>,
+        response: &Response<Body>,
+    ) {
         let status = response.status();
         if !(status.is_success() || status.is_redirection()) {
             return;
@@ -150,9 +155,18 @@ mod tests {
     #[test]
     fn only_references_to_the_same_authority_are_invalidated() {
         let host = Some("cloud.example");
-        assert_eq!(same_authority_target("/assets/a.js", host), Some("/assets/a.js"));
-        assert_eq!(same_authority_target("http://cloud.example/x?y", host), Some("/x?y"));
-        assert_eq!(same_authority_target("https://CLOUD.example/x", host), Some("/x"));
+        assert_eq!(
+            same_authority_target("/assets/a.js", host),
+            Some("/assets/a.js")
+        );
+        assert_eq!(
+            same_authority_target("http://cloud.example/x?y", host),
+            Some("/x?y")
+        );
+        assert_eq!(
+            same_authority_target("https://CLOUD.example/x", host),
+            Some("/x")
+        );
         assert_eq!(same_authority_target("http://evil.example/x", host), None);
         assert_eq!(same_authority_target("//evil.example/x", host), None);
         assert_eq!(same_authority_target("relative/x", host), None);
