@@ -657,3 +657,43 @@ async fn purge_by_prefix_drops_only_what_is_under_it() {
     proxy.proxy.cache().purge_prefix("/assets/");
     assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "MISS");
 }
+
+#[tokio::test]
+async fn a_minted_etag_never_goes_upstream_even_after_a_refresh() {
+    let last_modified = "Mon, 23 Nov 2026 10:00:00 GMT";
+    let scripted = Scripted::start(Answer::ok(
+        &[
+            ("cache-control", "max-age=10"),
+            ("last-modified", last_modified),
+        ],
+        b"body",
+    ))
+    .await;
+    let proxy = proxy_without_stale(&scripted.upstream).await;
+    get(&proxy.url(ASSET)).await; // a streamed fill: its ETag is minted once the copy is stored
+    let minted = get(&proxy.url(ASSET))
+        .await
+        .header("etag")
+        .map(str::to_owned);
+    assert!(minted.is_some());
+    for round in 0..2 {
+        proxy.clock.advance(Duration::from_secs(11));
+        let reply = get(&proxy.url(ASSET)).await;
+        assert_eq!(reply.x_cache(), "REVALIDATED", "round {round}");
+        let revalidation = scripted.upstream.last();
+        assert_eq!(
+            revalidation.header("if-none-match"),
+            None,
+            "round {round}: the minted ETag stays here"
+        );
+        assert_eq!(
+            revalidation.header("if-modified-since"),
+            Some(last_modified)
+        );
+        assert_eq!(
+            reply.header("etag").map(str::to_owned),
+            minted,
+            "the same bytes keep the same ETag"
+        );
+    }
+}

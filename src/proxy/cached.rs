@@ -540,11 +540,15 @@ fn fill_request(
     parts
 }
 
-/// A stored response's head with a newer response's header fields merged in (RFC 9111 §3.2).
+/// A stored response's head with a newer response's header fields merged in (RFC 9111 §3.2). An `ETag` this
+/// cache minted is taken out again, so it is minted anew rather than mistaken for the upstream's validator.
 fn merged(stored: &CachedResponse, newer: &HeaderMap) -> response::Parts {
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = stored.status;
     parts.headers = policy::merge_not_modified(&stored.headers, newer);
+    if stored.validators.etag.is_none() && !newer.contains_key(header::ETAG) {
+        parts.headers.remove(header::ETAG);
+    }
     parts
 }
 
