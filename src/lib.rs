@@ -14,9 +14,10 @@
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `avatar`
 //!   file holds lookup, fills, revalidation and stale serving; its `observe` file the invalidation signals.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
-//! - [`cache`]: the avatar cache facade; [`cache::policy`] (pure: key, storability, freshness, stale
-//!   windows, 304 merging), [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced
-//!   fills), [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
+//! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
+//!   freshness, heuristics, stale windows, validators, 304/HEAD merging), [`cache::vary`] (variants),
+//!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
+//!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
 //! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener.
@@ -28,8 +29,9 @@
 //! # Life of a request
 //!
 //! 1. **accept** ([`server`]): TCP, HTTP/1.1 or HTTP/2 cleartext.
-//! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass`, `AvatarChange` or `Pass`.
-//! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry (or a stale one within
+//! 2. **classify** ([`route::classify`]): the first cache rule whose prefix matches (`Avatar`, `Http`), a
+//!    bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
+//! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
 //!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
 //! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` and `Via` in,
@@ -37,7 +39,8 @@
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the avatar route
 //!    should hold is stored; a 304 refreshes the stored copy; a failing upstream is answered with the stale
 //!    copy within `stale-if-error`.
-//! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy.
+//! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy; a non-error
+//!    answer to an unsafe method drops what it names (RFC 9111 §4.4).
 //! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event.
 
 pub mod access_log;
