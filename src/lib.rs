@@ -10,9 +10,10 @@
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
-//! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
-//! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `avatar`
-//!   file holds lookup, fills, revalidation and stale serving; its `observe` file the invalidation signals.
+//! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
+//! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
+//!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
+//!   `observe` file the invalidation signals.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging), [`cache::vary`] (variants),
