@@ -12,6 +12,9 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
+mod ops;
+pub use ops::TrustedProxies;
+
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Tokio worker threads; 0 means one per core the process may run on.
@@ -65,6 +68,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// HTTP/2 concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are kept and extended rather than replaced.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// `[upstream]`
@@ -175,6 +182,8 @@ struct RawServer {
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration,
     h2_max_concurrent_streams: u32,
+    proxy_protocol: bool,
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -185,6 +194,8 @@ impl Default for RawServer {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -318,6 +329,8 @@ impl RawServer {
             drain_timeout: self.drain_timeout,
             header_read_timeout: self.header_read_timeout,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)?,
         })
     }
 }

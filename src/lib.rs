@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).
 //! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
@@ -23,11 +24,13 @@
 //!
 //! # Life of a request
 //!
-//! 1. **accept** ([`server`]): TCP, HTTP/1.1 or HTTP/2 cleartext.
+//! 1. **accept** ([`server`]): TCP, the PROXY header if enabled, HTTP/1.1 or HTTP/2 cleartext; the client
+//!    address and whether it is a trusted proxy are fixed here.
 //! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass(reason)` or `Pass`.
 //! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry is answered from memory with `Age`;
 //!    otherwise the first request claims the fill and the others wait for it.
-//! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` and `Via` in,
+//! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced unless
+//!    the peer is trusted) and `Via` in,
 //!    `Host` and the raw path kept; bodies streamed both ways.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the avatar route
 //!    should hold is stored; the waiters get it, or go upstream at once if nothing was stored.
@@ -40,6 +43,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod route;
 pub mod server;
 pub mod upstream;

@@ -1,5 +1,5 @@
-//! The public listener: accepting connections, serving HTTP/1.1 and HTTP/2 (cleartext) on one port, and a
-//! graceful drain on shutdown. Knows nothing of caching.
+//! The public listener: accepting connections, the PROXY protocol header when enabled, serving HTTP/1.1 and
+//! HTTP/2 (cleartext) on one port, and a graceful drain on shutdown. Knows nothing of caching.
 
 use std::future::Future;
 use std::io;
@@ -7,15 +7,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, TrustedProxies};
 use crate::proxy::Proxy;
+use crate::proxy_protocol::{self, Rewind};
 use crate::upstream::ClientInfo;
 
 /// After a failed `accept` (e.g. out of file descriptors) the loop waits this long instead of spinning.
@@ -30,7 +33,13 @@ pub async fn run(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let builder = connection_builder(config);
+    let connections = Arc::new(Connections {
+        builder: connection_builder(config),
+        proxy,
+        proxy_protocol: config.proxy_protocol,
+        handshake_timeout: config.header_read_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+    });
     let graceful = GracefulShutdown::new();
     // Every connection task ends when `close` is dropped: after the drain, or when this future is.
     let (close, closed) = watch::channel(());
@@ -38,7 +47,9 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve(stream, peer, &builder, &graceful, &proxy, closed.clone()),
+                Ok((stream, peer)) => {
+                    spawn_connection(&connections, stream, peer, graceful.watcher(), closed.clone());
+                }
                 Err(err) => {
                     // Errors of one connection attempt never stop the listener.
                     tracing::warn!(error = %err, "accept failed");
@@ -69,39 +80,100 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-fn serve(
+/// What every connection of the listener shares.
+struct Connections {
+    /// HTTP/1.1 + HTTP/2 settings.
+    builder: auto::Builder<TokioExecutor>,
+    /// The request handler.
+    proxy: Arc<Proxy>,
+    /// Each connection starts with a PROXY protocol header.
+    proxy_protocol: bool,
+    /// Time allowed for what comes before HTTP: the PROXY header.
+    handshake_timeout: Duration,
+    /// Peers whose forwarding headers are kept.
+    trusted_proxies: TrustedProxies,
+}
+
+/// One task per connection, ended early when the server closes (`closed` sees its sender dropped).
+fn spawn_connection(
+    connections: &Arc<Connections>,
     stream: TcpStream,
     peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    proxy: &Arc<Proxy>,
+    watcher: Watcher,
     mut closed: watch::Receiver<()>,
 ) {
-    // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
-    let _ = stream.set_nodelay(true);
-    let client = ClientInfo {
-        addr: peer,
-        tls: false,
-    };
-    let proxy = Arc::clone(proxy);
-    let service = service_fn(move |request| {
-        let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(request, client).await }
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
+    let connections = Arc::clone(connections);
     tokio::spawn(async move {
         tokio::select! {
-            result = connection => if let Err(err) = result {
-                // A client that goes away mid-request is routine; log for debugging only.
-                tracing::debug!(client = %peer, error = %err, "connection closed with an error");
-            },
+            () = connections.serve(stream, peer, watcher) => {}
             // Nothing is ever sent: this completes when the server drops the sender.
             _ = closed.changed() => tracing::debug!(client = %peer, "connection closed by the server"),
         }
     });
+}
+
+impl Connections {
+    /// The life of one connection: the PROXY header if enabled, then HTTP until either side closes.
+    async fn serve(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
+        let _ = stream.set_nodelay(true);
+        let Some((stream, addr)) = self.client_address(stream, peer).await else {
+            return;
+        };
+        let client = ClientInfo {
+            addr,
+            tls: false,
+            trusted: self.trusted_proxies.contains(addr.ip()),
+        };
+        self.serve_http(stream, client, watcher).await;
+    }
+
+    /// The client's address: the peer's, or the one its PROXY header names. `None` when the header is
+    /// missing, malformed or late: the connection is closed without a response (HAProxy's behaviour).
+    async fn client_address(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Rewind<TcpStream>, SocketAddr)> {
+        if !self.proxy_protocol {
+            return Some((Rewind::new(Bytes::new(), stream), peer));
+        }
+        let read = proxy_protocol::read_header(&mut stream);
+        match tokio::time::timeout(self.handshake_timeout, read).await {
+            Ok(Ok(accepted)) => {
+                let addr = accepted.source.unwrap_or(peer);
+                Some((Rewind::new(accepted.rest, stream), addr))
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(peer = %peer, error = %err, "PROXY header refused");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer, "no PROXY header in time");
+                None
+            }
+        }
+    }
+
+    /// HTTP/1.1 or HTTP/2 on an established stream, watched by the graceful drain.
+    async fn serve_http<I>(&self, io: I, client: ClientInfo, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = Arc::clone(&self.proxy);
+        let service = service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(request, client).await }
+        });
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(err) = watcher.watch(connection).await {
+            // A client that goes away mid-request is routine; log for debugging only.
+            tracing::debug!(client = %client.addr, error = %err, "connection closed with an error");
+        }
+    }
 }
 
 /// Lets open connections finish their in-flight requests (idle keep-alive connections close at once).

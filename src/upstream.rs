@@ -45,6 +45,8 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
     /// Whether the client connection was TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The peer is a trusted proxy (`server.trusted_proxies`): the forwarding headers it sent are kept.
+    pub trusted: bool,
 }
 
 /// The client to the one configured upstream.
@@ -97,7 +99,7 @@ impl Upstream {
 
     /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
     /// end-to-end headers and `Host`; hop-by-hop headers removed; `X-Forwarded-For`, `X-Forwarded-Proto` and
-    /// `Via` set.
+    /// `Via` set (see [`set_forwarded`]).
     pub fn prepare_request(
         &self,
         parts: &mut request::Parts,
@@ -108,9 +110,7 @@ impl Upstream {
         parts.uri = self.upstream_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        append_forwarded_for(&mut parts.headers, client.addr);
-        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
-        parts.headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        set_forwarded(&mut parts.headers, client);
         parts.headers.append(header::VIA, via_value(received));
         Ok(())
     }
@@ -180,9 +180,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `X-Forwarded-For` and `X-Forwarded-Proto` as Cloudreve should see them. Cloudreve believes the first
+/// `X-Forwarded-For` address from anyone, so what a client sent is kept only when the peer is a trusted proxy
+/// (then the peer is appended, and its `X-Forwarded-Proto` stands); from anyone else both are replaced by
+/// what this proxy saw itself.
+fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+    if !client.trusted {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+    }
+    append_forwarded_for(headers, client.addr);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    }
+}
+
 /// Appends the client address to `X-Forwarded-For`, folding any earlier lines into one list.
 fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
-    let ip = addr.ip().to_string();
+    // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`; Cloudreve should see `a.b.c.d`.
+    let ip = addr.ip().to_canonical().to_string();
     let mut value = String::new();
     for previous in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(previous) = previous.to_str() {
@@ -236,13 +253,27 @@ mod tests {
         ClientInfo {
             addr: "192.0.2.7:40000".parse().unwrap(),
             tls: false,
+            trusted: false,
         }
     }
 
     fn prepared(request: Request<()>) -> request::Parts {
+        prepared_from(request, &client())
+    }
+
+    fn prepared_from(request: Request<()>, client: &ClientInfo) -> request::Parts {
         let (mut parts, ()) = request.into_parts();
-        upstream().prepare_request(&mut parts, &client()).unwrap();
+        upstream().prepare_request(&mut parts, client).unwrap();
         parts
+    }
+
+    fn forged() -> Request<()> {
+        Request::get("/")
+            .header("x-forwarded-for", "203.0.113.1")
+            .header("x-forwarded-for", "198.51.100.2")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap()
     }
 
     #[tokio::test]
@@ -314,22 +345,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn forwarded_headers_are_set() {
-        let parts = prepared(
-            Request::get("/")
-                .header("x-forwarded-for", "203.0.113.1")
-                .header("x-forwarded-for", "198.51.100.2")
-                .header("x-forwarded-proto", "https")
-                .body(())
-                .unwrap(),
-        );
+    async fn untrusted_peer_forwarded_headers_are_replaced() {
+        let parts = prepared(forged());
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn trusted_peer_forwarded_headers_are_extended() {
+        let trusted = ClientInfo {
+            trusted: true,
+            ..client()
+        };
+        let parts = prepared_from(forged(), &trusted);
         assert_eq!(
             parts.headers["x-forwarded-for"],
             "203.0.113.1, 198.51.100.2, 192.0.2.7"
         );
-        assert_eq!(parts.headers["x-forwarded-proto"], "http");
-        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
-        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_peer_is_forwarded_as_ipv4() {
+        let mapped = ClientInfo {
+            addr: "[::ffff:192.0.2.7]:40000".parse().unwrap(),
+            ..client()
+        };
+        let parts = prepared_from(Request::get("/").body(()).unwrap(), &mapped);
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.7");
     }
 
     #[tokio::test]
