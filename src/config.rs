@@ -13,7 +13,7 @@ use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
 mod ops;
-pub use ops::TrustedProxies;
+pub use ops::{AdminConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies};
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -53,6 +53,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin listener: metrics and health.
+    pub admin: AdminConfig,
 }
 
 /// `[server]`
@@ -170,6 +172,7 @@ pub struct RawConfig {
     upstream: RawUpstream,
     cache: RawCache,
     log: RawLog,
+    admin: ops::RawAdmin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +289,17 @@ impl Config {
         Ok(())
     }
 
+    /// Replaces the admin listen address (the `--admin-listen` flag).
+    pub fn set_admin_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.admin.listen = ops::parse_admin_listen(listen)?;
+        Ok(())
+    }
+
+    /// Checks, again, what the flags may have changed: the admin listener stays off the public port.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        ops::check_apart(&self.server, &self.admin)
+    }
+
     /// Replaces the upstream URL (the `--upstream` flag).
     pub fn set_upstream(&mut self, url: &str) -> Result<(), ConfigError> {
         (self.upstream.scheme, self.upstream.authority) = parse_upstream_url(url)?;
@@ -304,12 +318,15 @@ impl Default for Config {
 impl RawConfig {
     /// Checks every value and builds the runtime [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        Ok(Config {
+        let config = Config {
             server: self.server.validate()?,
             upstream: self.upstream.validate()?,
             cache: self.cache.validate()?,
             log: self.log.validate()?,
-        })
+            admin: self.admin.validate()?,
+        };
+        ops::check_apart(&config.server, &config.admin)?;
+        Ok(config)
     }
 }
 

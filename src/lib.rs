@@ -21,6 +21,10 @@
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
 //! - [`demo`]: a Cloudreve look-alike for `--demo`.
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (and the purge API's place).
+//! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
+//! - [`health`]: readiness: draining, upstream answering recently.
+//! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]).
 //!
 //! # Life of a request
 //!
@@ -34,16 +38,21 @@
 //!    `Host` and the raw path kept; bodies streamed both ways.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the avatar route
 //!    should hold is stored; the waiters get it, or go upstream at once if nothing was stored.
-//! 6. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event.
+//! 6. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event,
+//!    request metrics.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod upstream;

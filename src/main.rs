@@ -1,13 +1,15 @@
 //! The `cloudreve-edge` binary: command line, logging, configuration, then [`cloudreve_edge::server::run`].
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
-use cloudreve_edge::{Config, Proxy, demo, server};
+use cloudreve_edge::{Config, Proxy, admin, demo, server};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +26,9 @@ struct Cli {
     /// Listen address, overriding `server.listen` (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Admin listen address, overriding `admin.listen` (e.g. 127.0.0.1:9091).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Upstream Cloudreve URL, overriding `upstream.url` (e.g. http://127.0.0.1:5212).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
@@ -69,13 +74,18 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     if cli.demo {
         // The demo listens on loopback only, whatever the file says.
         config.set_listen(&format!("127.0.0.1:{}", config.server.listen.port()))?;
+        config.set_admin_listen(&format!("127.0.0.1:{}", config.admin.listen.port()))?;
     }
     if let Some(listen) = &cli.listen {
         config.set_listen(listen)?;
     }
+    if let Some(listen) = &cli.admin_listen {
+        config.set_admin_listen(listen)?;
+    }
     if let Some(upstream) = &cli.upstream {
         config.set_upstream(upstream)?;
     }
+    config.check_listeners()?;
     Ok(config)
 }
 
@@ -112,17 +122,29 @@ async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
     }
     // Before the listening line: a signal sent the moment the proxy reports ready must already be a shutdown.
     let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener = bind(config.server.listen).await?;
+    let admin_listener = bind(config.admin.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, upstream = %config.upstream.authority, "listening");
-    if demo {
-        println!("{}", demo::instructions(addr));
-    }
+    let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
+    // The admin listener is never shut down: it answers /readyz (503) through the whole drain.
+    tokio::spawn(admin::run(
+        admin_listener,
+        Arc::clone(&proxy),
+        std::future::pending(),
+    ));
+    tracing::info!(%addr, admin = %admin_addr, upstream = %config.upstream.authority, "listening");
+    if demo {
+        println!("{}", demo::instructions(addr, admin_addr));
+    }
     server::run(listener, proxy, &config.server, shutdown).await?;
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is

@@ -6,7 +6,8 @@
 //! 3. forward upstream: everything else, streamed (`forward`), or one fill per missing avatar (`fill`).
 //! 4. cache admit: a fill's answer is stored if the policy allows it (`fill`).
 //! 5. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
-//! 6. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here.
+//! 6. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here; the
+//!    request and upstream metrics (`metrics.rs`) are counted here too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,20 +24,26 @@ use crate::cache::status::Outcome;
 use crate::cache::{AvatarCache, CacheStatus, CachedResponse, Clock, Fill, Lookup};
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::reload::Live;
 use crate::route::{self, Bypass, Route};
 use crate::upstream::{self, ClientInfo, Upstream};
 
 static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
-/// Shared state of the request path: the upstream client and the avatar cache.
+/// Shared state of the request path: the running configuration (upstream client included), the avatar cache,
+/// and what the admin listener reports.
 pub struct Proxy {
-    /// The client to the configured Cloudreve.
-    upstream: Upstream,
+    /// The configuration in force and the upstream client built from it; swapped whole on reload.
+    live: Arc<Live>,
     /// The avatar cache.
     cache: AvatarCache,
-    /// Whether to write one access event per request.
-    access_log: bool,
+    /// Counters and histograms for `/metrics`.
+    metrics: Metrics,
+    /// Readiness for `/readyz`: draining, upstream answering.
+    health: Health,
 }
 
 impl Proxy {
@@ -48,15 +55,36 @@ impl Proxy {
     /// The proxy with a given cache clock (tests move a manual clock instead of sleeping).
     pub fn with_clock(config: &Config, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
-            upstream: Upstream::new(&config.upstream),
+            live: Arc::new(Live::new(config.clone())),
             cache: AvatarCache::new(&config.cache, clock),
-            access_log: config.log.access_log,
+            metrics: Metrics::new(),
+            health: Health::default(),
         })
     }
 
     /// The avatar cache, for inspection and purging.
     pub fn cache(&self) -> &AvatarCache {
         &self.cache
+    }
+
+    /// The running configuration, for reloading it and for what reads it per connection.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Readiness state.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The upstream client in force.
+    fn upstream(&self) -> Arc<Upstream> {
+        self.live.upstream()
     }
 
     /// The service hyper runs for each request. It never fails: an error becomes a response here and is
@@ -76,12 +104,17 @@ impl Proxy {
             Ok(response) => response,
             Err(err) => {
                 log_error(&err, &record);
+                if let Some(kind) = err.upstream_kind() {
+                    self.metrics.upstream_error(kind);
+                }
                 err.to_response()
             }
         };
         let (mut parts, body) = response.into_parts();
         response_filter(&mut parts, &record);
-        let logging = self.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
+        self.metrics.request(&record, parts.status);
+        let logging = self.live.load().config.log.access_log
+            && tracing::enabled!(target: "access", tracing::Level::INFO);
         let body = record.finish(parts.status, body, logging);
         Ok(Response::from_parts(parts, body))
     }
@@ -220,7 +253,7 @@ impl Proxy {
         parts.method = Method::GET;
         policy::prepare_fill_request(&mut parts.headers);
         let authorized = parts.headers.contains_key(header::AUTHORIZATION);
-        self.upstream.prepare_request(&mut parts, client)?;
+        self.upstream().prepare_request(&mut parts, client)?;
         let request_time = self.cache.clock().system_now();
         let response = self
             .send(Request::from_parts(parts, Body::Empty), record)
@@ -262,7 +295,7 @@ impl Proxy {
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        self.upstream.prepare_request(&mut parts, client)?;
+        self.upstream().prepare_request(&mut parts, client)?;
         let response = self
             .send(Request::from_parts(parts, Body::Stream(body)), record)
             .await?;
@@ -276,9 +309,18 @@ impl Proxy {
         request: Request<Body>,
         record: &mut AccessRecord,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let _in_flight = self.metrics.upstream_started();
         let started = Instant::now();
-        let result = self.upstream.send(request).await;
+        let result = self.upstream().send(request).await;
         record.upstream_time = Some(started.elapsed());
+        match &result {
+            Ok(_) => {
+                self.metrics.upstream_answered(started.elapsed());
+                self.health.upstream_answered();
+            }
+            Err(err) if err.is_upstream_unreachable() => self.health.upstream_failed(),
+            Err(_) => {}
+        }
         result
     }
 

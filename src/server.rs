@@ -59,6 +59,8 @@ pub async fn run(
             () = &mut shutdown => break,
         }
     }
+    // First, so `/readyz` turns 503 while the connections still open are drained.
+    connections.proxy.health().begin_drain();
     drop(listener);
     drain(graceful, config.drain_timeout).await;
     drop(close);
@@ -104,6 +106,7 @@ fn spawn_connection(
 ) {
     let connections = Arc::clone(connections);
     tokio::spawn(async move {
+        let _open = connections.proxy.metrics().connection_opened();
         tokio::select! {
             () = connections.serve(stream, peer, watcher) => {}
             // Nothing is ever sent: this completes when the server drops the sender.

@@ -130,6 +130,11 @@ impl AvatarCache {
         self.store.sync();
         (self.store.entry_count(), self.store.weighted_size())
     }
+
+    /// Entries evicted for space so far (count as of the last [`AvatarCache::usage`]).
+    pub fn evictions(&self) -> u64 {
+        self.store.evictions()
+    }
 }
 
 /// A copy of `headers` that owns its values. hyper parses header values as slices of the connection's read

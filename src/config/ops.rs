@@ -1,11 +1,82 @@
-//! The operational parts of `proxy.toml`: trusted proxies (this file grows the admin listener and TLS
-//! sections). Same rules as the rest of the schema: typed defaults, every error names its key.
+//! The operational parts of `proxy.toml`: the `[admin]` listener and trusted proxies. Same rules as the rest
+//! of the schema: typed defaults, every error names its key.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::Deserialize;
 
-use super::{ConfigError, invalid};
+use super::{ConfigError, ServerConfig, invalid, non_zero};
+
+/// Admin listener: loopback only, so metrics and health are not public unless the operator says so.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+/// An upstream answer this recent makes `/readyz` say ready without probing.
+pub const DEFAULT_READINESS_WINDOW: Duration = Duration::from_secs(10);
+
+/// `[admin]`
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// How recent an upstream answer must be for `/readyz` to skip its own probe.
+    pub readiness_window: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    listen: String,
+    #[serde(with = "humantime_serde")]
+    readiness_window: Duration,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.to_owned(),
+            readiness_window: DEFAULT_READINESS_WINDOW,
+        }
+    }
+}
+
+impl RawAdmin {
+    pub(super) fn validate(self) -> Result<AdminConfig, ConfigError> {
+        non_zero("admin.readiness_window", self.readiness_window)?;
+        Ok(AdminConfig {
+            listen: parse_admin_listen(&self.listen)?,
+            readiness_window: self.readiness_window,
+        })
+    }
+}
+
+pub(super) fn parse_admin_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
+    listen.parse().map_err(|_| {
+        invalid(
+            "admin.listen",
+            format!("{listen:?} is not an IP address with a port, e.g. \"127.0.0.1:9091\""),
+        )
+    })
+}
+
+/// The admin listener never shares the public port: metrics, readiness and (later) purging are for the
+/// operator and the load balancer, not for clients. Port 0 (any free port, as tests use) never clashes.
+pub(super) fn check_apart(server: &ServerConfig, admin: &AdminConfig) -> Result<(), ConfigError> {
+    let (public, private) = (server.listen, admin.listen);
+    let same_port = public.port() == private.port() && public.port() != 0;
+    let overlap = public.ip() == private.ip()
+        || public.ip().is_unspecified()
+        || private.ip().is_unspecified();
+    if same_port && overlap {
+        return Err(invalid(
+            "admin.listen",
+            format!(
+                "{private} overlaps server.listen ({public}); the admin listener needs its own port"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +123,30 @@ mod tests {
     fn trusted(entries: &[&str]) -> TrustedProxies {
         let entries: Vec<String> = entries.iter().map(|e| (*e).to_owned()).collect();
         TrustedProxies::parse(&entries).unwrap()
+    }
+
+    #[test]
+    fn admin_on_the_public_port_is_rejected() {
+        for (public, admin) in [
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+            ("127.0.0.1:9091", "0.0.0.0:9091"),
+        ] {
+            let text = format!("[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\n");
+            let err = crate::Config::from_toml(&text).unwrap_err();
+            assert!(err.to_string().starts_with("admin.listen: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn admin_on_another_port_or_address_is_accepted() {
+        for (public, admin) in [
+            ("0.0.0.0:8080", "127.0.0.1:9091"),
+            ("10.0.0.1:80", "127.0.0.1:80"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        ] {
+            let text = format!("[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\n");
+            crate::Config::from_toml(&text).unwrap();
+        }
     }
 
     #[test]
