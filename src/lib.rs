@@ -11,6 +11,8 @@
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).
+//! - [`tls`]: rustls both ways: the listener's certificate (picked per handshake, so reloads apply) and
+//!   ALPN; roots for an `https://` upstream.
 //! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
@@ -28,7 +30,8 @@
 //!
 //! # Life of a request
 //!
-//! 1. **accept** ([`server`]): TCP, the PROXY header if enabled, HTTP/1.1 or HTTP/2 cleartext; the client
+//! 1. **accept** ([`server`]): TCP, the PROXY header if enabled, TLS if configured (ALPN `h2`/`http/1.1`),
+//!    HTTP/1.1 or HTTP/2; the client
 //!    address and whether it is a trusted proxy are fixed here.
 //! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass(reason)` or `Pass`.
 //! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry is answered from memory with `Age`;
@@ -55,6 +58,7 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

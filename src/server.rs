@@ -1,5 +1,5 @@
-//! The public listener: accepting connections, the PROXY protocol header when enabled, serving HTTP/1.1 and
-//! HTTP/2 (cleartext) on one port, and a graceful drain on shutdown. Knows nothing of caching.
+//! The public listener: accepting connections, the PROXY protocol header when enabled, TLS when configured,
+//! serving HTTP/1.1 and HTTP/2 on one port, and a graceful drain on shutdown. Knows nothing of caching.
 
 use std::future::Future;
 use std::io;
@@ -15,10 +15,12 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ServerConfig, TrustedProxies};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
+use crate::tls;
 use crate::upstream::ClientInfo;
 
 /// After a failed `accept` (e.g. out of file descriptors) the loop waits this long instead of spinning.
@@ -33,8 +35,12 @@ pub async fn run(
     config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // TLS or not is a property of the listener, fixed at start; the certificate follows reloads.
+    let tls = proxy.live().load().config.tls.is_some();
+    let tls = tls.then(|| TlsAcceptor::from(tls::server_config(Arc::clone(proxy.live()))));
     let connections = Arc::new(Connections {
         builder: connection_builder(config),
+        tls,
         proxy,
         proxy_protocol: config.proxy_protocol,
         handshake_timeout: config.header_read_timeout,
@@ -86,11 +92,13 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 struct Connections {
     /// HTTP/1.1 + HTTP/2 settings.
     builder: auto::Builder<TokioExecutor>,
+    /// TLS termination, when `[tls]` is configured.
+    tls: Option<TlsAcceptor>,
     /// The request handler.
     proxy: Arc<Proxy>,
     /// Each connection starts with a PROXY protocol header.
     proxy_protocol: bool,
-    /// Time allowed for what comes before HTTP: the PROXY header.
+    /// Time allowed for each step before HTTP: the PROXY header, the TLS handshake.
     handshake_timeout: Duration,
     /// Peers whose forwarding headers are kept.
     trusted_proxies: TrustedProxies,
@@ -116,19 +124,31 @@ fn spawn_connection(
 }
 
 impl Connections {
-    /// The life of one connection: the PROXY header if enabled, then HTTP until either side closes.
+    /// The life of one connection: the PROXY header if enabled, the TLS handshake if configured, then HTTP
+    /// until either side closes.
     async fn serve(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
         // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
         let _ = stream.set_nodelay(true);
         let Some((stream, addr)) = self.client_address(stream, peer).await else {
             return;
         };
-        let client = ClientInfo {
+        let mut client = ClientInfo {
             addr,
             tls: false,
             trusted: self.trusted_proxies.contains(addr.ip()),
         };
-        self.serve_http(stream, client, watcher).await;
+        let Some(acceptor) = &self.tls else {
+            return self.serve_http(stream, client, watcher).await;
+        };
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                client.tls = true;
+                self.serve_http(stream, client, watcher).await;
+            }
+            // Scanners and clients with no common version or suite: routine, not an operator's problem.
+            Ok(Err(err)) => tracing::debug!(client = %addr, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
+        }
     }
 
     /// The client's address: the peer's, or the one its PROXY header names. `None` when the header is

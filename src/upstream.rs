@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version, request, response};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::tls;
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -51,8 +53,8 @@ pub struct ClientInfo {
 
 /// The client to the one configured upstream.
 pub struct Upstream {
-    /// Pooled keep-alive HTTP/1.1 connections (Cloudreve speaks HTTP/1.1 over plain TCP).
-    client: Client<HttpConnector, Body>,
+    /// Pooled keep-alive HTTP/1.1 connections, over TLS for an `https://` upstream.
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     /// Scheme every upstream request uses.
     scheme: Scheme,
     /// Where every upstream request goes, whatever the client asked for.
@@ -64,10 +66,12 @@ pub struct Upstream {
 impl Upstream {
     /// A client for the configured upstream.
     pub fn new(config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        // The scheme is checked by the TLS layer: `https` only when the upstream is https.
+        http.enforce_http(false);
+        let connector = tls_connector(config, http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
@@ -128,6 +132,24 @@ impl Upstream {
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|_| ProxyError::BadRequestTarget("invalid request target"))
+    }
+}
+
+/// TLS for an `https://` upstream (SNI and verification against the URL's host, which hyper-rustls takes
+/// from each request's URI: always the configured upstream); plain TCP for `http://`.
+fn tls_connector(config: &UpstreamConfig, http: HttpConnector) -> HttpsConnector<HttpConnector> {
+    let builder = HttpsConnectorBuilder::new();
+    match &config.tls {
+        Some(roots) => builder
+            .with_tls_config(tls::client_config(roots))
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http),
+        None => builder
+            .with_tls_config(tls::client_config(&tls::UpstreamRoots::none()))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
     }
 }
 

@@ -1,13 +1,16 @@
-//! The operational parts of `proxy.toml`: the `[admin]` listener and trusted proxies. Same rules as the rest
-//! of the schema: typed defaults, every error names its key.
+//! The operational parts of `proxy.toml`: the `[admin]` listener, `[tls]`, the upstream's CA and trusted
+//! proxies. Same rules as the rest of the schema: typed defaults, every error names its key; certificate files
+//! are read here, so `--check` and a reload reject a broken one before it is used.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{ConfigError, ServerConfig, invalid, non_zero};
+use crate::tls::{ServerCert, UpstreamRoots};
 
 /// Admin listener: loopback only, so metrics and health are not public unless the operator says so.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
@@ -57,6 +60,46 @@ pub(super) fn parse_admin_listen(listen: &str) -> Result<SocketAddr, ConfigError
             format!("{listen:?} is not an IP address with a port, e.g. \"127.0.0.1:9091\""),
         )
     })
+}
+
+/// `[tls]`: both files, or neither (plain HTTP).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawTls {
+    cert: String,
+    key: String,
+}
+
+impl RawTls {
+    pub(super) fn validate(self) -> Result<Option<ServerCert>, ConfigError> {
+        match (self.cert.is_empty(), self.key.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => Err(invalid("tls.key", "is needed when tls.cert is set")),
+            (true, false) => Err(invalid("tls.cert", "is needed when tls.key is set")),
+            (false, false) => ServerCert::load(Path::new(&self.cert), Path::new(&self.key))
+                .map(Some)
+                .map_err(|e| invalid("tls.cert", e.to_string())),
+        }
+    }
+}
+
+/// The roots for an `https://` upstream: `upstream.ca_file`, or the system's when it is empty. `None` for
+/// `http://`, where a CA file would be a mistake worth reporting.
+pub(super) fn upstream_roots(
+    https: bool,
+    ca_file: &str,
+) -> Result<Option<UpstreamRoots>, ConfigError> {
+    const KEY: &str = "upstream.ca_file";
+    if !https {
+        if !ca_file.is_empty() {
+            return Err(invalid(KEY, "is only used with an https:// upstream.url"));
+        }
+        return Ok(None);
+    }
+    let ca_file = (!ca_file.is_empty()).then(|| Path::new(ca_file));
+    UpstreamRoots::load(ca_file)
+        .map(Some)
+        .map_err(|e| invalid(KEY, e.to_string()))
 }
 
 /// The admin listener never shares the public port: metrics, readiness and (later) purging are for the
