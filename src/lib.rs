@@ -26,7 +26,8 @@
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (and the purge API's place).
 //! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
 //! - [`health`]: readiness: draining, upstream answering recently.
-//! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]).
+//! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]), and SIGHUP reload
+//!   into it (what cannot change in a running process keeps its value and is reported).
 //!
 //! # Life of a request
 //!

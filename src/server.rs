@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ServerConfig, TrustedProxies};
+use crate::config::ServerConfig;
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
 use crate::tls;
@@ -44,7 +44,6 @@ pub async fn run(
         proxy,
         proxy_protocol: config.proxy_protocol,
         handshake_timeout: config.header_read_timeout,
-        trusted_proxies: config.trusted_proxies.clone(),
     });
     let graceful = GracefulShutdown::new();
     // Every connection task ends when `close` is dropped: after the drain, or when this future is.
@@ -100,8 +99,6 @@ struct Connections {
     proxy_protocol: bool,
     /// Time allowed for each step before HTTP: the PROXY header, the TLS handshake.
     handshake_timeout: Duration,
-    /// Peers whose forwarding headers are kept.
-    trusted_proxies: TrustedProxies,
 }
 
 /// One task per connection, ended early when the server closes (`closed` sees its sender dropped).
@@ -132,10 +129,19 @@ impl Connections {
         let Some((stream, addr)) = self.client_address(stream, peer).await else {
             return;
         };
+        // Trusted proxies follow reloads: each connection reads the list in force when it starts.
+        let trusted = self
+            .proxy
+            .live()
+            .load()
+            .config
+            .server
+            .trusted_proxies
+            .contains(addr.ip());
         let mut client = ClientInfo {
             addr,
             tls: false,
-            trusted: self.trusted_proxies.contains(addr.ip()),
+            trusted,
         };
         let Some(acceptor) = &self.tls else {
             return self.serve_http(stream, client, watcher).await;
