@@ -5,7 +5,7 @@
 mod support;
 
 use cloudreve_edge::Config;
-use cloudreve_edge::reload::Snapshot;
+use cloudreve_edge::reload;
 use http::Request;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -124,7 +124,7 @@ async fn plain_http_to_the_tls_listener_gets_no_answer() {
 }
 
 #[tokio::test]
-async fn new_certificate_in_force_is_presented_to_new_handshakes_only() {
+async fn reloaded_certificate_is_presented_to_new_handshakes_only() {
     let upstream = FakeCloudreve::avatars().await;
     let ca = TestCa::new("test ca");
     let (old_dir, new_dir) = (TempDir::new("tls-old"), TempDir::new("tls-new"));
@@ -134,7 +134,8 @@ async fn new_certificate_in_force_is_presented_to_new_handshakes_only() {
     assert_eq!(presented_name(&before), "before");
 
     let rotated = tls_config(&upstream.url(), &new_dir, &ca.leaf("after"));
-    proxy.proxy.live().store(Snapshot::new(rotated));
+    let reloaded = reload::reload(proxy.proxy.live(), || Ok(rotated)).unwrap();
+    assert!(reloaded.restart_needed.is_empty(), "{reloaded:?}");
 
     let after = handshake(&ca, proxy.addr, &[b"http/1.1"]).await;
     assert_eq!(presented_name(&after), "after");
