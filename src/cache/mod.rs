@@ -277,6 +277,11 @@ impl AvatarCache {
         self.store.sync();
         (self.store.entry_count(), self.store.weighted_size())
     }
+
+    /// Entries evicted for space so far (count as of the last [`AvatarCache::usage`]).
+    pub fn evictions(&self) -> u64 {
+        self.store.evictions()
+    }
 }
 
 /// A copy of `headers` that owns its values. hyper parses header values as slices of the connection's read
@@ -455,11 +460,20 @@ mod tests {
         use status::Outcome;
         let cache = AvatarCache::new(&Config::default().cache, Clock::manual());
         assert_eq!(cache.counts().hit_ratio(), None);
-        for outcome in [Outcome::Hit, Outcome::Hit, Outcome::Stale, Outcome::Stored, Outcome::Bypass] {
+        for outcome in [
+            Outcome::Hit,
+            Outcome::Hit,
+            Outcome::Stale,
+            Outcome::Stored,
+            Outcome::Bypass,
+        ] {
             cache.count(outcome);
         }
         let counts = cache.counts();
-        assert_eq!((counts.hit, counts.stale, counts.miss, counts.bypass), (2, 1, 1, 1));
+        assert_eq!(
+            (counts.hit, counts.stale, counts.miss, counts.bypass),
+            (2, 1, 1, 1)
+        );
         assert_eq!(counts.requests(), 5);
         assert_eq!(counts.hit_ratio(), Some(0.75), "bypasses are not lookups");
     }
