@@ -1,6 +1,9 @@
-//! The admin listener (`admin.listen`, never the public port): `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener (`admin.listen`, never the public port): `/metrics`, `/healthz`, `/readyz`, and the purge
+//! API ([`purge`]: `/purge/avatar/{id}`, `/purge/all`, `/stats`).
 //!
-//! Every route is one arm of [`route`]; the purge API joins there. Plain HTTP/1.1: Prometheus and load-balancer
+//! Every route is one arm of `route`. The purge API asks for `admin.token` when one is set (read from the
+//! running configuration, so a reload rotates it); `/metrics`, `/healthz` and `/readyz` stay open, because
+//! load balancers and Prometheus probe without credentials. Plain HTTP/1.1: Prometheus and load-balancer
 //! health checks speak nothing else, and nothing here streams.
 
 use std::convert::Infallible;
@@ -20,6 +23,7 @@ use crate::body::Body;
 use crate::health::Readiness;
 use crate::metrics::{self, CacheUsage};
 use crate::proxy::Proxy;
+use crate::purge;
 
 /// A scraper or health checker gets this long to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,16 +66,22 @@ fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
     });
 }
 
-/// The admin routes, in one place.
+/// The admin routes, in one place. A purge API path without the token is answered 401 whatever the method,
+/// so nothing about the API is learnt without it.
 async fn route(proxy: &Proxy, request: &Request<Incoming>) -> Response<Body> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n");
-    }
-    let response = match request.uri().path() {
-        "/metrics" => metrics(proxy),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readyz(proxy).await,
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    let path = request.uri().path();
+    let read = request.method() == Method::GET || request.method() == Method::HEAD;
+    let snapshot = proxy.live().load();
+    let token = snapshot.config.admin.token.as_ref().map(|t| t.as_str());
+    let response = match (purge::action(request.method(), path), path) {
+        (Some(_), _) if !purge::authorized(request.headers(), token) => purge::unauthorized(),
+        (Some(Ok(action)), _) => purge::perform(proxy.cache(), &action),
+        (Some(Err(())), _) => purge::method_not_allowed(),
+        (None, _) if !read => text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD\n"),
+        (None, "/metrics") => metrics(proxy),
+        (None, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (None, "/readyz") => readyz(proxy).await,
+        (None, _) => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     if request.method() == Method::HEAD {
         let (parts, _) = response.into_parts();

@@ -15,7 +15,10 @@ use serde::Deserialize;
 use crate::tls::{ServerCert, UpstreamRoots};
 
 mod ops;
-pub use ops::{AdminConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies};
+pub use ops::{
+    AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
+    require_admin_token,
+};
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -318,9 +321,11 @@ impl Config {
         Ok(())
     }
 
-    /// Checks, again, what the flags may have changed: the admin listener stays off the public port.
+    /// Checks, again, what the flags may have changed: the admin listener stays off the public port, and off
+    /// loopback it has a token.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
-        ops::check_apart(&self.server, &self.admin)
+        ops::check_apart(&self.server, &self.admin)?;
+        require_admin_token(self.admin.listen, self.admin.token.as_ref())
     }
 
     /// Replaces the upstream URL (the `--upstream` flag). An `https://` URL is verified against
@@ -358,6 +363,7 @@ impl RawConfig {
             tls: self.tls.validate()?,
         };
         ops::check_apart(&config.server, &config.admin)?;
+        require_admin_token(config.admin.listen, config.admin.token.as_ref())?;
         Ok(config)
     }
 }

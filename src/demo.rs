@@ -68,7 +68,9 @@ pub fn instructions(proxy: SocketAddr, admin: SocketAddr) -> String {
          \x20 curl -si http://{proxy}/api/v4/site/ping   # any other route: passed through, never cached\n\n\
          Then what an operator sees, on the admin listener:\n\n\
          \x20 curl -s http://{admin}/metrics | grep -E '^cloudreve_edge_(requests|cache)'\n\
-         \x20 curl -si http://{admin}/readyz\n\n\
+         \x20 curl -si http://{admin}/readyz\n\
+         \x20 curl -s http://{admin}/stats   # entries, bytes, hit ratio (add -H 'Authorization: Bearer ...' if admin.token is set)\n\
+         \x20 curl -s -X POST http://{admin}/purge/avatar/lpua   # the next lpua request is a MISS again\n\n\
          Stop with Ctrl-C.\n"
     )
 }

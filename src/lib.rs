@@ -22,12 +22,12 @@
 //!   fills), [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
-//! - [`purge`]: the purge API (one avatar, all, statistics); its routes are not mounted yet.
+//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
 //! - [`body`]: the one body type, streamed or in memory.
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
 //! - [`demo`]: a Cloudreve look-alike for `--demo`.
-//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (and the purge API's place).
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` and the purge API's routes.
 //! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
 //! - [`health`]: readiness: draining, upstream answering recently.
 //! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]), and SIGHUP reload

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, require_admin_token};
 use crate::upstream::Upstream;
 
 /// One consistent view of the running configuration and what is built from it.
@@ -69,12 +69,18 @@ pub struct Reloaded {
 }
 
 /// Re-reads the configuration with `load` and puts it in force; on an error the running configuration stays
-/// as it is and the error is returned (and logged) whole.
+/// as it is and the error is returned (and logged) whole. The new `admin.token` is checked against the admin
+/// address actually bound (kept until a restart), so a reload cannot leave a non-loopback purge API open.
 pub fn reload(
     live: &Live,
     load: impl FnOnce() -> Result<Config, ConfigError>,
 ) -> Result<Reloaded, ConfigError> {
-    match load() {
+    let loaded = load().and_then(|config| {
+        let bound = live.load().config.admin.listen;
+        require_admin_token(bound, config.admin.token.as_ref())?;
+        Ok(config)
+    });
+    match loaded {
         Ok(config) => {
             let reloaded = apply(live, config);
             tracing::info!(

@@ -103,7 +103,7 @@ impl Upstream {
 
     /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
     /// end-to-end headers and `Host`; hop-by-hop headers removed; `X-Forwarded-For`, `X-Forwarded-Proto` and
-    /// `Via` set (see [`set_forwarded`]).
+    /// `Via` set (see `set_forwarded`).
     pub fn prepare_request(
         &self,
         parts: &mut request::Parts,

@@ -1,5 +1,5 @@
-//! The operational parts of `proxy.toml`: the `[admin]` listener, `[tls]`, the upstream's CA and trusted
-//! proxies. Same rules as the rest of the schema: typed defaults, every error names its key; certificate files
+//! The operational parts of `proxy.toml`: the `[admin]` listener and its token, `[tls]`, the upstream's CA
+//! and trusted proxies. Same rules as the rest of the schema: typed defaults, every error names its key; certificate files
 //! are read here, so `--check` and a reload reject a broken one before it is used.
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +20,45 @@ pub const DEFAULT_READINESS_WINDOW: Duration = Duration::from_secs(10);
 /// `[admin]`
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
-    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`, the purge API).
     pub listen: SocketAddr,
     /// How recent an upstream answer must be for `/readyz` to skip its own probe.
     pub readiness_window: Duration,
+    /// The bearer token the purge API (`/purge/...`, `/stats`) asks for; `None`: no token (loopback only).
+    pub token: Option<AdminToken>,
+}
+
+/// `admin.token`: a bearer token (RFC 6750 `b64token` characters). Its `Debug` output hides it, so a logged
+/// configuration never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Checks the characters: letters, digits and `-._~+/`, then optional trailing `=`, as what
+    /// `openssl rand -hex 32` or `openssl rand -base64 32` prints.
+    pub fn new(token: &str) -> Result<Self, ConfigError> {
+        let body = token.trim_end_matches('=');
+        let b64token = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+        if body.is_empty() || !body.chars().all(b64token) {
+            return Err(invalid(
+                "admin.token",
+                "must be letters, digits and -._~+/ (then optional =), e.g. the output of \
+                 `openssl rand -hex 32`",
+            ));
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// The token as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +67,7 @@ pub(super) struct RawAdmin {
     listen: String,
     #[serde(with = "humantime_serde")]
     readiness_window: Duration,
+    token: String,
 }
 
 impl Default for RawAdmin {
@@ -39,6 +75,7 @@ impl Default for RawAdmin {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.to_owned(),
             readiness_window: DEFAULT_READINESS_WINDOW,
+            token: String::new(),
         }
     }
 }
@@ -46,11 +83,35 @@ impl Default for RawAdmin {
 impl RawAdmin {
     pub(super) fn validate(self) -> Result<AdminConfig, ConfigError> {
         non_zero("admin.readiness_window", self.readiness_window)?;
+        let token = match self.token.as_str() {
+            "" => None,
+            token => Some(AdminToken::new(token)?),
+        };
         Ok(AdminConfig {
             listen: parse_admin_listen(&self.listen)?,
             readiness_window: self.readiness_window,
+            token,
         })
     }
+}
+
+/// The purge API on an admin listener other clients can reach must ask for a token: off loopback, none set is
+/// an error naming `admin.token`. Checked at start (after the flags) and on every reload, against the admin
+/// address that is actually bound.
+pub fn require_admin_token(
+    listen: SocketAddr,
+    token: Option<&AdminToken>,
+) -> Result<(), ConfigError> {
+    if token.is_some() || listen.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    Err(invalid(
+        "admin.token",
+        format!(
+            "must be set when admin.listen ({listen}) is not a loopback address: the purge API would be \
+             open to anyone who reaches it (or listen on 127.0.0.1)"
+        ),
+    ))
 }
 
 pub(super) fn parse_admin_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
@@ -190,6 +251,83 @@ mod tests {
             let text = format!("[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\n");
             crate::Config::from_toml(&text).unwrap();
         }
+    }
+
+    fn admin(listen: &str, token: &str) -> Result<crate::Config, ConfigError> {
+        crate::Config::from_toml(&format!(
+            "[admin]\nlisten = \"{listen}\"\ntoken = \"{token}\"\n"
+        ))
+    }
+
+    #[test]
+    fn non_loopback_admin_without_a_token_is_refused() {
+        for listen in [
+            "0.0.0.0:9091",
+            "10.0.0.11:9091",
+            "[::]:9091",
+            "[2001:db8::1]:9091",
+            "[::ffff:10.0.0.1]:9091",
+        ] {
+            let err = admin(listen, "").unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("admin.token: "), "{listen}: {message}");
+            assert!(message.contains("loopback"), "{message}");
+        }
+    }
+
+    #[test]
+    fn loopback_admin_needs_no_token() {
+        for listen in [
+            "127.0.0.1:9091",
+            "127.0.0.53:9091",
+            "[::1]:9091",
+            "[::ffff:127.0.0.1]:9091",
+        ] {
+            let config = admin(listen, "").unwrap();
+            assert!(config.admin.token.is_none(), "{listen}");
+        }
+        assert!(crate::Config::default().admin.token.is_none());
+    }
+
+    #[test]
+    fn non_loopback_admin_with_a_token_is_accepted() {
+        let config = admin("0.0.0.0:9091", "0123456789abcdef").unwrap();
+        let token = config.admin.token.expect("set");
+        assert_eq!(token.as_str(), "0123456789abcdef");
+    }
+
+    #[test]
+    fn a_flag_moving_the_admin_listener_off_loopback_needs_a_token() {
+        let mut config = crate::Config::default();
+        config.set_admin_listen("0.0.0.0:9091").unwrap();
+        let err = config.check_listeners().unwrap_err();
+        assert!(err.to_string().starts_with("admin.token: "), "{err}");
+        config.admin.token = Some(AdminToken::new("s3cret").unwrap());
+        config.check_listeners().unwrap();
+    }
+
+    #[test]
+    fn token_characters_are_checked() {
+        for bad in ["two words", "quote\\\"", "=", "tab\\t", "ünï"] {
+            let err = admin("127.0.0.1:9091", bad).unwrap_err();
+            assert!(
+                err.to_string().starts_with("admin.token: "),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in [
+            "s3cret",
+            "a-b.c_d~e+f/g==",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            admin("127.0.0.1:9091", good).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let config = admin("0.0.0.0:9091", "hunter2hunter2").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
