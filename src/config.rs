@@ -11,10 +11,17 @@ use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
+use crate::tls::{ServerCert, UpstreamRoots};
+
 mod cache;
+mod ops;
 
 use cache::RawCache;
 pub use cache::{CacheConfig, RuleConfig, RuleKind};
+pub use ops::{
+    AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
+    require_admin_token,
+};
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -48,6 +55,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin listener: metrics and health.
+    pub admin: AdminConfig,
+    /// TLS on the public listener; `None` for plain HTTP.
+    pub tls: Option<ServerCert>,
 }
 
 /// `[server]`
@@ -63,13 +74,19 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// HTTP/2 concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are kept and extended rather than replaced.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// `[upstream]`
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// Scheme of the upstream (only `http` for now).
+    /// Scheme of the upstream: `http` or `https`.
     pub scheme: Scheme,
+    /// For `https`: the roots its certificate is verified against.
+    pub tls: Option<UpstreamRoots>,
     /// `host:port` the proxy connects to.
     pub authority: Authority,
     /// TCP connect timeout.
@@ -150,6 +167,8 @@ pub struct RawConfig {
     upstream: RawUpstream,
     cache: RawCache,
     log: RawLog,
+    admin: ops::RawAdmin,
+    tls: ops::RawTls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +181,8 @@ struct RawServer {
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration,
     h2_max_concurrent_streams: u32,
+    proxy_protocol: bool,
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -172,6 +193,8 @@ impl Default for RawServer {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -187,6 +210,7 @@ struct RawUpstream {
     #[serde(with = "humantime_serde")]
     pool_idle_timeout: Duration,
     pool_max_idle: usize,
+    ca_file: String,
 }
 
 impl Default for RawUpstream {
@@ -197,6 +221,7 @@ impl Default for RawUpstream {
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            ca_file: String::new(),
         }
     }
 }
@@ -243,9 +268,30 @@ impl Config {
         Ok(())
     }
 
-    /// Replaces the upstream URL (the `--upstream` flag).
+    /// Replaces the admin listen address (the `--admin-listen` flag).
+    pub fn set_admin_listen(&mut self, listen: &str) -> Result<(), ConfigError> {
+        self.admin.listen = ops::parse_admin_listen(listen)?;
+        Ok(())
+    }
+
+    /// Checks, again, what the flags may have changed: the admin listener stays off the public port, and off
+    /// loopback it has a token.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        ops::check_apart(&self.server, &self.admin)?;
+        require_admin_token(self.admin.listen, self.admin.token.as_ref())
+    }
+
+    /// Replaces the upstream URL (the `--upstream` flag). An `https://` URL is verified against
+    /// `upstream.ca_file` if the file set one, else the system's roots.
     pub fn set_upstream(&mut self, url: &str) -> Result<(), ConfigError> {
-        (self.upstream.scheme, self.upstream.authority) = parse_upstream_url(url)?;
+        let (scheme, authority) = parse_upstream_url(url)?;
+        let https = scheme == Scheme::HTTPS;
+        if https != self.upstream.tls.is_some() {
+            let ca_file = self.upstream.tls.as_ref().and_then(|t| t.ca_file.clone());
+            let ca_file = ca_file.map(|p| p.display().to_string()).unwrap_or_default();
+            self.upstream.tls = ops::upstream_roots(https, if https { &ca_file } else { "" })?;
+        }
+        (self.upstream.scheme, self.upstream.authority) = (scheme, authority);
         Ok(())
     }
 }
@@ -261,12 +307,17 @@ impl Default for Config {
 impl RawConfig {
     /// Checks every value and builds the runtime [`Config`].
     pub fn validate(self) -> Result<Config, ConfigError> {
-        Ok(Config {
+        let config = Config {
             server: self.server.validate()?,
             upstream: self.upstream.validate()?,
             cache: self.cache.validate()?,
             log: self.log.validate()?,
-        })
+            admin: self.admin.validate()?,
+            tls: self.tls.validate()?,
+        };
+        ops::check_apart(&config.server, &config.admin)?;
+        require_admin_token(config.admin.listen, config.admin.token.as_ref())?;
+        Ok(config)
     }
 }
 
@@ -286,6 +337,8 @@ impl RawServer {
             drain_timeout: self.drain_timeout,
             header_read_timeout: self.header_read_timeout,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)?,
         })
     }
 }
@@ -298,8 +351,10 @@ impl RawUpstream {
             self.response_header_timeout,
         )?;
         let (scheme, authority) = parse_upstream_url(&self.url)?;
+        let tls = ops::upstream_roots(scheme == Scheme::HTTPS, &self.ca_file)?;
         Ok(UpstreamConfig {
             scheme,
+            tls,
             authority,
             connect_timeout: self.connect_timeout,
             response_header_timeout: self.response_header_timeout,
@@ -351,23 +406,23 @@ fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// Accepts `http://host[:port][/]`; the port defaults to 80. Paths, queries and credentials are refused
+/// Accepts `http://host[:port][/]` and `https://host[:port][/]`; the port defaults to 80 and 443. Paths, queries and credentials are refused
 /// because the proxy forwards each request's own path unchanged.
 fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority), ConfigError> {
     const KEY: &str = "upstream.url";
     let uri: Uri = url
         .parse()
         .map_err(|e| invalid(KEY, format!("{url:?} is not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => (Scheme::HTTP, 80),
+        Some("https") => (Scheme::HTTPS, 443),
+        _ => {
             return Err(invalid(
                 KEY,
-                "https upstreams are not supported yet; use http://",
+                format!("{url:?} must start with http:// or https://"),
             ));
         }
-        _ => return Err(invalid(KEY, format!("{url:?} must start with http://"))),
-    }
+    };
     let authority = uri
         .authority()
         .filter(|a| !a.host().is_empty())
@@ -383,11 +438,11 @@ fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority), ConfigError> {
     }
     let authority = match authority.port_u16() {
         Some(_) => authority.clone(),
-        None => format!("{}:80", authority.host())
+        None => format!("{}:{default_port}", authority.host())
             .parse()
             .map_err(|_| invalid(KEY, format!("{url:?} has an invalid host")))?,
     };
-    Ok((Scheme::HTTP, authority))
+    Ok((scheme, authority))
 }
 
 #[cfg(test)]
@@ -534,7 +589,6 @@ mod tests {
             "10.0.0.2:5212",
             "http://x:1/cloudreve",
             "http://u:p@x:1",
-            "https://x",
         ] {
             let err = Config::from_toml(&format!("[upstream]\nurl = \"{url}\"\n")).unwrap_err();
             assert_eq!(key_of(err), "upstream.url", "{url}");

@@ -56,7 +56,7 @@ pub async fn spawn_upstream() -> std::io::Result<SocketAddr> {
 }
 
 /// The curl lines a newcomer runs against the proxy at `proxy`.
-pub fn instructions(proxy: SocketAddr) -> String {
+pub fn instructions(proxy: SocketAddr, admin: SocketAddr) -> String {
     let show = "grep -iE '^(HTTP|x-cache|cache-status|age)'";
     format!(
         "\ncloudreve-edge demo: proxy on http://{proxy}, in front of a Cloudreve look-alike on loopback.\n\
@@ -66,6 +66,11 @@ pub fn instructions(proxy: SocketAddr) -> String {
          \x20 curl -si http://{proxy}/api/v4/user/avatar/O2UR | {show}   # no avatar yet: a 404 kept for 60 s\n\
          \x20 curl -si 'http://{proxy}/api/v4/user/avatar/lpua?nocache=1' | {show}   # BYPASS: always upstream\n\
          \x20 curl -si http://{proxy}/api/v4/site/ping   # any other route: passed through, never cached\n\n\
+         Then what an operator sees, on the admin listener:\n\n\
+         \x20 curl -s http://{admin}/metrics | grep -E '^cloudreve_edge_(requests|cache)'\n\
+         \x20 curl -si http://{admin}/readyz\n\
+         \x20 curl -s http://{admin}/stats   # entries, bytes, hit ratio (add -H 'Authorization: Bearer ...' if admin.token is set)\n\
+         \x20 curl -s -X POST http://{admin}/purge/avatar/lpua   # the next lpua request is a MISS again\n\n\
          Stop with Ctrl-C.\n"
     )
 }

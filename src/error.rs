@@ -64,6 +64,27 @@ impl ProxyError {
         }
     }
 
+    /// Where an upstream exchange failed, as the `kind` label of the upstream error metric; `None` for
+    /// faults of the client.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::UpstreamConnect(_) => Some("connect"),
+            Self::UpstreamConnectTimeout(_) => Some("connect_timeout"),
+            Self::UpstreamHeadTimeout(_) => Some("response_timeout"),
+            Self::UpstreamRequest(_) => Some("closed"),
+            Self::UpstreamBody(_) => Some("body"),
+            Self::BadRequestTarget(_) => None,
+        }
+    }
+
+    /// The upstream could not be reached at all (readiness counts this, not slow or broken answers).
+    pub fn is_upstream_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamConnect(_) | Self::UpstreamConnectTimeout(_)
+        )
+    }
+
     /// Faults of the client are logged below error level.
     pub fn is_client_fault(&self) -> bool {
         matches!(self, Self::BadRequestTarget(_))
@@ -122,6 +143,19 @@ mod tests {
             ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+    }
+
+    #[test]
+    fn upstream_kinds_label_upstream_faults_only() {
+        assert_eq!(
+            ProxyError::UpstreamConnect(io_error()).upstream_kind(),
+            Some("connect")
+        );
+        assert_eq!(
+            ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).upstream_kind(),
+            Some("response_timeout")
+        );
+        assert_eq!(ProxyError::BadRequestTarget("x").upstream_kind(), None);
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! cloudreve-edge: an edge caching reverse proxy for Cloudreve.
 //!
-//! Every request is forwarded to the one configured Cloudreve, unchanged and streaming, except avatar requests
-//! (`GET`/`HEAD /api/v4/user/avatar/{id}`), which are answered from an in-memory moka cache while the stored
-//! copy is fresh by the upstream's own `Cache-Control`, fetched once when it is not, and skipped when the
-//! request says `nocache`. The architecture and its invariants: `DESIGN.md` of the project; the facts about
+//! Every request is forwarded to the one configured Cloudreve, unchanged and streaming, except those a cache
+//! rule matches: avatar requests (`GET`/`HEAD /api/v4/user/avatar/{id}`), answered from an in-memory moka
+//! cache while the stored copy is fresh by the upstream's own `Cache-Control`, fetched once when it is not,
+//! and skipped when the request says `nocache`; and `http` rules (e.g. `/assets/`), a plain RFC 9111 shared
+//! cache. The architecture and its invariants: `DESIGN.md` of the project; the facts about
 //! Cloudreve it relies on: its `upstream-contract.md`.
 //!
 //! # Layout
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
+//! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).
+//! - [`tls`]: rustls both ways: the listener's certificate (picked per handshake, so reloads apply) and
+//!   ALPN; roots for an `https://` upstream.
 //! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
@@ -21,40 +25,55 @@
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
-//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener.
+//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
 //! - [`body`]: the one body type, streamed or in memory.
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
 //! - [`demo`]: a Cloudreve look-alike for `--demo`.
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` and the purge API's routes.
+//! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
+//! - [`health`]: readiness: draining, upstream answering recently.
+//! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]), and SIGHUP reload
+//!   into it (what cannot change in a running process keeps its value and is reported).
 //!
 //! # Life of a request
 //!
-//! 1. **accept** ([`server`]): TCP, HTTP/1.1 or HTTP/2 cleartext.
+//! 1. **accept** ([`server`]): TCP, the PROXY header if enabled, TLS if configured (ALPN `h2`/`http/1.1`),
+//!    HTTP/1.1 or HTTP/2; the client address and whether it is a trusted proxy are fixed here.
 //! 2. **classify** ([`route::classify`]): the first cache rule whose prefix matches (`Avatar`, `Http`), a
 //!    bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
 //! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
 //!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
-//! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` and `Via` in,
-//!    `Host` and the raw path kept; bodies streamed both ways. A fill revalidates with `If-Modified-Since`.
-//! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the avatar route
-//!    should hold is stored; a 304 refreshes the stored copy; a failing upstream is answered with the stale
+//! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced
+//!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways. A
+//!    fill revalidates with `If-Modified-Since`. Every upstream exchange is timed for the metrics and
+//!    readiness.
+//! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the rule should
+//!    hold is stored (an `http` rule streams its fill to the client while keeping a copy); a 304 refreshes the stored copy; a failing upstream is answered with the stale
 //!    copy within `stale-if-error`.
 //! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy; a non-error
 //!    answer to an unsafe method drops what it names (RFC 9111 §4.4).
-//! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on avatar responses, one access event.
+//! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on responses a rule matched, one access
+//!    event, request metrics.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod invalidate;
+pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod purge;
+pub mod reload;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use config::Config;

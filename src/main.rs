@@ -1,18 +1,25 @@
 //! The `cloudreve-edge` binary: command line, logging, configuration, then [`cloudreve_edge::server::run`].
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
-use cloudreve_edge::{Config, Proxy, demo, server};
+use cloudreve_edge::reload::{self, Reloaded};
+use cloudreve_edge::{Config, Proxy, admin, demo, server};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::oneshot;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration that cannot be used (sysexits `EX_USAGE`).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code when a second SIGTERM/SIGINT cut the drain short.
+const EXIT_FORCED: u8 = 1;
 
 /// An edge caching reverse proxy for Cloudreve.
 #[derive(Debug, Parser)]
@@ -24,6 +31,9 @@ struct Cli {
     /// Listen address, overriding `server.listen` (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Admin listen address, overriding `admin.listen` (e.g. 127.0.0.1:9091).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Upstream Cloudreve URL, overriding `upstream.url` (e.g. http://127.0.0.1:5212).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
@@ -48,8 +58,8 @@ fn main() -> ExitCode {
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    init_tracing(&config.log);
-    match start(config, cli.demo) {
+    let set_level = init_tracing(&config.log);
+    match start(cli, config, set_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -69,29 +79,63 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
     if cli.demo {
         // The demo listens on loopback only, whatever the file says.
         config.set_listen(&format!("127.0.0.1:{}", config.server.listen.port()))?;
+        config.set_admin_listen(&format!("127.0.0.1:{}", config.admin.listen.port()))?;
     }
     if let Some(listen) = &cli.listen {
         config.set_listen(listen)?;
     }
+    if let Some(listen) = &cli.admin_listen {
+        config.set_admin_listen(listen)?;
+    }
     if let Some(upstream) = &cli.upstream {
         config.set_upstream(upstream)?;
     }
+    config.check_listeners()?;
     Ok(config)
 }
 
-fn init_tracing(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+/// Applies a new `log.level` to the running subscriber.
+type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Starts logging, and returns how to change the level later (a reload). `RUST_LOG`, when set, wins over
+/// `log.level` at start and on every reload.
+fn init_tracing(log: &LogConfig) -> SetLevel {
+    type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    // The handle's type names the formatter, so each format keeps its own behind the same closure type.
+    let reload: Reload = match log.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+    };
+    Box::new(move |level| {
+        if env_wins {
+            tracing::info!(level, "RUST_LOG is set; the new log.level is not applied");
+            return;
+        }
+        match reload(EnvFilter::new(level)) {
+            Ok(()) => tracing::info!(level, "log level changed"),
+            Err(err) => tracing::warn!(error = %err, "cannot change the log level"),
+        }
+    })
 }
 
-fn start(config: Config, demo: bool) -> anyhow::Result<()> {
+fn start(cli: Cli, config: Config, set_level: SetLevel) -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.server.worker_threads {
         runtime.worker_threads(threads);
@@ -100,52 +144,109 @@ fn start(config: Config, demo: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(config, demo))
+    runtime.block_on(run(cli, config, set_level))
 }
 
-async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
-    if demo {
+async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Result<()> {
+    let mut demo_upstream = None;
+    if cli.demo {
         let upstream = demo::spawn_upstream()
             .await
             .context("cannot start the demo upstream")?;
-        config.set_upstream(&format!("http://{upstream}"))?;
+        let url = format!("http://{upstream}");
+        config.set_upstream(&url)?;
+        demo_upstream = Some(url);
     }
     // Before the listening line: a signal sent the moment the proxy reports ready must already be a shutdown.
-    let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    let listener = bind(config.server.listen).await?;
+    let admin_listener = bind(config.admin.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, upstream = %config.upstream.authority, "listening");
-    if demo {
-        println!("{}", demo::instructions(addr));
-    }
+    let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
+    // The admin listener is never shut down: it answers /readyz (503) through the whole drain.
+    tokio::spawn(admin::run(
+        admin_listener,
+        Arc::clone(&proxy),
+        std::future::pending(),
+    ));
+    tracing::info!(%addr, admin = %admin_addr, upstream = %config.upstream.authority, "listening");
+    if cli.demo {
+        println!("{}", demo::instructions(addr, admin_addr));
+    }
+    let live = Arc::clone(proxy.live());
+    let reload_config = move || {
+        // Reading files (and the system's CA roots) blocks; this worker's other tasks move elsewhere meanwhile.
+        let result = tokio::task::block_in_place(|| {
+            reload::reload(&live, || {
+                let mut config = load_config(&cli)?;
+                if let Some(url) = &demo_upstream {
+                    config.set_upstream(url)?;
+                }
+                Ok(config)
+            })
+        });
+        if let Ok(Reloaded {
+            log_level: Some(level),
+            ..
+        }) = result
+        {
+            set_level(&level);
+        }
+    };
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(signals.handle(stop, reload_config));
+    let shutdown = async {
+        let _ = stopped.await;
+    };
     server::run(listener, proxy, &config.server, shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when the future is
-/// first polled: until then the default disposition would kill the process instead of draining it.
-fn shutdown_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{Signal, SignalKind, signal};
-    async fn received(signal: std::io::Result<Signal>) {
-        match signal {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The signals the process answers. Installed before the listeners are bound: until then the default
+/// disposition would kill the process instead of draining it.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    let terminate = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
-    if terminate.is_err() {
-        tracing::warn!("cannot listen for SIGTERM; only Ctrl-C stops the proxy");
-    }
-    async move {
-        tokio::select! {
-            () = received(terminate) => tracing::info!("SIGTERM received"),
-            () = received(interrupt) => tracing::info!("SIGINT received"),
+
+    /// SIGTERM or SIGINT starts the drain (`stop`); a second one exits at once. SIGHUP reloads.
+    async fn handle(mut self, stop: oneshot::Sender<()>, reload: impl Fn()) {
+        let mut stop = Some(stop);
+        loop {
+            let name = tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP received; reloading the configuration");
+                    reload();
+                    continue;
+                }
+            };
+            let Some(stop) = stop.take() else {
+                tracing::warn!(
+                    "{name} received again; stopping now, without waiting for the drain"
+                );
+                std::process::exit(i32::from(EXIT_FORCED));
+            };
+            tracing::info!("{name} received");
+            let _ = stop.send(());
         }
     }
 }

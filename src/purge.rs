@@ -9,7 +9,8 @@
 //! - `GET /stats`: entries, bytes and outcome counts with the hit ratio, as JSON.
 //!
 //! With `admin.token` set, every call needs `Authorization: Bearer <token>`; the configuration refuses a
-//! non-loopback admin listener without one.
+//! non-loopback admin listener without one. Mounted by `admin::route`; `/metrics`, `/healthz` and `/readyz`
+//! there stay open.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version, request, response};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::tls;
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -45,12 +47,14 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
     /// Whether the client connection was TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
+    /// The peer is a trusted proxy (`server.trusted_proxies`): the forwarding headers it sent are kept.
+    pub trusted: bool,
 }
 
 /// The client to the one configured upstream.
 pub struct Upstream {
-    /// Pooled keep-alive HTTP/1.1 connections (Cloudreve speaks HTTP/1.1 over plain TCP).
-    client: Client<HttpConnector, Body>,
+    /// Pooled keep-alive HTTP/1.1 connections, over TLS for an `https://` upstream.
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     /// Scheme every upstream request uses.
     scheme: Scheme,
     /// Where every upstream request goes, whatever the client asked for.
@@ -62,10 +66,12 @@ pub struct Upstream {
 impl Upstream {
     /// A client for the configured upstream.
     pub fn new(config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        // The scheme is checked by the TLS layer: `https` only when the upstream is https.
+        http.enforce_http(false);
+        let connector = tls_connector(config, http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle)
@@ -97,7 +103,7 @@ impl Upstream {
 
     /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
     /// end-to-end headers and `Host`; hop-by-hop headers removed; `X-Forwarded-For`, `X-Forwarded-Proto` and
-    /// `Via` set.
+    /// `Via` set (see `set_forwarded`).
     pub fn prepare_request(
         &self,
         parts: &mut request::Parts,
@@ -108,9 +114,7 @@ impl Upstream {
         parts.uri = self.upstream_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        append_forwarded_for(&mut parts.headers, client.addr);
-        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
-        parts.headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        set_forwarded(&mut parts.headers, client);
         parts.headers.append(header::VIA, via_value(received));
         Ok(())
     }
@@ -128,6 +132,24 @@ impl Upstream {
             .path_and_query(path_and_query.clone())
             .build()
             .map_err(|_| ProxyError::BadRequestTarget("invalid request target"))
+    }
+}
+
+/// TLS for an `https://` upstream (SNI and verification against the URL's host, which hyper-rustls takes
+/// from each request's URI: always the configured upstream); plain TCP for `http://`.
+fn tls_connector(config: &UpstreamConfig, http: HttpConnector) -> HttpsConnector<HttpConnector> {
+    let builder = HttpsConnectorBuilder::new();
+    match &config.tls {
+        Some(roots) => builder
+            .with_tls_config(tls::client_config(roots))
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http),
+        None => builder
+            .with_tls_config(tls::client_config(&tls::UpstreamRoots::none()))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
     }
 }
 
@@ -180,9 +202,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `X-Forwarded-For` and `X-Forwarded-Proto` as Cloudreve should see them. Cloudreve believes the first
+/// `X-Forwarded-For` address from anyone, so what a client sent is kept only when the peer is a trusted proxy
+/// (then the peer is appended, and its `X-Forwarded-Proto` stands); from anyone else both are replaced by
+/// what this proxy saw itself.
+fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo) {
+    if !client.trusted {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+    }
+    append_forwarded_for(headers, client.addr);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    }
+}
+
 /// Appends the client address to `X-Forwarded-For`, folding any earlier lines into one list.
 fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
-    let ip = addr.ip().to_string();
+    // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`; Cloudreve should see `a.b.c.d`.
+    let ip = addr.ip().to_canonical().to_string();
     let mut value = String::new();
     for previous in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(previous) = previous.to_str() {
@@ -236,13 +275,27 @@ mod tests {
         ClientInfo {
             addr: "192.0.2.7:40000".parse().unwrap(),
             tls: false,
+            trusted: false,
         }
     }
 
     fn prepared(request: Request<()>) -> request::Parts {
+        prepared_from(request, &client())
+    }
+
+    fn prepared_from(request: Request<()>, client: &ClientInfo) -> request::Parts {
         let (mut parts, ()) = request.into_parts();
-        upstream().prepare_request(&mut parts, &client()).unwrap();
+        upstream().prepare_request(&mut parts, client).unwrap();
         parts
+    }
+
+    fn forged() -> Request<()> {
+        Request::get("/")
+            .header("x-forwarded-for", "203.0.113.1")
+            .header("x-forwarded-for", "198.51.100.2")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap()
     }
 
     #[tokio::test]
@@ -314,22 +367,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn forwarded_headers_are_set() {
-        let parts = prepared(
-            Request::get("/")
-                .header("x-forwarded-for", "203.0.113.1")
-                .header("x-forwarded-for", "198.51.100.2")
-                .header("x-forwarded-proto", "https")
-                .body(())
-                .unwrap(),
-        );
+    async fn untrusted_peer_forwarded_headers_are_replaced() {
+        let parts = prepared(forged());
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn trusted_peer_forwarded_headers_are_extended() {
+        let trusted = ClientInfo {
+            trusted: true,
+            ..client()
+        };
+        let parts = prepared_from(forged(), &trusted);
         assert_eq!(
             parts.headers["x-forwarded-for"],
             "203.0.113.1, 198.51.100.2, 192.0.2.7"
         );
-        assert_eq!(parts.headers["x-forwarded-proto"], "http");
-        assert_eq!(parts.headers["via"], "1.1 cloudreve-edge");
-        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+    }
+
+    #[tokio::test]
+    async fn ipv4_mapped_peer_is_forwarded_as_ipv4() {
+        let mapped = ClientInfo {
+            addr: "[::ffff:192.0.2.7]:40000".parse().unwrap(),
+            ..client()
+        };
+        let parts = prepared_from(Request::get("/").body(()).unwrap(), &mapped);
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.7");
     }
 
     #[tokio::test]

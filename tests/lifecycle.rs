@@ -406,6 +406,8 @@ async fn start_edge(upstream: &str) -> (Edge, SocketAddr) {
             PROXY_TOML,
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--upstream",
             upstream,
         ],
@@ -508,6 +510,8 @@ async fn sigterm_right_after_the_listening_line_exits_0() {
                 "--config",
                 PROXY_TOML,
                 "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
                 "127.0.0.1:0",
                 "--upstream",
                 "http://127.0.0.1:9",
@@ -668,7 +672,13 @@ async fn demo_serves_miss_then_hit_bypass_and_pass_through() {
     // No proxy.toml in the working directory: the demo runs on the built-in defaults.
     let scratch = Scratch::new("demo");
     let mut edge = Edge::spawn(
-        &["--demo", "--listen", "127.0.0.1:0"],
+        &[
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
         &[],
         Some(scratch.path()),
     );
@@ -719,7 +729,7 @@ async fn json_access_log_has_one_event_per_request() {
     let scratch = Scratch::new("access");
     // The file turns logging off; RUST_LOG replaces the file's level.
     let path = scratch.config(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"off\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{}\"\n\n[log]\nformat = \"json\"\nlevel = \"off\"\n",
         upstream.url()
     ));
     let mut edge = Edge::spawn(

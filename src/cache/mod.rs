@@ -179,6 +179,11 @@ impl Cache {
         (self.store.entry_count(), self.store.weighted_size())
     }
 
+    /// Entries evicted for space so far (count as of the last [`Cache::usage`]).
+    pub fn evictions(&self) -> u64 {
+        self.store.evictions()
+    }
+
     /// The cache clock.
     pub fn clock(&self) -> &Clock {
         &self.clock

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use tokio::sync::watch;
 
@@ -26,6 +28,8 @@ pub struct Store<V: Stored> {
     /// Keys being fetched right now, with the channel their result is published on. A key is here from the
     /// moment one request claims it until that request finishes or gives up.
     fills: Arc<Mutex<Fills<V>>>,
+    /// Entries removed to stay within the byte budget (not expired, replaced or purged ones), for metrics.
+    evictions: Arc<AtomicU64>,
 }
 
 /// Keys being fetched, each with the channel its outcome is published on.
@@ -36,6 +40,7 @@ impl<V: Stored> Clone for Store<V> {
         Self {
             entries: self.entries.clone(),
             fills: Arc::clone(&self.fills),
+            evictions: Arc::clone(&self.evictions),
         }
     }
 }
@@ -93,6 +98,8 @@ impl<V: Stored> Expiry<Arc<str>, V> for PerEntryExpiry {
 impl<V: Stored> Store<V> {
     /// A store holding at most `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = Arc::clone(&evictions);
         let entries = Cache::builder()
             .name("avatars")
             .max_capacity(capacity)
@@ -102,10 +109,16 @@ impl<V: Stored> Store<V> {
             })
             .expire_after(PerEntryExpiry)
             .support_invalidation_closures()
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
         Self {
             entries,
             fills: Arc::new(Mutex::new(HashMap::new())),
+            evictions,
         }
     }
 
@@ -167,6 +180,11 @@ impl<V: Stored> Store<V> {
     /// Bytes held (approximate until pending maintenance has run).
     pub fn weighted_size(&self) -> u64 {
         self.entries.weighted_size()
+    }
+
+    /// Entries evicted for space since the store was made (after pending maintenance has run).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Runs moka's pending maintenance (evictions, counters) now; for tests and stats.
@@ -270,6 +288,26 @@ mod tests {
         store.sync();
         assert!(store.weighted_size() <= 10_000, "{}", store.weighted_size());
         assert!(store.entry_count() <= 10);
+    }
+
+    #[test]
+    fn evictions_for_space_are_counted_and_purges_are_not() {
+        let store = Store::new(10_000);
+        for i in 0..100 {
+            store.insert(&format!("k{i}"), blob(1_000));
+        }
+        store.sync();
+        let evicted = store.evictions();
+        assert_eq!(evicted, 100 - store.entry_count(), "every entry not kept");
+        store.remove("k99");
+        store.remove("k0");
+        store.clear();
+        store.sync();
+        assert_eq!(
+            store.evictions(),
+            evicted,
+            "purges (one or all) are not evictions"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! cannot answer, updating the stored `GET` from the answer (§4.3.5).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, request, response};
@@ -250,7 +250,7 @@ impl Proxy {
                     reason,
                 }
             }
-            Err(err) => Fetched::Failed(ProxyError::UpstreamBody(err)),
+            Err(err) => Fetched::Failed(self.upstream_body_failed(err)),
         }
     }
 
@@ -393,16 +393,15 @@ impl Proxy {
         client: &ClientInfo,
     ) -> (Result<Answered, ProxyError>, Option<Duration>) {
         let authorized = parts.headers.contains_key(header::AUTHORIZATION);
-        if let Err(err) = self.upstream.prepare_request(&mut parts, client) {
+        let upstream = self.upstream();
+        if let Err(err) = upstream.prepare_request(&mut parts, client) {
             return (Err(err), None);
         }
         let request_time = self.cache.clock().system_now();
-        let started = Instant::now();
-        let result = self
-            .upstream
-            .send(Request::from_parts(parts, Body::Empty))
+        let (result, elapsed) = self
+            .send(&upstream, Request::from_parts(parts, Body::Empty))
             .await;
-        let elapsed = Some(started.elapsed());
+        let elapsed = Some(elapsed);
         let answered = result.map(|response| {
             let exchange = Exchange {
                 request_time,

@@ -11,14 +11,16 @@
 //! 5. observe (`observe.rs`): a confirmed avatar change, or a `nocache` answer that differs from the stored
 //!    copy, drops that copy.
 //! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
-//! 7. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here.
+//! 7. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here; the
+//!    request metrics (`metrics.rs`) are counted here too. Upstream exchanges are measured in `send`, and
+//!    upstream failures counted where they happen, also when a stale copy hides them from the client.
 
 mod cached;
 mod observe;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header;
 use http::{Request, Response, response};
@@ -30,24 +32,30 @@ use crate::cache::status::Outcome;
 use crate::cache::{Cache, CacheStatus, Clock};
 use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::reload::Live;
 use crate::route::{self, Bypass, Route};
 use crate::upstream::{self, ClientInfo, Upstream};
 
 static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
-/// Shared state of the request path: the upstream client, the cache and its rules.
+/// Shared state of the request path: the running configuration (upstream client included), the cache and its
+/// rules, and what the admin listener reports.
 pub struct Proxy {
-    /// The client to the configured Cloudreve.
-    upstream: Upstream,
+    /// The configuration in force and the upstream client built from it; swapped whole on reload.
+    live: Arc<Live>,
     /// The cache, shared by every rule.
     cache: Cache,
-    /// The cache rules, in order (`cache.rules`).
+    /// The cache rules, in order (`cache.rules`); fixed for the life of the process, like the cache.
     rules: Vec<RuleConfig>,
     /// Index of the avatar rule in `rules`, if there is one.
     avatar_rule: Option<usize>,
-    /// Whether to write one access event per request.
-    access_log: bool,
+    /// Counters and histograms for `/metrics`.
+    metrics: Metrics,
+    /// Readiness for `/readyz`: draining, upstream answering.
+    health: Health,
 }
 
 impl Proxy {
@@ -60,11 +68,12 @@ impl Proxy {
     pub fn with_clock(config: &Config, clock: Clock) -> Arc<Self> {
         let rules = config.cache.rules.clone();
         Arc::new(Self {
-            upstream: Upstream::new(&config.upstream),
+            live: Arc::new(Live::new(config.clone())),
             cache: Cache::new(config.cache.capacity, clock),
             avatar_rule: rules.iter().position(|r| r.kind == RuleKind::Avatar),
             rules,
-            access_log: config.log.access_log,
+            metrics: Metrics::new(),
+            health: Health::default(),
         })
     }
 
@@ -76,6 +85,27 @@ impl Proxy {
     /// The cache rules, in order.
     pub fn rules(&self) -> &[RuleConfig] {
         &self.rules
+    }
+
+    /// The running configuration, for reloading it and for what reads it per connection.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Readiness state.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The upstream client in force. One exchange prepares and sends with the same one, so a reload in
+    /// between cannot split it.
+    fn upstream(&self) -> Arc<Upstream> {
+        self.live.upstream()
     }
 
     /// The service hyper runs for each request. It never fails: an error becomes a response here and is
@@ -103,7 +133,9 @@ impl Proxy {
             self.cache.count(status.outcome);
         }
         response_filter(&mut parts, &record);
-        let logging = self.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
+        self.metrics.request(&record, parts.status);
+        let logging = self.live.load().config.log.access_log
+            && tracing::enabled!(target: "access", tracing::Level::INFO);
         let body = record.finish(parts.status, body, logging);
         Ok(Response::from_parts(parts, body))
     }
@@ -177,16 +209,57 @@ impl Proxy {
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        self.upstream.prepare_request(&mut parts, client)?;
-        let started = Instant::now();
-        let result = self
-            .upstream
-            .send(Request::from_parts(parts, Body::Stream(body)))
+        let upstream = self.upstream();
+        upstream.prepare_request(&mut parts, client)?;
+        let (result, elapsed) = self
+            .send(&upstream, Request::from_parts(parts, Body::Stream(body)))
             .await;
-        record.upstream_time = Some(started.elapsed());
+        record.upstream_time = Some(elapsed);
         let (mut parts, body) = result?.into_parts();
         upstream::prepare_response(&mut parts);
         Ok(Response::from_parts(parts, Body::Stream(body)))
+    }
+
+    /// Every upstream exchange goes through here (forwards, fills, revalidations, background refreshes):
+    /// it is counted in flight while it waits for the response head, and its latency and outcome feed the
+    /// metrics and readiness; a failure is counted here, even when `stale-if-error` answers the client.
+    /// Returns the time to the response head (or to the failure).
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        request: Request<Body>,
+    ) -> (Result<Response<Incoming>, ProxyError>, Duration) {
+        let _in_flight = self.metrics.upstream_started();
+        let started = Instant::now();
+        let result = upstream.send(request).await;
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(_) => {
+                self.metrics.upstream_answered(elapsed);
+                self.health.upstream_answered();
+            }
+            Err(err) => {
+                self.count_upstream_error(err);
+                if err.is_upstream_unreachable() {
+                    self.health.upstream_failed();
+                }
+            }
+        }
+        (result, elapsed)
+    }
+
+    /// An upstream body this proxy reads itself (a fill, a change confirmation) broke: counted as the `body`
+    /// kind of upstream error, whether the client then gets the error or a stale copy.
+    fn upstream_body_failed(&self, err: hyper::Error) -> ProxyError {
+        let err = ProxyError::UpstreamBody(err);
+        self.count_upstream_error(&err);
+        err
+    }
+
+    fn count_upstream_error(&self, err: &ProxyError) {
+        if let Some(kind) = err.upstream_kind() {
+            self.metrics.upstream_error(kind);
+        }
     }
 }
 

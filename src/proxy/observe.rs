@@ -44,7 +44,7 @@ impl Proxy {
         };
         let collected = collect_up_to(incoming, MAX_CONFIRMATION_SIZE)
             .await
-            .map_err(ProxyError::UpstreamBody)?;
+            .map_err(|err| self.upstream_body_failed(err))?;
         let bytes = match collected {
             Collected::Whole(bytes) => bytes,
             Collected::TooLarge(body) => return Ok(Response::from_parts(parts, body)),

@@ -4,6 +4,8 @@
 //! readiness: listeners are bound before their address is handed out.
 #![allow(dead_code, missing_docs)]
 
+pub mod ops;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
