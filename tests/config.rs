@@ -29,7 +29,12 @@ fn readme_reference_lists_exactly_the_keys_of_proxy_toml() {
         for (key, value) in keys {
             in_file.push(format!("{section}.{key}"));
             // An array of tables (`[[cache.rules]]`): its keys are documented as `cache.rules[].key`.
-            for table in value.as_array().into_iter().flatten().filter_map(|v| v.as_table()) {
+            for table in value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_table())
+            {
                 in_file.extend(table.keys().map(|k| format!("{section}.{key}[].{k}")));
             }
         }

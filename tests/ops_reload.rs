@@ -77,7 +77,10 @@ async fn reload_keeps_listener_keys_until_a_restart_and_says_so() {
     assert_eq!(reloaded.log_level.as_deref(), Some("debug"));
     let running = proxy.proxy.live().load();
     assert_eq!(running.config.server.listen, "127.0.0.1:0".parse().unwrap());
-    assert_eq!(running.config.cache.rules, test_config(&upstream.url()).cache.rules);
+    assert_eq!(
+        running.config.cache.rules,
+        test_config(&upstream.url()).cache.rules
+    );
     assert_eq!(running.config.log.level, "debug");
 }
 
