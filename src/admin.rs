@@ -73,7 +73,12 @@ async fn route(proxy: &Proxy, request: &Request<Incoming>) -> Response<Body> {
     let read = request.method() == Method::GET || request.method() == Method::HEAD;
     let snapshot = proxy.live().load();
     let token = snapshot.config.admin.token.as_ref().map(|t| t.as_str());
-    let response = match (purge::action(request.method(), path), path) {
+    // The purge API reads the whole target: `/purge/url/...` keeps its query, which is part of the key.
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(path, |pq| pq.as_str());
+    let response = match (purge::action(request.method(), target), path) {
         (Some(_), _) if !purge::authorized(request.headers(), token) => purge::unauthorized(),
         (Some(Ok(action)), _) => purge::perform(proxy.cache(), proxy.rules(), &action),
         (Some(Err(())), _) => purge::method_not_allowed(),

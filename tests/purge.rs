@@ -305,3 +305,50 @@ async fn non_loopback_admin_listen_without_a_token_exits_64_before_binding() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn purging_by_url_and_by_prefix_drops_exactly_what_they_name() {
+    let upstream = FakeCloudreve::start(|request| async move {
+        if request.uri().path().starts_with("/assets/") {
+            return http::Response::builder()
+                .header("cache-control", "public, max-age=600")
+                .body(full("asset"))
+                .unwrap();
+        }
+        cloudreve_avatar(&request)
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let targets = ["/assets/a.js?v=1", "/assets/b.css", ALICE];
+    for target in targets {
+        get(&proxy.url(target)).await;
+        assert_eq!(get(&proxy.url(target)).await.x_cache(), "HIT", "{target}");
+    }
+    let by_url = admin_call("PURGE", &admin.url("/purge/url/assets/a.js?v=1"), None).await;
+    assert_eq!(
+        by_url.json(),
+        serde_json::json!({ "purged": "/assets/a.js?v=1" })
+    );
+    let after_url: Vec<_> = outcomes_of(&proxy, &targets).await;
+    assert_eq!(after_url, ["MISS", "HIT", "HIT"]);
+    let by_prefix = admin_call("POST", &admin.url("/purge/prefix/assets/"), None).await;
+    assert_eq!(by_prefix.status, 200);
+    let after_prefix: Vec<_> = outcomes_of(&proxy, &targets).await;
+    assert_eq!(
+        after_prefix,
+        ["MISS", "MISS", "HIT"],
+        "everything under /assets/, and not the avatar"
+    );
+    let unknown = admin_call("POST", &admin.url("/purge/url/api/v4/site/ping"), None).await;
+    assert_eq!(unknown.status, 400, "no rule caches that URL");
+}
+
+/// `X-Cache` of a GET of each target, in order.
+async fn outcomes_of(proxy: &TestProxy, targets: &[&str]) -> Vec<String> {
+    let mut outcomes = Vec::new();
+    for target in targets {
+        outcomes.push(get(&proxy.url(target)).await.x_cache().to_owned());
+    }
+    outcomes
+}
