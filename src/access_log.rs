@@ -13,6 +13,7 @@ use hyper::body::Body as HttpBody;
 
 use crate::body::Body;
 use crate::cache::CacheStatus;
+use crate::config::RuleKind;
 
 /// What is known about a request while it is handled; the phases of `proxy.rs` fill it in.
 #[derive(Debug)]
@@ -29,8 +30,10 @@ pub struct AccessRecord {
     started: Instant,
     /// Time from sending upstream to the upstream's response head, when the request went upstream.
     pub upstream_time: Option<Duration>,
-    /// What the cache did, for avatar requests.
+    /// What the cache did, for requests a cache rule matched.
     pub cache: Option<CacheStatus>,
+    /// The kind of the cache rule that matched, if any (for the metrics' `route` label).
+    pub rule: Option<RuleKind>,
 }
 
 impl AccessRecord {
@@ -44,6 +47,7 @@ impl AccessRecord {
             started: Instant::now(),
             upstream_time: None,
             cache: None,
+            rule: None,
         }
     }
 

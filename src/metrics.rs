@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::AccessRecord;
+use crate::config::RuleKind;
 
 /// The `Content-Type` of [`Metrics::render`]'s output: the Prometheus text format, version 0.0.4, which
 /// every scraper reads.
@@ -33,7 +34,8 @@ const UPSTREAM_BUCKETS: [f64; 14] = [
 /// Labels of `cloudreve_edge_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// `avatar` (the cached route, bypasses included) or `pass` (everything else).
+    /// The kind of cache rule that matched (`avatar`, `http`; bypasses included), or `pass` for everything
+    /// no rule matched.
     route: &'static str,
     /// What the cache did (`Outcome::as_str`): `hit`, `stale`, `revalidated`, `miss`, `coalesced`, `bypass`,
     /// or `none` for requests the cache never sees.
@@ -136,10 +138,10 @@ impl Metrics {
     /// Counts one answered request, from what the request path recorded.
     pub fn request(&self, record: &AccessRecord, status: StatusCode) {
         let labels = RequestLabels {
-            route: if record.cache.is_some() {
-                "avatar"
-            } else {
-                "pass"
+            route: match record.rule {
+                Some(RuleKind::Avatar) => "avatar",
+                Some(RuleKind::Http) => "http",
+                None => "pass",
             },
             cache: record.cache.map_or("none", |c| c.outcome.as_str()),
             status: status_class(status),

@@ -300,3 +300,35 @@ async fn unknown_admin_paths_and_methods_are_refused() {
     assert_eq!((head.status.as_u16(), head.body.len()), (200, 0));
     assert_eq!(upstream.count(), 0, "admin traffic never reaches Cloudreve");
 }
+
+#[tokio::test]
+async fn metrics_name_the_kind_of_rule_that_matched() {
+    let upstream = FakeCloudreve::start(|request| async move {
+        if request.uri().path().starts_with("/assets/") {
+            return http::Response::builder()
+                .header("cache-control", "public, max-age=600")
+                .body(full("asset"))
+                .unwrap();
+        }
+        cloudreve_avatar(&request)
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    get(&proxy.url("/assets/a.js")).await;
+    get(&proxy.url("/assets/a.js")).await;
+    get(&proxy.url("/api/v4/site/ping")).await;
+    let text = get(&admin.url("/metrics")).await.body;
+    let text = String::from_utf8_lossy(&text);
+    let line = |route: &str, cache: &str| {
+        text.lines().any(|l| {
+            l.starts_with("cloudreve_edge_requests_total{")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("cache=\"{cache}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    assert!(line("http", "miss"), "{text}");
+    assert!(line("http", "hit"), "{text}");
+    assert!(line("pass", "none"), "{text}");
+}

@@ -151,6 +151,7 @@ impl Proxy {
         let uri = request.uri().clone();
         match route::classify(request.method(), &uri, request.headers(), &self.rules) {
             Route::Avatar(key) => {
+                record.rule = Some(RuleKind::Avatar);
                 let rule = self
                     .avatar_rule
                     .expect("an avatar route implies an avatar rule");
@@ -158,14 +159,19 @@ impl Proxy {
                     .await
             }
             Route::Http { rule, key } => {
+                record.rule = Some(RuleKind::Http);
                 self.serve_cached(request, rule, &key, client, record).await
             }
             Route::AvatarBypass { reason, key } => {
+                record.rule = Some(RuleKind::Avatar);
                 let method = request.method().clone();
                 let response = self.bypass(request, reason, client, record).await?;
                 Ok(self.watch_bypass(&method, response, reason, key))
             }
-            Route::RuleBypass(reason) => self.bypass(request, reason, client, record).await,
+            Route::RuleBypass(kind, reason) => {
+                record.rule = Some(kind);
+                self.bypass(request, reason, client, record).await
+            }
             Route::AvatarChange(change) => {
                 let authorization = request.headers().get(header::AUTHORIZATION).cloned();
                 let response = self.forward(request, client, record).await?;
