@@ -136,15 +136,26 @@ fn init_tracing(log: &LogConfig) -> SetLevel {
 }
 
 fn start(cli: Cli, config: Config, set_level: SetLevel) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.server.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    let runtime = runtime
+    let runtime = runtime_for(config.server.worker_threads)
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(run(cli, config, set_level))
+}
+
+/// One worker thread (a one-core machine, or `taskset` to one CPU) gets tokio's current-thread scheduler:
+/// the same event loop without the work-stealing machinery a single worker never uses. More get the
+/// multi-thread scheduler with that many workers.
+fn runtime_for(worker_threads: Option<usize>) -> tokio::runtime::Builder {
+    let threads = worker_threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    if threads == 1 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(threads);
+    builder
 }
 
 async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Result<()> {
@@ -175,23 +186,36 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
         println!("{}", demo::instructions(addr, admin_addr));
     }
     let live = Arc::clone(proxy.live());
+    let cli = Arc::new(cli);
+    let demo_upstream = Arc::new(demo_upstream);
+    let set_level: Arc<SetLevel> = Arc::new(set_level);
     let reload_config = move || {
-        // Reading files (and the system's CA roots) blocks; this worker's other tasks move elsewhere meanwhile.
-        let result = tokio::task::block_in_place(|| {
-            reload::reload(&live, || {
-                let mut config = load_config(&cli)?;
-                if let Some(url) = &demo_upstream {
-                    config.set_upstream(url)?;
-                }
-                Ok(config)
+        let (live, cli, demo_upstream) = (
+            Arc::clone(&live),
+            Arc::clone(&cli),
+            Arc::clone(&demo_upstream),
+        );
+        let set_level = Arc::clone(&set_level);
+        async move {
+            // Reading files (and the system's CA roots) blocks: done on the blocking pool, so the event loop
+            // keeps serving (also with the current-thread scheduler).
+            let result = tokio::task::spawn_blocking(move || {
+                reload::reload(&live, || {
+                    let mut config = load_config(&cli)?;
+                    if let Some(url) = demo_upstream.as_ref() {
+                        config.set_upstream(url)?;
+                    }
+                    Ok(config)
+                })
             })
-        });
-        if let Ok(Reloaded {
-            log_level: Some(level),
-            ..
-        }) = result
-        {
-            set_level(&level);
+            .await;
+            if let Ok(Ok(Reloaded {
+                log_level: Some(level),
+                ..
+            })) = result
+            {
+                set_level(&level);
+            }
         }
     };
     let (stop, stopped) = oneshot::channel();
@@ -227,7 +251,11 @@ impl Signals {
     }
 
     /// SIGTERM or SIGINT starts the drain (`stop`); a second one exits at once. SIGHUP reloads.
-    async fn handle(mut self, stop: oneshot::Sender<()>, reload: impl Fn()) {
+    async fn handle<F: Future<Output = ()>>(
+        mut self,
+        stop: oneshot::Sender<()>,
+        reload: impl Fn() -> F,
+    ) {
         let mut stop = Some(stop);
         loop {
             let name = tokio::select! {
@@ -235,7 +263,7 @@ impl Signals {
                 _ = self.interrupt.recv() => "SIGINT",
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP received; reloading the configuration");
-                    reload();
+                    reload().await;
                     continue;
                 }
             };

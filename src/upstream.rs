@@ -184,6 +184,11 @@ fn protected(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers: the fixed list, and every header `Connection` names (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these, or only `Connection`: one pass over the names finds out, instead
+    // of a hash lookup per hop-by-hop name on every message.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -200,6 +205,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
 /// `X-Forwarded-For` and `X-Forwarded-Proto` as Cloudreve should see them. Cloudreve believes the first

@@ -259,3 +259,28 @@ async fn second_sigterm_stops_at_once_without_waiting_for_the_drain() {
     assert_eq!(edge.exit_code().await, Some(1));
     gate.notify_waiters();
 }
+
+#[tokio::test]
+async fn sighup_reloads_on_the_single_threaded_runtime_too() {
+    // One worker thread runs tokio's current-thread scheduler, where nothing may block the event loop.
+    let (first, second) = (
+        FakeCloudreve::avatars().await,
+        FakeCloudreve::avatars().await,
+    );
+    let one_worker = |upstream: &str| {
+        config_text(upstream).replace("[server]\n", "[server]\nworker_threads = 1\n")
+    };
+    let dir = TempDir::new("sighup-single");
+    let path = dir.write("proxy.toml", &one_worker(&first.url()));
+    let mut edge = Edge::spawn(&path);
+    let addr = edge.listening().await;
+    let ping = format!("http://{addr}{PING}");
+    assert_eq!(get(&ping).await.status, 200);
+    dir.write("proxy.toml", &one_worker(&second.url()));
+    edge.signal("HUP");
+    edge.line("configuration reloaded").await;
+    assert_eq!(get(&ping).await.status, 200);
+    assert_eq!((first.count(), second.count()), (1, 1));
+    edge.signal("TERM");
+    assert_eq!(edge.exit_code().await, Some(0));
+}
