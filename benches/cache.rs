@@ -14,7 +14,7 @@ use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange};
 use cloudreve_edge::cache::serve::{self, Conditions};
 use cloudreve_edge::cache::status::Outcome;
 use cloudreve_edge::cache::store::Store;
-use cloudreve_edge::cache::{Cache, CacheStatus, CachedResponse, Clock, Lookup, Stored};
+use cloudreve_edge::cache::{Cache, CacheStatus, CachedResponse, Clock, Lookup, Miss, Stored};
 use cloudreve_edge::config::{RuleConfig, RuleKind};
 use cloudreve_edge::route::{self, NoCache, Route};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -70,7 +70,7 @@ fn cache_with_avatar() -> (Cache, Arc<CachedResponse>) {
         cache.clock().now(),
     ));
     let key = AvatarKey::from_path_segment("lpua").unwrap();
-    let Lookup::Fill { fill, .. } = cache.lookup(key.as_str(), &request) else {
+    let Lookup::Miss(Miss::Fill { fill, .. }) = cache.lookup(key.as_str(), &request) else {
         panic!("an empty cache must hand out the fill")
     };
     cache.complete(fill, key.as_str(), Arc::clone(&entry));

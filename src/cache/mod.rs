@@ -45,7 +45,13 @@ pub enum Lookup {
         /// Present when this request must start the one refresh.
         refresh: Option<Fill>,
     },
-    /// Nothing servable and nobody fetching: this request fetches, revalidating `stale` if there is one.
+    /// Nothing servable: this request fetches it, or waits for the one that does.
+    Miss(Miss),
+}
+
+/// A lookup that found nothing servable.
+pub enum Miss {
+    /// Nobody is fetching it: this request fetches, revalidating `stale` if there is one.
     Fill {
         /// The claim on the key.
         fill: Fill,
@@ -90,14 +96,14 @@ impl Cache {
                 Lookup::StaleWhileRevalidate { entry, refresh }
             }
             _ => match self.store.claim(&key) {
-                Claim::Leader(fill) => Lookup::Fill {
+                Claim::Leader(fill) => Lookup::Miss(Miss::Fill {
                     fill,
                     stale: stored,
-                },
-                Claim::Follower(waiter) => Lookup::Wait {
+                }),
+                Claim::Follower(waiter) => Lookup::Miss(Miss::Wait {
                     waiter,
                     stale: stored,
-                },
+                }),
             },
         }
     }

@@ -19,7 +19,7 @@ use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, Exchange, NotStored};
 use crate::cache::serve::{self, Conditions};
 use crate::cache::status::Outcome;
-use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Stored};
+use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Miss, Stored};
 use crate::config::RuleKind;
 use crate::error::ProxyError;
 use crate::upstream::{self, ClientInfo};
@@ -73,9 +73,8 @@ impl Proxy {
         let conditions = Conditions::of(request.method(), request.headers());
         let kind = self.rules[rule].kind;
         if kind == RuleKind::Http && conditions.head {
-            return self
-                .serve_head(request, rule, primary, &conditions, client, record)
-                .await;
+            let head = self.serve_head(request, rule, primary, &conditions, client, record);
+            return Box::pin(head).await;
         }
         match self.cache.lookup(primary, request.headers()) {
             Lookup::Fresh(entry) => {
@@ -99,7 +98,31 @@ impl Proxy {
                 };
                 Ok(self.serve_stored(&entry, &conditions, status, record))
             }
-            Lookup::Fill { fill, stale } => {
+            // The paths that wait on the upstream hold large futures; boxed, they do not weigh on every hit
+            // (and on every pass-through request, whose future contains this one).
+            Lookup::Miss(miss) => {
+                let miss =
+                    self.serve_miss(miss, request, rule, primary, &conditions, client, record);
+                Box::pin(miss).await
+            }
+        }
+    }
+
+    /// A lookup that found nothing servable: fill it, or wait for the request that does.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_miss(
+        self: &Arc<Self>,
+        miss: Miss,
+        request: Request<Incoming>,
+        rule: usize,
+        primary: &str,
+        conditions: &Conditions,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let kind = self.rules[rule].kind;
+        match miss {
+            Miss::Fill { fill, stale } => {
                 let parts = fill_request(request, kind, stale.as_deref());
                 let context = FillContext {
                     rule,
@@ -110,18 +133,18 @@ impl Proxy {
                     .fill(parts, client, &context, fill, stale.as_ref())
                     .await;
                 record.upstream_time = elapsed;
-                self.answer(fetched, stale.as_ref(), &conditions, record)
+                self.answer(fetched, stale.as_ref(), conditions, record)
             }
-            Lookup::Wait { waiter, stale } => match waiter.wait().await {
+            Miss::Wait { waiter, stale } => match waiter.wait().await {
                 Some(Stored::Response(entry)) if entry.matches(request.headers()) => {
                     let status = CacheStatus::new(Outcome::Collapsed);
-                    Ok(self.serve_stored(&entry, &conditions, status, record))
+                    Ok(self.serve_stored(&entry, conditions, status, record))
                 }
                 // The fill stored nothing this request can use: it goes upstream itself, at once.
                 _ => {
                     let parts = fill_request(request, kind, None);
                     let fetched = self.fetch_alone(parts, rule, client, record).await;
-                    self.answer(fetched, stale.as_ref(), &conditions, record)
+                    self.answer(fetched, stale.as_ref(), conditions, record)
                 }
             },
         }
