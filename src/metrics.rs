@@ -5,7 +5,7 @@
 //! from the cache when scraped, not tracked on every insert.
 
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::access_log::AccessRecord;
+use crate::cache::status::Outcome;
 use crate::config::RuleKind;
 
 /// The `Content-Type` of [`Metrics::render`]'s output: the Prometheus text format, version 0.0.4, which
@@ -30,6 +31,21 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 const UPSTREAM_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
+
+/// `route` label values, by `RuleKind` and then no rule.
+const ROUTES: [&str; 3] = ["avatar", "http", "pass"];
+/// `cache` label values: `Outcome::as_str`'s, then `none` for requests no rule matched.
+const CACHES: [&str; 7] = [
+    "hit",
+    "stale",
+    "revalidated",
+    "miss",
+    "coalesced",
+    "bypass",
+    "none",
+];
+/// `status` label values, by the status code's first digit.
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Labels of `cloudreve_edge_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +85,9 @@ pub struct Metrics {
     registry: Registry,
     /// Requests answered, by route class, cache outcome and status class.
     requests: Family<RequestLabels, Counter>,
+    /// The counter of each label set once it has been used: the family's own lookup hashes and locks, which
+    /// is too much for every cache hit. A series still appears only once it has counted something.
+    request_counters: Box<[OnceLock<Counter>]>,
     /// Time from sending a request upstream to its response head.
     upstream_seconds: Histogram,
     /// Upstream exchanges that failed before a response head (or while a fill read the body).
@@ -127,6 +146,9 @@ impl Metrics {
         Self {
             registry,
             requests,
+            request_counters: (0..ROUTES.len() * CACHES.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             upstream_seconds,
             upstream_errors,
             open_connections,
@@ -137,16 +159,25 @@ impl Metrics {
 
     /// Counts one answered request, from what the request path recorded.
     pub fn request(&self, record: &AccessRecord, status: StatusCode) {
-        let labels = RequestLabels {
-            route: match record.rule {
-                Some(RuleKind::Avatar) => "avatar",
-                Some(RuleKind::Http) => "http",
-                None => "pass",
-            },
-            cache: record.cache.map_or("none", |c| c.outcome.as_str()),
-            status: status_class(status),
+        let route = match record.rule {
+            Some(RuleKind::Avatar) => 0,
+            Some(RuleKind::Http) => 1,
+            None => 2,
         };
-        self.requests.get_or_create(&labels).inc();
+        let cache = record
+            .cache
+            .map_or(CACHES.len() - 1, |c| cache_index(c.outcome));
+        let class = status_class(status);
+        let index = (route * CACHES.len() + cache) * STATUSES.len() + class;
+        let counter = self.request_counters[index].get_or_init(|| {
+            let labels = RequestLabels {
+                route: ROUTES[route],
+                cache: CACHES[cache],
+                status: STATUSES[class],
+            };
+            self.requests.get_or_create(&labels).clone()
+        });
+        counter.inc();
     }
 
     /// Records the time an upstream response head took.
@@ -185,13 +216,20 @@ impl Metrics {
 }
 
 /// `2xx`, `4xx`, ... for a status.
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// Index in [`STATUSES`] of a status code's class.
+fn status_class(status: StatusCode) -> usize {
+    usize::from(status.as_u16().clamp(100, 599) / 100 - 1)
+}
+
+/// Index in [`CACHES`] of an outcome's label (`Outcome::as_str`).
+fn cache_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Hit => 0,
+        Outcome::Stale | Outcome::StaleIfError => 1,
+        Outcome::Revalidated => 2,
+        Outcome::Stored | Outcome::Miss => 3,
+        Outcome::Collapsed => 4,
+        Outcome::Bypass => 5,
     }
 }
 
@@ -264,10 +302,32 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        assert_eq!(status_class(StatusCode::OK), "2xx");
-        assert_eq!(status_class(StatusCode::NOT_MODIFIED), "3xx");
-        assert_eq!(status_class(StatusCode::NOT_FOUND), "4xx");
-        assert_eq!(status_class(StatusCode::BAD_GATEWAY), "5xx");
+        let class = |status| STATUSES[status_class(status)];
+        assert_eq!(class(StatusCode::OK), "2xx");
+        assert_eq!(class(StatusCode::NOT_MODIFIED), "3xx");
+        assert_eq!(class(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(class(StatusCode::BAD_GATEWAY), "5xx");
+    }
+
+    #[test]
+    fn cache_labels_are_the_outcome_names() {
+        use Outcome::*;
+        for outcome in [
+            Hit,
+            Stale,
+            StaleIfError,
+            Revalidated,
+            Stored,
+            Collapsed,
+            Miss,
+            Bypass,
+        ] {
+            assert_eq!(
+                CACHES[cache_index(outcome)],
+                outcome.as_str(),
+                "{outcome:?}"
+            );
+        }
     }
 
     #[test]

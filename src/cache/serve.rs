@@ -36,21 +36,29 @@ pub struct Conditions {
 impl Conditions {
     /// Reads the conditions of a request.
     pub fn of(method: &Method, headers: &HeaderMap) -> Self {
-        let get = |name| headers.get(name).cloned();
-        Self {
+        let mut conditions = Self {
             head: method == Method::HEAD,
-            if_match: get(header::IF_MATCH),
-            if_none_match: get(header::IF_NONE_MATCH),
-            if_modified_since: get(header::IF_MODIFIED_SINCE),
-            if_unmodified_since: get(header::IF_UNMODIFIED_SINCE),
-            // Range is defined for GET only (RFC 9110 §14.2).
-            range: if method == Method::GET {
-                get(header::RANGE)
-            } else {
-                None
-            },
-            if_range: get(header::IF_RANGE),
+            ..Self::default()
+        };
+        // One pass over the request's fields: on most requests none of these is present, and comparing
+        // standard names is cheaper than six lookups.
+        for (name, value) in headers {
+            let slot = match *name {
+                header::IF_MATCH => &mut conditions.if_match,
+                header::IF_NONE_MATCH => &mut conditions.if_none_match,
+                header::IF_MODIFIED_SINCE => &mut conditions.if_modified_since,
+                header::IF_UNMODIFIED_SINCE => &mut conditions.if_unmodified_since,
+                // Range is defined for GET only (RFC 9110 §14.2).
+                header::RANGE if method == Method::GET => &mut conditions.range,
+                header::IF_RANGE => &mut conditions.if_range,
+                _ => continue,
+            };
+            // The first field line counts, as `HeaderMap::get` would have it.
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
         }
+        conditions
     }
 }
 

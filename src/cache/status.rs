@@ -1,7 +1,5 @@
 //! What the cache did for one response, as `Cache-Status` (RFC 9211) and `X-Cache`.
 
-use std::fmt::Write;
-
 use http::{HeaderValue, StatusCode};
 
 /// The cache's name in `Cache-Status`.
@@ -81,7 +79,8 @@ impl CacheStatus {
         })
     }
 
-    /// The `Cache-Status` value, e.g. `cloudreve-edge; hit; ttl=86312` or
+    /// The `Cache-Status` value (built on every response a rule matched, so without the formatting machinery),
+    /// e.g. `cloudreve-edge; hit; ttl=86312` or
     /// `cloudreve-edge; fwd=miss; fwd-status=200; stored; ttl=86400`.
     pub fn header_value(&self) -> HeaderValue {
         let mut out = String::with_capacity(64);
@@ -93,8 +92,10 @@ impl CacheStatus {
             Outcome::Stored | Outcome::Collapsed | Outcome::Miss => "; fwd=miss",
             Outcome::Bypass => "; fwd=bypass",
         });
+        let mut number = itoa::Buffer::new();
         if let Some(status) = self.fwd_status {
-            let _ = write!(out, "; fwd-status={}", status.as_u16());
+            out.push_str("; fwd-status=");
+            out.push_str(number.format(status.as_u16()));
         }
         match self.outcome {
             Outcome::Stored => out.push_str("; stored"),
@@ -102,10 +103,12 @@ impl CacheStatus {
             _ => {}
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(out, "; ttl={ttl}");
+            out.push_str("; ttl=");
+            out.push_str(number.format(ttl));
         }
         if let Some(detail) = self.detail {
-            let _ = write!(out, "; detail={detail}");
+            out.push_str("; detail=");
+            out.push_str(detail);
         }
         HeaderValue::try_from(out).expect("Cache-Status is built from ASCII tokens")
     }
