@@ -130,24 +130,29 @@ impl Fixture {
 
     /// `GET uri` on the shared keep-alive client, body read whole; a non-200 or a hang panics.
     async fn get(&self, uri: Uri) -> Reply {
-        let request = Request::get(uri).body(Empty::new()).unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            let response = self.client.request(request).await.expect("request failed");
-            assert_eq!(response.status(), 200);
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.expect("body failed").to_bytes();
-            Reply {
-                x_cache: parts.headers.get("x-cache").cloned(),
-                body_len: body.len(),
-            }
-        })
-        .await
-        .expect("request timed out")
+        fetch(self.client.clone(), uri).await
     }
 
     fn origin_requests(&self) -> u64 {
         self.origin_requests.load(Ordering::Relaxed)
     }
+}
+
+/// `GET uri` on `client`, body read whole; a non-200 or a hang panics.
+async fn fetch(client: Client<HttpConnector, Empty<Bytes>>, uri: Uri) -> Reply {
+    let request = Request::get(uri).body(Empty::new()).unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        let response = client.request(request).await.expect("request failed");
+        assert_eq!(response.status(), 200);
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body failed").to_bytes();
+        Reply {
+            x_cache: parts.headers.get("x-cache").cloned(),
+            body_len: body.len(),
+        }
+    })
+    .await
+    .expect("request timed out")
 }
 
 fn e2e(c: &mut Criterion) {
@@ -180,8 +185,45 @@ fn e2e(c: &mut Criterion) {
     });
     assert_eq!(fx.origin_requests() - before, ids, "one fetch per new id");
 
+    coalesced_miss(c, fx, &mut ids);
     pass_json(c, fx, "pass_json_e2e", fx.proxy);
     pass_json(c, fx, "origin_direct_json", fx.origin);
+}
+
+/// 64 clients ask for the same missing avatar at once: one fetch, 63 waiters served from its fill. One
+/// iteration is the whole group, from the first request sent to the last body read.
+fn coalesced_miss(c: &mut Criterion, fx: &Fixture, ids: &mut u64) {
+    const WAITERS: usize = 64;
+    let before = fx.origin_requests();
+    let mut groups = 0_u64;
+    c.bench_function("miss_coalesced_64_waiters", |b| {
+        b.to_async(&fx.rt).iter_batched(
+            || {
+                *ids += 1;
+                groups += 1;
+                Fixture::uri(fx.proxy, &format!("/api/v4/user/avatar/c{ids}"))
+            },
+            |uri| async move {
+                // Spawned, so all 64 are in flight together.
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..WAITERS {
+                    set.spawn(fetch(fx.client.clone(), uri.clone()));
+                }
+                while let Some(reply) = set.join_next().await {
+                    assert_eq!(
+                        reply.expect("the request task panicked").body_len,
+                        AVATAR.len()
+                    );
+                }
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    assert_eq!(
+        fx.origin_requests() - before,
+        groups,
+        "one fetch per group of 64"
+    );
 }
 
 /// `GET /api/v4/site/ping` at `addr`: through the proxy, or straight to the origin as the reference.
