@@ -30,6 +30,13 @@ pub enum ProxyError {
     /// The upstream body failed while the proxy was reading it whole (before anything reached the client).
     #[error("the upstream response body failed")]
     UpstreamBody(#[source] hyper::Error),
+    /// The client's request body was malformed or broke off while it was forwarded (the upstream never got
+    /// a complete request).
+    #[error("the request body was malformed or cut off")]
+    ClientBody(#[source] BoxError),
+    /// The client paused sending its request body for longer than `upstream.request_body_idle_timeout`.
+    #[error("the client stopped sending its request body")]
+    ClientBodyTimeout(#[source] BoxError),
     /// The request target cannot be turned into an upstream request (e.g. the authority-form target of a
     /// `CONNECT`: this proxy tunnels nothing).
     #[error("the request target cannot be forwarded: {0}")]
@@ -46,7 +53,8 @@ impl ProxyError {
             Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::BadRequestTarget(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequestTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -61,12 +69,18 @@ impl ProxyError {
                 "Cloudreve closed the connection unexpectedly"
             }
             Self::BadRequestTarget(_) => "Bad request target",
+            Self::ClientBody(_) => "Malformed or incomplete request body",
+            Self::ClientBodyTimeout(_) => "Request body timed out",
         }
     }
 
-    /// Faults of the client are logged below error level.
+    /// Faults of the client are logged below error level, and end the client's connection (its state after a
+    /// rejected request is unknown, RFC 9112 §9.6).
     pub fn is_client_fault(&self) -> bool {
-        matches!(self, Self::BadRequestTarget(_))
+        matches!(
+            self,
+            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::ClientBodyTimeout(_)
+        )
     }
 
     /// The response for this error, in Cloudreve's envelope; `code` repeats the HTTP status.
@@ -83,6 +97,13 @@ impl ProxyError {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.is_client_fault() {
+            // hyper closes an HTTP/1.1 connection after a response that says so (and drops the header on
+            // HTTP/2, where the stream alone ends).
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -129,6 +150,16 @@ mod tests {
         let err = ProxyError::BadRequestTarget("no path");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert!(err.is_client_fault());
+    }
+
+    #[test]
+    fn broken_or_stalled_client_body_is_the_clients_fault() {
+        let broken = ProxyError::ClientBody(io_error());
+        assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+        assert!(broken.is_client_fault());
+        let stalled = ProxyError::ClientBodyTimeout(io_error());
+        assert_eq!(stalled.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(stalled.is_client_fault());
     }
 
     #[tokio::test]

@@ -10,9 +10,11 @@
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
+//! - [`limits`]: connection slots (`max_connections`) and the idle watchdog (`idle_timeout`).
 //! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
+//! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the avatar cache facade; [`cache::policy`] (pure: key, storability, freshness),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills),
 //!   [`cache::status`] (`Cache-Status`).
@@ -39,9 +41,11 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod limits;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod upload;
 pub mod upstream;
 
 pub use config::Config;

@@ -1,6 +1,7 @@
 //! The public listener: accepting connections, serving HTTP/1.1 and HTTP/2 (cleartext) on one port, and a
 //! graceful drain on shutdown. Knows nothing of caching.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,9 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::config::ServerConfig;
+use crate::limits::{Activity, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::upstream::ClientInfo;
 
@@ -32,13 +34,23 @@ pub async fn run(
 ) -> io::Result<()> {
     let builder = connection_builder(config);
     let graceful = GracefulShutdown::new();
+    let slots = ConnectionSlots::new(config.max_connections);
     // Every connection task ends when `close` is dropped: after the drain, or when this future is.
     let (close, closed) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
+        // A free slot first: at `max_connections` the loop waits here, not on accept, so further clients
+        // wait in the listen backlog instead of being accepted and starved.
+        let slot = tokio::select! {
+            slot = slots.acquire() => slot,
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve(stream, peer, &builder, &graceful, &proxy, closed.clone()),
+                Ok((stream, peer)) => {
+                    let connection = Connection { peer, idle_timeout: config.idle_timeout, closed: closed.clone() };
+                    serve(stream, connection, &builder, &graceful, &proxy, slot);
+                }
                 Err(err) => {
                     // Errors of one connection attempt never stop the listener.
                     tracing::warn!(error = %err, "accept failed");
@@ -61,22 +73,43 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        // hyper's read buffer bounds the head: a head that does not fit gets 431 (RFC 6585 §5). Bodies are
+        // read through the same buffer in pieces, so this does not limit them.
+        .max_buf_size(config.max_request_head_size)
+        .max_headers(config.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(config.h2_max_concurrent_streams);
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        // RFC 9113 §6.5.2 SETTINGS_MAX_HEADER_LIST_SIZE: the HTTP/2 counterpart of the head size.
+        .max_header_list_size(u32::try_from(config.max_request_head_size).unwrap_or(u32::MAX));
     builder
+}
+
+/// One accepted client connection, before it is served.
+struct Connection {
+    /// The client's address.
+    peer: SocketAddr,
+    /// Closed after this long with no request in progress.
+    idle_timeout: Duration,
+    /// Completes when the server closes every connection (end of the drain).
+    closed: watch::Receiver<()>,
 }
 
 fn serve(
     stream: TcpStream,
-    peer: SocketAddr,
+    connection: Connection,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     proxy: &Arc<Proxy>,
-    mut closed: watch::Receiver<()>,
+    slot: OwnedSemaphorePermit,
 ) {
+    let Connection {
+        peer,
+        idle_timeout,
+        mut closed,
+    } = connection;
     // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
     let _ = stream.set_nodelay(true);
     let client = ClientInfo {
@@ -84,9 +117,15 @@ fn serve(
         tls: false,
     };
     let proxy = Arc::clone(proxy);
+    let activity = Activity::new();
+    let requests = activity.clone();
     let service = service_fn(move |request| {
         let proxy = Arc::clone(&proxy);
-        async move { proxy.handle(request, client).await }
+        let in_progress = requests.begin();
+        async move {
+            let response = proxy.handle(request, client).await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_progress)))
+        }
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -100,7 +139,9 @@ fn serve(
             },
             // Nothing is ever sent: this completes when the server drops the sender.
             _ = closed.changed() => tracing::debug!(client = %peer, "connection closed by the server"),
+            () = activity.idle_for(idle_timeout) => tracing::debug!(client = %peer, "idle connection closed"),
         }
+        drop(slot);
     });
 }
 

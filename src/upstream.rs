@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::upload::{ClientBodyError, UploadBody};
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -50,13 +51,15 @@ pub struct ClientInfo {
 /// The client to the one configured upstream.
 pub struct Upstream {
     /// Pooled keep-alive HTTP/1.1 connections (Cloudreve speaks HTTP/1.1 over plain TCP).
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, UploadBody>,
     /// Scheme every upstream request uses.
     scheme: Scheme,
     /// Where every upstream request goes, whatever the client asked for.
     authority: Authority,
-    /// Time allowed from sending a request to receiving the response head.
+    /// Time allowed from sending a request (its body included) to receiving the response head.
     response_header_timeout: Duration,
+    /// Longest pause in a request body while it is forwarded.
+    request_body_idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -79,16 +82,27 @@ impl Upstream {
             scheme: config.scheme.clone(),
             authority: config.authority.clone(),
             response_header_timeout: config.response_header_timeout,
+            request_body_idle_timeout: config.request_body_idle_timeout,
         }
     }
 
     /// Sends a request prepared by [`Upstream::prepare_request`] and waits for the response head.
-    /// The body is not awaited: it streams, with no total timeout (downloads, server-sent events).
+    /// The head timeout runs from when the request body has been sent whole (Cloudreve answers an upload
+    /// only after reading it); the response body is not awaited: it streams, with no total timeout
+    /// (downloads, server-sent events).
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_header_timeout, self.client.request(request)).await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(classify_error(err)),
+        let (parts, body) = request.into_parts();
+        let (body, sent) = UploadBody::new(body, self.request_body_idle_timeout);
+        let response = self.client.request(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        tokio::select! {
+            // An answer before the body is all sent (e.g. a refusal) is taken as it is.
+            result = &mut response => return result.map_err(classify_error),
+            // A body that fails instead drops the sender: the request errors just after.
+            _ = sent => {}
+        }
+        match tokio::time::timeout(self.response_header_timeout, response).await {
+            Ok(result) => result.map_err(classify_error),
             Err(_) => Err(ProxyError::UpstreamHeadTimeout(
                 self.response_header_timeout,
             )),
@@ -206,8 +220,16 @@ fn via_value(received: Version) -> HeaderValue {
     })
 }
 
-/// Sorts a client error into where it happened: connecting (refused or timed out) or later.
+/// Sorts a client error into where it happened: connecting (refused or timed out), the client's own request
+/// body, or the upstream later.
 fn classify_error(err: hyper_util::client::legacy::Error) -> ProxyError {
+    let client_body = std::iter::successors(err.source(), |e| (*e).source())
+        .find_map(|e| e.downcast_ref::<ClientBodyError>());
+    match client_body {
+        Some(ClientBodyError::Stalled(_)) => return ProxyError::ClientBodyTimeout(Box::new(err)),
+        Some(ClientBodyError::Broken(_)) => return ProxyError::ClientBody(Box::new(err)),
+        None => {}
+    }
     if !err.is_connect() {
         return ProxyError::UpstreamRequest(Box::new(err));
     }
