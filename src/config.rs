@@ -18,7 +18,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_WORKER_THREADS: usize = 0;
 /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send a whole request head (HTTP/1.1), and to start the next one.
+/// How long a client may take to send a whole request head (HTTP/1.1), from its first byte.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent streams allowed on one HTTP/2 client connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;

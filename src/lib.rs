@@ -10,6 +10,7 @@
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
+//! - [`framing`]: HTTP/1.1 request framing checked on the raw bytes before hyper (request smuggling).
 //! - [`limits`]: connection slots (`max_connections`) and the idle watchdog (`idle_timeout`).
 //! - [`route`]: request classification (Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there.
@@ -41,6 +42,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod framing;
 pub mod limits;
 pub mod proxy;
 pub mod route;

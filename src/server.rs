@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::config::ServerConfig;
+use crate::framing::{FramingGuard, HeadLimits};
 use crate::limits::{Activity, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::upstream::ClientInfo;
@@ -48,7 +49,7 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let connection = Connection { peer, idle_timeout: config.idle_timeout, closed: closed.clone() };
+                    let connection = Connection::new(peer, config, closed.clone());
                     serve(stream, connection, &builder, &graceful, &proxy, slot);
                 }
                 Err(err) => {
@@ -72,7 +73,9 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // The head is timed by the framing guard, from its first byte (hyper's timer would also count the
+        // idle time before it, which is `idle_timeout`'s, and cannot see a head the guard holds back).
+        .header_read_timeout(None)
         // hyper's read buffer bounds the head: a head that does not fit gets 431 (RFC 6585 §5). Bodies are
         // read through the same buffer in pieces, so this does not limit them.
         .max_buf_size(config.max_request_head_size)
@@ -95,6 +98,23 @@ struct Connection {
     idle_timeout: Duration,
     /// Completes when the server closes every connection (end of the drain).
     closed: watch::Receiver<()>,
+    /// Head limits, for the framing guard.
+    head_limits: HeadLimits,
+}
+
+impl Connection {
+    fn new(peer: SocketAddr, config: &ServerConfig, closed: watch::Receiver<()>) -> Self {
+        Self {
+            peer,
+            idle_timeout: config.idle_timeout,
+            closed,
+            head_limits: HeadLimits {
+                max_size: config.max_request_head_size,
+                max_fields: config.max_headers,
+                read_timeout: config.header_read_timeout,
+            },
+        }
+    }
 }
 
 fn serve(
@@ -109,6 +129,7 @@ fn serve(
         peer,
         idle_timeout,
         mut closed,
+        head_limits,
     } = connection;
     // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
     let _ = stream.set_nodelay(true);
@@ -128,7 +149,11 @@ fn serve(
         }
     });
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
+        .serve_connection(
+            TokioIo::new(FramingGuard::new(stream, head_limits)),
+            service,
+        )
         .into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {

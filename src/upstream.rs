@@ -97,12 +97,14 @@ impl Upstream {
         tokio::pin!(response);
         tokio::select! {
             // An answer before the body is all sent (e.g. a refusal) is taken as it is.
-            result = &mut response => return result.map_err(classify_error),
+            result = &mut response => return result.map_err(classify_error).and_then(refuse_unasked_upgrade),
             // A body that fails instead drops the sender: the request errors just after.
             _ = sent => {}
         }
         match tokio::time::timeout(self.response_header_timeout, response).await {
-            Ok(result) => result.map_err(classify_error),
+            Ok(result) => result
+                .map_err(classify_error)
+                .and_then(refuse_unasked_upgrade),
             Err(_) => Err(ProxyError::UpstreamHeadTimeout(
                 self.response_header_timeout,
             )),
@@ -143,6 +145,17 @@ impl Upstream {
             .build()
             .map_err(|_| ProxyError::BadRequestTarget("invalid request target"))
     }
+}
+
+/// The proxy never forwards `Upgrade` (it is hop-by-hop), so a `101` is a protocol switch nobody asked for
+/// (RFC 9110 §15.2.2: a server MUST NOT switch to a protocol the client did not name). Passing it on would
+/// leave the client believing it has a tunnel; it is an upstream failure instead.
+fn refuse_unasked_upgrade(response: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let err = std::io::Error::other("the upstream switched protocols unasked");
+        return Err(ProxyError::UpstreamRequest(Box::new(err)));
+    }
+    Ok(response)
 }
 
 /// Turns an upstream response head into the client's: hop-by-hop headers removed, `Via` added.
