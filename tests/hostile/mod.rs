@@ -116,6 +116,22 @@ impl Raw {
         read.ok().map(|()| std::mem::take(&mut self.buf))
     }
 
+    /// Reads until at least `n` bytes have arrived in all (head included), within [`PATIENCE`].
+    pub async fn read_at_least(&mut self, n: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.buf.len() < n {
+                assert!(
+                    self.fill().await > 0,
+                    "closed after {} bytes",
+                    self.buf.len()
+                );
+            }
+        })
+        .await
+        .expect("the bytes did not come within PATIENCE");
+        self.buf.clear();
+    }
+
     /// Reads what is there; 0 on close or reset.
     async fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 16 * 1024];
