@@ -25,6 +25,9 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// A client connection with no request in progress is closed after this long (keep-alive, HTTP/2, or a
 /// connection that never sends a request).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response body with nothing from the upstream for this long is aborted. Above Cloudreve's 30 s
+/// server-sent-event keep-alive, so event streams are never cut.
+pub const DEFAULT_RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest request head (request line and header fields) accepted; larger ones get 431.
 pub const DEFAULT_MAX_REQUEST_HEAD_SIZE: ByteSize = ByteSize::kib(64);
 /// Most header fields accepted in one request head; more get 431.
@@ -80,6 +83,8 @@ pub struct ServerConfig {
     pub h2_max_concurrent_streams: u32,
     /// A connection with no request in progress is closed after this long.
     pub idle_timeout: Duration,
+    /// A response body with nothing from the upstream for this long is aborted.
+    pub response_idle_timeout: Duration,
     /// Largest request head in bytes (HTTP/1.1 head; HTTP/2 header list).
     pub max_request_head_size: usize,
     /// Most header fields in one HTTP/1.1 request head.
@@ -200,6 +205,8 @@ struct RawServer {
     h2_max_concurrent_streams: u32,
     #[serde(with = "humantime_serde")]
     idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    response_idle_timeout: Duration,
     max_request_head_size: ByteSize,
     max_headers: usize,
     max_connections: usize,
@@ -214,6 +221,7 @@ impl Default for RawServer {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            response_idle_timeout: DEFAULT_RESPONSE_IDLE_TIMEOUT,
             max_request_head_size: DEFAULT_MAX_REQUEST_HEAD_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -342,6 +350,7 @@ impl RawServer {
         non_zero("server.drain_timeout", self.drain_timeout)?;
         non_zero("server.header_read_timeout", self.header_read_timeout)?;
         non_zero("server.idle_timeout", self.idle_timeout)?;
+        non_zero("server.response_idle_timeout", self.response_idle_timeout)?;
         at_least_one(
             "server.h2_max_concurrent_streams",
             self.h2_max_concurrent_streams as usize,
@@ -356,6 +365,7 @@ impl RawServer {
             header_read_timeout: self.header_read_timeout,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             idle_timeout: self.idle_timeout,
+            response_idle_timeout: self.response_idle_timeout,
             max_request_head_size,
             max_headers: self.max_headers,
             max_connections: self.max_connections,

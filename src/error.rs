@@ -27,6 +27,9 @@ pub enum ProxyError {
     /// The upstream connection failed before a complete response head (reset, closed, not HTTP).
     #[error("the upstream failed before answering")]
     UpstreamRequest(#[source] BoxError),
+    /// The upstream stopped sending a body the proxy was reading whole (a cache fill) for this long.
+    #[error("the upstream did not send the whole avatar within {0:?}")]
+    UpstreamBodyTimeout(Duration),
     /// The upstream body failed while the proxy was reading it whole (before anything reached the client).
     #[error("the upstream response body failed")]
     UpstreamBody(#[source] hyper::Error),
@@ -50,9 +53,9 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::UpstreamConnectTimeout(_)
+            | Self::UpstreamHeadTimeout(_)
+            | Self::UpstreamBodyTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequestTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
@@ -62,9 +65,9 @@ impl ProxyError {
     fn public_message(&self) -> &'static str {
         match self {
             Self::UpstreamConnect(_) => "Cloudreve is unreachable",
-            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
-                "Cloudreve did not answer in time"
-            }
+            Self::UpstreamConnectTimeout(_)
+            | Self::UpstreamHeadTimeout(_)
+            | Self::UpstreamBodyTimeout(_) => "Cloudreve did not answer in time",
             Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
                 "Cloudreve closed the connection unexpectedly"
             }
@@ -141,6 +144,10 @@ mod tests {
         );
         assert_eq!(
             ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::UpstreamBodyTimeout(Duration::from_secs(1)).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
     }

@@ -6,6 +6,7 @@
 //! bytes with no timer), an idle HTTP/2 connection, or the number of connections. Only *idle* time is limited
 //! here: a request in progress, however long it streams (downloads, uploads, server-sent events), is never cut.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -119,31 +120,68 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that keeps its request counted as in progress until the body ends or is dropped.
+/// A response body that keeps its request counted as in progress until the body ends or is dropped, and
+/// is aborted when its source (the upstream) sends nothing for `stall_limit` while the client waits for
+/// more. The client then sees a cut connection or stream (RFC 9112 §8: an incomplete message), never a
+/// body that looks complete. A slow *client* does not count: the timer runs only while this body is asked
+/// for its next piece and has none.
 pub struct Tracked<B> {
     body: B,
     _guard: RequestGuard,
+    stall_limit: Duration,
+    /// Armed from the first poll that finds no piece ready.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> Tracked<B> {
-    /// `body`, counted by `guard`.
-    pub fn new(body: B, guard: RequestGuard) -> Self {
+    /// `body`, counted by `guard`, aborted after `stall_limit` without a piece.
+    pub fn new(body: B, guard: RequestGuard, stall_limit: Duration) -> Self {
         Self {
             body,
             _guard: guard,
+            stall_limit,
+            stall: None,
         }
     }
 }
 
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tracked<B> {
+/// The upstream sent nothing of a response body for `server.response_idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing of the response body for {0:?}")]
+pub struct ResponseStalled(Duration);
+
+impl<B> HttpBody for Tracked<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stall = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let limit = this.stall_limit;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!(?limit, "response body stalled; aborting it");
+                        Poll::Ready(Some(Err(Box::new(ResponseStalled(limit)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -161,8 +161,12 @@ impl Proxy {
                 ));
             }
         };
-        match collect_up_to(body, limits.max_object_size)
+        // The body of a fill is awaited under the head timeout too: waiters are held on it, and an upstream
+        // that stalls mid-avatar must not hold them forever (a streamed download has no such limit).
+        let timeout = self.upstream.response_header_timeout();
+        match tokio::time::timeout(timeout, collect_up_to(body, limits.max_object_size))
             .await
+            .map_err(|_| ProxyError::UpstreamBodyTimeout(timeout))?
             .map_err(ProxyError::UpstreamBody)?
         {
             Collected::Whole(bytes) => {

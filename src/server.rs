@@ -100,6 +100,8 @@ struct Connection {
     closed: watch::Receiver<()>,
     /// Head limits, for the framing guard.
     head_limits: HeadLimits,
+    /// A response body with nothing from its source for this long is aborted.
+    response_idle_timeout: Duration,
 }
 
 impl Connection {
@@ -113,6 +115,7 @@ impl Connection {
                 max_fields: config.max_headers,
                 read_timeout: config.header_read_timeout,
             },
+            response_idle_timeout: config.response_idle_timeout,
         }
     }
 }
@@ -130,6 +133,7 @@ fn serve(
         idle_timeout,
         mut closed,
         head_limits,
+        response_idle_timeout,
     } = connection;
     // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
     let _ = stream.set_nodelay(true);
@@ -138,6 +142,7 @@ fn serve(
         tls: false,
     };
     let proxy = Arc::clone(proxy);
+    let stall_limit = response_idle_timeout;
     let activity = Activity::new();
     let requests = activity.clone();
     let service = service_fn(move |request| {
@@ -145,7 +150,7 @@ fn serve(
         let in_progress = requests.begin();
         async move {
             let response = proxy.handle(request, client).await?;
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_progress)))
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_progress, stall_limit)))
         }
     });
     let connection = builder

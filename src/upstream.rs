@@ -111,6 +111,11 @@ impl Upstream {
         }
     }
 
+    /// Time allowed for the upstream's response head (also for the whole body of a cache fill).
+    pub fn response_header_timeout(&self) -> Duration {
+        self.response_header_timeout
+    }
+
     /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
     /// end-to-end headers and `Host`; hop-by-hop headers removed; `X-Forwarded-For`, `X-Forwarded-Proto` and
     /// `Via` set.

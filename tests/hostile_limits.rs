@@ -194,6 +194,8 @@ fn all_short(upstream: &str) -> cloudreve_edge::Config {
         c.server.idle_timeout = SHORT;
         c.server.header_read_timeout = SHORT;
         c.upstream.response_header_timeout = SHORT;
+        // Longer than each gap: bytes keep flowing, so nothing is stalled.
+        c.server.response_idle_timeout = GAP * 2;
     })
 }
 
