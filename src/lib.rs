@@ -26,7 +26,8 @@
 //!
 //! # Life of a request
 //!
-//! 1. **accept** ([`server`]): TCP, HTTP/1.1 or HTTP/2 cleartext.
+//! 1. **accept** ([`server`]): TCP within `max_connections`, HTTP/1.1 framing checked on the raw bytes
+//!    ([`framing`]), then HTTP/1.1 or HTTP/2 cleartext; idle connections closed ([`limits`]).
 //! 2. **classify** ([`route::classify`]): `Avatar(key)`, `AvatarBypass(reason)` or `Pass`.
 //! 3. **cache lookup** ([`cache::AvatarCache::lookup`]): a fresh entry is answered from memory with `Age`;
 //!    otherwise the first request claims the fill and the others wait for it.
