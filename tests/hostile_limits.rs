@@ -501,3 +501,96 @@ async fn stalled_upload_gets_408_and_the_upstream_never_gets_a_complete_request(
         "the upstream never got the whole body"
     );
 }
+
+#[tokio::test]
+async fn http2_rapid_reset_flood_leaves_no_upstream_request_behind() {
+    // CVE-2023-44487: open a stream and reset it at once, thousands of times. Each reset must cancel the
+    // proxy's upstream request, so the upstream never holds more than a stream limit's worth at a time, and
+    // nothing is left in flight afterwards.
+    const ROUNDS: usize = 100;
+    const LIMIT: u32 = 8;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let upstream = {
+        let (in_flight, most) = (Arc::clone(&in_flight), Arc::clone(&most));
+        FakeCloudreve::start(move |request: Request<Incoming>| {
+            let hold = request.uri().path() == PING;
+            let guard = hold.then(|| InFlight::enter(&in_flight, &most));
+            async move {
+                if hold {
+                    // Never answers: only a cancellation ends it.
+                    std::future::pending::<()>().await;
+                }
+                drop(guard);
+                json_response("{}")
+            }
+        })
+        .await
+    };
+    let proxy = TestProxy::start_with(config_with(&upstream.url(), |c| {
+        c.server.h2_max_concurrent_streams = LIMIT;
+    }))
+    .await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    // In rounds: a stream limit's worth of requests, each reset once the upstream has it (the proxy has
+    // started the work, which is what makes the attack expensive), then the next round.
+    let flood = async {
+        for round in 1..=ROUNDS {
+            let mut open = Vec::new();
+            for _ in 0..LIMIT {
+                client = client.ready().await.expect("the connection stays usable");
+                let request = Request::get(proxy.url(PING)).body(()).unwrap();
+                open.push(client.send_request(request, false).unwrap());
+            }
+            let reached = round * LIMIT as usize;
+            eventually("the round reaches the upstream", || {
+                upstream.count() == reached
+            })
+            .await;
+            for (_response, mut send) in open {
+                send.send_reset(h2::Reason::CANCEL);
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE * 3, flood)
+        .await
+        .expect("the flood was not absorbed");
+    connection.abort();
+    eventually("every upstream request cancelled", || {
+        in_flight.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    let peak = most.load(Ordering::SeqCst);
+    assert!(
+        peak <= 2 * LIMIT as usize,
+        "{peak} upstream requests at once"
+    );
+    // The proxy is fine afterwards.
+    let reply = send(
+        &h2_client(),
+        Request::get(proxy.url("/after")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.count(), ROUNDS * LIMIT as usize + 1);
+}
+
+/// Counts a fake upstream handler as in flight until it is dropped (answered or cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>, most: &AtomicUsize) -> Self {
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(now, Ordering::SeqCst);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
