@@ -142,7 +142,6 @@ fn serve(
         tls: false,
     };
     let proxy = Arc::clone(proxy);
-    let stall_limit = response_idle_timeout;
     let activity = Activity::new();
     let requests = activity.clone();
     let service = service_fn(move |request| {
@@ -150,7 +149,9 @@ fn serve(
         let in_progress = requests.begin();
         async move {
             let response = proxy.handle(request, client).await?;
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_progress, stall_limit)))
+            Ok::<_, Infallible>(
+                response.map(|body| Tracked::new(body, in_progress, response_idle_timeout)),
+            )
         }
     });
     let connection = builder
