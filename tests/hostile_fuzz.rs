@@ -145,3 +145,17 @@ fn framing_guard_is_split_invariant_on_random_streams() {
         checks::framing,
     );
 }
+
+#[test]
+fn nocache_past_a_thousand_pairs_is_only_ever_more_careful() {
+    // Found by `cargo fuzz run nocache_parse`: the reference first assumed Go gives up at 1000 pairs; Go's
+    // limit is 10,000 and past it every parameter is absent. The proxy's own cut-off stays the safe side.
+    for query in [
+        format!("nocache&{}", "a&".repeat(1500)),
+        format!("{}nocache=1", "a&".repeat(1500)),
+        format!("nocache=1&{}", "a&".repeat(10_001)),
+        format!("{}nocache=1", "a&".repeat(10_001)),
+    ] {
+        checks::nocache(query.as_bytes());
+    }
+}
