@@ -157,7 +157,7 @@ fn serve(
     let connection = builder
         // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
         .serve_connection(
-            TokioIo::new(FramingGuard::new(stream, head_limits)),
+            TokioIo::new(FramingGuard::new(stream, head_limits, peer)),
             service,
         )
         .into_owned();
