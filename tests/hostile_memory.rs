@@ -275,3 +275,40 @@ async fn slow_readers_of_a_large_download_back_pressure_the_upstream() {
 async fn oversize_avatar_is_streamed_to_slow_readers_never_accumulated() {
     assert_back_pressured("/api/v4/user/avatar/img1", "image/png").await;
 }
+
+// 3. Many slow connections.
+
+#[tokio::test]
+async fn hundreds_of_slowloris_heads_cost_little_memory_and_all_time_out() {
+    const CONNECTIONS: usize = 400;
+    let upstream = FakeCloudreve::start(|_| async { json_response(r#"{"code":0}"#) }).await;
+    let mut config = test_config(&upstream.url());
+    config.server.header_read_timeout = Duration::from_secs(2);
+    let proxy = TestProxy::start_with(config).await;
+    let before = resident();
+    let mut slow = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut raw = Raw::connect(proxy.addr).await;
+        raw.send(b"GET /api/v4/site/ping HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+            .await
+            .unwrap();
+        slow.push(raw);
+    }
+    // Served in accept order: an answer on a later connection means every slow one was taken in.
+    assert_eq!(get(&proxy.url("/api/v4/site/ping")).await.status, 200);
+    let grown = resident().saturating_sub(before);
+    eprintln!(
+        "{CONNECTIONS} slowloris connections: resident grew {} KiB ({} bytes each)",
+        grown / 1024,
+        grown / CONNECTIONS as u64
+    );
+    assert!(
+        grown < CONNECTIONS as u64 * 32 * 1024,
+        "{} KiB",
+        grown / 1024
+    );
+    for raw in &mut slow {
+        raw.closed().await;
+    }
+    assert_eq!(upstream.count(), 1, "no partial head was forwarded");
+}
