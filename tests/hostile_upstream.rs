@@ -242,3 +242,30 @@ async fn oversized_upstream_head_on_pass_through_is_502() {
     assert_eq!(get(&proxy.url("/api/v4/site/ping")).await.status, 200);
     assert!(upstream.connections.load(Ordering::SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn upstream_that_never_completes_the_connection_maps_to_504_after_connect_timeout() {
+    // A listener that never accepts, its backlog filled: the kernel drops further SYNs, so a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break, // the backlog is full
+        }
+    }
+    let mut config = test_config(&format!("http://{addr}"));
+    config.upstream.connect_timeout = TIMEOUT;
+    let proxy = TestProxy::start_with(config).await;
+    let started = Instant::now();
+    let reply = get(&proxy.url(AVATAR)).await;
+    assert_eq!(reply.status, 504, "{:?}", reply.body);
+    assert!(started.elapsed() >= TIMEOUT);
+    assert!(started.elapsed() < TIMEOUT * 6, "{:?}", started.elapsed());
+    assert!(reply.cache_status().contains("detail=upstream-error"));
+    assert_eq!(proxy.proxy.cache().usage().0, 0);
+    drop(listener);
+}
