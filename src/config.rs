@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
@@ -29,16 +30,32 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_WORKER_THREADS: usize = 0;
 /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits anyway.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send a whole request head (HTTP/1.1), and to start the next one.
+/// How long a client may take to send a whole request head (HTTP/1.1), from its first byte.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent streams allowed on one HTTP/2 client connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// A client connection with no request in progress is closed after this long (keep-alive, HTTP/2, or a
+/// connection that never sends a request).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A response body with nothing from the upstream for this long is aborted. Above Cloudreve's 30 s
+/// server-sent-event keep-alive, so event streams are never cut.
+pub const DEFAULT_RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest request head (request line and header fields) accepted; larger ones get 431.
+pub const DEFAULT_MAX_REQUEST_HEAD_SIZE: ByteSize = ByteSize::kib(64);
+/// Most header fields accepted in one request head; more get 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Client connections served at once; further connections wait in the listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// hyper's floor for its HTTP/1.1 read buffer, which is what bounds a request head.
+pub const MIN_REQUEST_HEAD_SIZE: u64 = 8 * 1024;
 /// Cloudreve's own default listen port is 5212.
 pub const DEFAULT_UPSTREAM_URL: &str = "http://127.0.0.1:5212";
 /// TCP connect to the upstream.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// From sending a request to receiving the upstream's response head. Bodies have no total timeout.
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest pause in a request body being forwarded; a client that stops sending is cut off (408).
+pub const DEFAULT_REQUEST_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle keep-alive connections to the upstream are closed after this long.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// At most this many idle keep-alive connections to the upstream are kept.
@@ -78,6 +95,16 @@ pub struct ServerConfig {
     pub proxy_protocol: bool,
     /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are kept and extended rather than replaced.
     pub trusted_proxies: TrustedProxies,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// A response body with nothing from the upstream for this long is aborted.
+    pub response_idle_timeout: Duration,
+    /// Largest request head in bytes (HTTP/1.1 head; HTTP/2 header list).
+    pub max_request_head_size: usize,
+    /// Most header fields in one HTTP/1.1 request head.
+    pub max_headers: usize,
+    /// Client connections served at once.
+    pub max_connections: usize,
 }
 
 /// `[upstream]`
@@ -91,8 +118,10 @@ pub struct UpstreamConfig {
     pub authority: Authority,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Time allowed from request to response head.
+    /// Time allowed from the request (body included) to the response head.
     pub response_header_timeout: Duration,
+    /// Longest pause in a request body being forwarded.
+    pub request_body_idle_timeout: Duration,
     /// Idle pooled connections are closed after this long.
     pub pool_idle_timeout: Duration,
     /// Maximum idle pooled connections.
@@ -183,6 +212,13 @@ struct RawServer {
     h2_max_concurrent_streams: u32,
     proxy_protocol: bool,
     trusted_proxies: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    response_idle_timeout: Duration,
+    max_request_head_size: ByteSize,
+    max_headers: usize,
+    max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -195,6 +231,11 @@ impl Default for RawServer {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            response_idle_timeout: DEFAULT_RESPONSE_IDLE_TIMEOUT,
+            max_request_head_size: DEFAULT_MAX_REQUEST_HEAD_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -208,6 +249,8 @@ struct RawUpstream {
     #[serde(with = "humantime_serde")]
     response_header_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    request_body_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pool_idle_timeout: Duration,
     pool_max_idle: usize,
     ca_file: String,
@@ -219,6 +262,7 @@ impl Default for RawUpstream {
             url: DEFAULT_UPSTREAM_URL.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            request_body_idle_timeout: DEFAULT_REQUEST_BODY_IDLE_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
             ca_file: String::new(),
@@ -325,12 +369,15 @@ impl RawServer {
     fn validate(self) -> Result<ServerConfig, ConfigError> {
         non_zero("server.drain_timeout", self.drain_timeout)?;
         non_zero("server.header_read_timeout", self.header_read_timeout)?;
-        if self.h2_max_concurrent_streams == 0 {
-            return Err(invalid(
-                "server.h2_max_concurrent_streams",
-                "must be at least 1",
-            ));
-        }
+        non_zero("server.idle_timeout", self.idle_timeout)?;
+        non_zero("server.response_idle_timeout", self.response_idle_timeout)?;
+        at_least_one(
+            "server.h2_max_concurrent_streams",
+            self.h2_max_concurrent_streams as usize,
+        )?;
+        at_least_one("server.max_headers", self.max_headers)?;
+        at_least_one("server.max_connections", self.max_connections)?;
+        let max_request_head_size = request_head_size(self.max_request_head_size)?;
         Ok(ServerConfig {
             listen: parse_listen(&self.listen)?,
             worker_threads: (self.worker_threads > 0).then_some(self.worker_threads),
@@ -339,6 +386,11 @@ impl RawServer {
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             proxy_protocol: self.proxy_protocol,
             trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)?,
+            idle_timeout: self.idle_timeout,
+            response_idle_timeout: self.response_idle_timeout,
+            max_request_head_size,
+            max_headers: self.max_headers,
+            max_connections: self.max_connections,
         })
     }
 }
@@ -350,6 +402,10 @@ impl RawUpstream {
             "upstream.response_header_timeout",
             self.response_header_timeout,
         )?;
+        non_zero(
+            "upstream.request_body_idle_timeout",
+            self.request_body_idle_timeout,
+        )?;
         let (scheme, authority) = parse_upstream_url(&self.url)?;
         let tls = ops::upstream_roots(scheme == Scheme::HTTPS, &self.ca_file)?;
         Ok(UpstreamConfig {
@@ -358,6 +414,7 @@ impl RawUpstream {
             authority,
             connect_timeout: self.connect_timeout,
             response_header_timeout: self.response_header_timeout,
+            request_body_idle_timeout: self.request_body_idle_timeout,
             pool_idle_timeout: self.pool_idle_timeout,
             pool_max_idle: self.pool_max_idle,
         })
@@ -395,6 +452,30 @@ fn non_zero(key: &'static str, value: Duration) -> Result<(), ConfigError> {
         return Err(invalid(key, "must be longer than 0s"));
     }
     Ok(())
+}
+
+fn at_least_one(key: &'static str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// hyper bounds an HTTP/1.1 head by its read buffer, which cannot be smaller than 8 KiB; HTTP/2 takes the
+/// limit as a `u32` header list size.
+fn request_head_size(size: ByteSize) -> Result<usize, ConfigError> {
+    const KEY: &str = "server.max_request_head_size";
+    let bytes = size.as_u64();
+    if bytes < MIN_REQUEST_HEAD_SIZE {
+        return Err(invalid(
+            KEY,
+            format!("{size} is below the minimum of 8 KiB"),
+        ));
+    }
+    if bytes > u64::from(u32::MAX) {
+        return Err(invalid(KEY, "must be below 4 GiB"));
+    }
+    Ok(bytes as usize)
 }
 
 fn parse_listen(listen: &str) -> Result<SocketAddr, ConfigError> {
@@ -614,6 +695,30 @@ mod tests {
     fn zero_timeouts_are_rejected() {
         let err = Config::from_toml("[upstream]\nconnect_timeout = \"0s\"\n").unwrap_err();
         assert_eq!(key_of(err), "upstream.connect_timeout");
+    }
+
+    #[test]
+    fn request_head_size_below_hypers_floor_is_rejected() {
+        let err = Config::from_toml("[server]\nmax_request_head_size = \"4 KiB\"\n").unwrap_err();
+        assert_eq!(key_of(err), "server.max_request_head_size");
+        let config = Config::from_toml("[server]\nmax_request_head_size = \"8 KiB\"\n").unwrap();
+        assert_eq!(config.server.max_request_head_size, 8192);
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        for (key, line) in [
+            ("server.max_connections", "max_connections = 0"),
+            ("server.max_headers", "max_headers = 0"),
+            ("server.idle_timeout", "idle_timeout = \"0s\""),
+            (
+                "server.h2_max_concurrent_streams",
+                "h2_max_concurrent_streams = 0",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("[server]\n{line}\n")).unwrap_err();
+            assert_eq!(key_of(err), key, "{line}");
+        }
     }
 
     #[test]

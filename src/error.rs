@@ -27,9 +27,19 @@ pub enum ProxyError {
     /// The upstream connection failed before a complete response head (reset, closed, not HTTP).
     #[error("the upstream failed before answering")]
     UpstreamRequest(#[source] BoxError),
+    /// The upstream stopped sending a body the proxy was reading whole (a cache fill) for this long.
+    #[error("the upstream did not send the whole avatar within {0:?}")]
+    UpstreamBodyTimeout(Duration),
     /// The upstream body failed while the proxy was reading it whole (before anything reached the client).
     #[error("the upstream response body failed")]
     UpstreamBody(#[source] hyper::Error),
+    /// The client's request body was malformed or broke off while it was forwarded (the upstream never got
+    /// a complete request).
+    #[error("the request body was malformed or cut off")]
+    ClientBody(#[source] BoxError),
+    /// The client paused sending its request body for longer than `upstream.request_body_idle_timeout`.
+    #[error("the client stopped sending its request body")]
+    ClientBodyTimeout(#[source] BoxError),
     /// The request target cannot be turned into an upstream request (e.g. the authority-form target of a
     /// `CONNECT`: this proxy tunnels nothing).
     #[error("the request target cannot be forwarded: {0}")]
@@ -43,10 +53,11 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            Self::BadRequestTarget(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamConnectTimeout(_)
+            | Self::UpstreamHeadTimeout(_)
+            | Self::UpstreamBodyTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequestTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -54,18 +65,21 @@ impl ProxyError {
     fn public_message(&self) -> &'static str {
         match self {
             Self::UpstreamConnect(_) => "Cloudreve is unreachable",
-            Self::UpstreamConnectTimeout(_) | Self::UpstreamHeadTimeout(_) => {
-                "Cloudreve did not answer in time"
-            }
+            Self::UpstreamConnectTimeout(_)
+            | Self::UpstreamHeadTimeout(_)
+            | Self::UpstreamBodyTimeout(_) => "Cloudreve did not answer in time",
             Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
                 "Cloudreve closed the connection unexpectedly"
             }
             Self::BadRequestTarget(_) => "Bad request target",
+            Self::ClientBody(_) => "Malformed or incomplete request body",
+            Self::ClientBodyTimeout(_) => "Request body timed out",
         }
     }
 
     /// Where an upstream exchange failed, as the `kind` label of the upstream error metric; `None` for
-    /// faults of the client.
+    /// faults of the client (a request body that broke off or stalled is the client's, even though it
+    /// surfaces from the upstream exchange).
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
             Self::UpstreamConnect(_) => Some("connect"),
@@ -73,7 +87,8 @@ impl ProxyError {
             Self::UpstreamHeadTimeout(_) => Some("response_timeout"),
             Self::UpstreamRequest(_) => Some("closed"),
             Self::UpstreamBody(_) => Some("body"),
-            Self::BadRequestTarget(_) => None,
+            Self::UpstreamBodyTimeout(_) => Some("body_timeout"),
+            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::ClientBodyTimeout(_) => None,
         }
     }
 
@@ -85,9 +100,13 @@ impl ProxyError {
         )
     }
 
-    /// Faults of the client are logged below error level.
+    /// Faults of the client are logged below error level, and end the client's connection (its state after a
+    /// rejected request is unknown, RFC 9112 §9.6).
     pub fn is_client_fault(&self) -> bool {
-        matches!(self, Self::BadRequestTarget(_))
+        matches!(
+            self,
+            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::ClientBodyTimeout(_)
+        )
     }
 
     /// The response for this error, in Cloudreve's envelope; `code` repeats the HTTP status.
@@ -104,6 +123,13 @@ impl ProxyError {
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.is_client_fault() {
+            // hyper closes an HTTP/1.1 connection after a response that says so (and drops the header on
+            // HTTP/2, where the stream alone ends).
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -143,6 +169,10 @@ mod tests {
             ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+        assert_eq!(
+            ProxyError::UpstreamBodyTimeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[test]
@@ -155,7 +185,16 @@ mod tests {
             ProxyError::UpstreamHeadTimeout(Duration::from_secs(1)).upstream_kind(),
             Some("response_timeout")
         );
+        assert_eq!(
+            ProxyError::UpstreamBodyTimeout(Duration::from_secs(1)).upstream_kind(),
+            Some("body_timeout")
+        );
         assert_eq!(ProxyError::BadRequestTarget("x").upstream_kind(), None);
+        assert_eq!(ProxyError::ClientBody(io_error()).upstream_kind(), None);
+        assert_eq!(
+            ProxyError::ClientBodyTimeout(io_error()).upstream_kind(),
+            None
+        );
     }
 
     #[test]
@@ -163,6 +202,16 @@ mod tests {
         let err = ProxyError::BadRequestTarget("no path");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert!(err.is_client_fault());
+    }
+
+    #[test]
+    fn broken_or_stalled_client_body_is_the_clients_fault() {
+        let broken = ProxyError::ClientBody(io_error());
+        assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+        assert!(broken.is_client_fault());
+        let stalled = ProxyError::ClientBodyTimeout(io_error());
+        assert_eq!(stalled.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(stalled.is_client_fault());
     }
 
     #[tokio::test]

@@ -14,11 +14,16 @@
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).
 //! - [`tls`]: rustls both ways: the listener's certificate (picked per handshake, so reloads apply) and
 //!   ALPN; roots for an `https://` upstream.
+//! - [`framing`]: HTTP/1.1 request framing checked on the raw bytes before hyper (request smuggling), on
+//!   the decrypted stream after any PROXY header; also times and bounds request heads.
+//! - [`limits`]: connection slots (`max_connections`), the idle watchdog (`idle_timeout`) and the response
+//!   body pause limit (`response_idle_timeout`).
 //! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
 //!   `observe` file the invalidation signals.
 //! - [`upstream`]: the pooled client to Cloudreve, header rewriting, timeouts.
+//! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging), [`cache::vary`] (variants),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
@@ -38,24 +43,29 @@
 //!
 //! # Life of a request
 //!
-//! 1. **accept** ([`server`]): TCP, the PROXY header if enabled, TLS if configured (ALPN `h2`/`http/1.1`),
-//!    HTTP/1.1 or HTTP/2; the client address and whether it is a trusted proxy are fixed here.
+//! 1. **accept** ([`server`]): TCP within `max_connections`, the PROXY header if enabled, TLS if configured
+//!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing checked on the decrypted bytes ([`framing`]), HTTP/1.1
+//!    or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle connections
+//!    closed ([`limits`]).
 //! 2. **classify** ([`route::classify`]): the first cache rule whose prefix matches (`Avatar`, `Http`), a
 //!    bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
 //! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
 //!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
 //! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced
-//!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways. A
-//!    fill revalidates with `If-Modified-Since`. Every upstream exchange is timed for the metrics and
-//!    readiness.
+//!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways
+//!    ([`upload`]: a request body pausing past `upstream.request_body_idle_timeout` gets `408`; the
+//!    response-head timeout starts once it is sent whole). A fill revalidates with `If-Modified-Since`.
+//!    Every upstream exchange is timed for the metrics and readiness.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the rule should
-//!    hold is stored (an `http` rule streams its fill to the client while keeping a copy); a 304 refreshes the stored copy; a failing upstream is answered with the stale
-//!    copy within `stale-if-error`.
+//!    hold is stored (an `http` rule streams its fill to the client while keeping a copy; an avatar fill is
+//!    read whole within the response-head timeout); a 304 refreshes the stored copy; a failing upstream is
+//!    answered with the stale copy within `stale-if-error`.
 //! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy; a non-error
 //!    answer to an unsafe method drops what it names (RFC 9111 §4.4).
 //! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on responses a rule matched, one access
-//!    event, request metrics.
+//!    event, request metrics; a response body Cloudreve stops feeding for `server.response_idle_timeout` is
+//!    aborted ([`limits`]).
 
 pub mod access_log;
 pub mod admin;
@@ -64,8 +74,10 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod framing;
 pub mod health;
 pub mod invalidate;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
@@ -74,6 +86,7 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod tls;
+pub mod upload;
 pub mod upstream;
 
 pub use config::Config;

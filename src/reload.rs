@@ -1,10 +1,11 @@
 //! The configuration in force, as one swappable snapshot ([`Live`]), and reloading it.
 //!
 //! Everything that may change while the process runs (the upstream client, trusted proxies, TLS certificates,
-//! access logging) is read from the current [`Snapshot`] when it is used. A reload builds a whole new snapshot
-//! and swaps it in: requests already running keep the snapshot they started with, new ones get the new one,
-//! and no connection or cache entry is dropped. What cannot change in a running process (listen addresses,
-//! the cache's capacity, ...) keeps its running value, and the reload says which keys those were.
+//! the per-connection timeouts, access logging) is read from the current [`Snapshot`] when it is used. A
+//! reload builds a whole new snapshot and swaps it in: requests already running keep the snapshot they
+//! started with, new ones get the new one, and no connection or cache entry is dropped. What cannot change
+//! in a running process (listen addresses, connection and head limits, the cache's capacity, ...) keeps its
+//! running value, and the reload says which keys those were.
 
 use std::sync::Arc;
 
@@ -124,12 +125,6 @@ pub fn apply(live: &Live, mut new: Config) -> Reloaded {
     );
     keep(
         &mut restart,
-        "server.header_read_timeout",
-        &mut server.0.header_read_timeout,
-        &server.1.header_read_timeout,
-    );
-    keep(
-        &mut restart,
         "server.h2_max_concurrent_streams",
         &mut server.0.h2_max_concurrent_streams,
         &server.1.h2_max_concurrent_streams,
@@ -139,6 +134,28 @@ pub fn apply(live: &Live, mut new: Config) -> Reloaded {
         "server.proxy_protocol",
         &mut server.0.proxy_protocol,
         &server.1.proxy_protocol,
+    );
+    // The connection slots are one semaphore sized at start, and the head limits are hyper's (its connection
+    // builder is built once); the framing guard reads the same values so the two always agree. The
+    // per-connection timeouts (`header_read_timeout`, `idle_timeout`, `response_idle_timeout`) are read
+    // when a connection is accepted: a reload applies to the connections accepted after it.
+    keep(
+        &mut restart,
+        "server.max_connections",
+        &mut server.0.max_connections,
+        &server.1.max_connections,
+    );
+    keep(
+        &mut restart,
+        "server.max_request_head_size",
+        &mut server.0.max_request_head_size,
+        &server.1.max_request_head_size,
+    );
+    keep(
+        &mut restart,
+        "server.max_headers",
+        &mut server.0.max_headers,
+        &server.1.max_headers,
     );
     keep(
         &mut restart,

@@ -1,6 +1,8 @@
-//! The public listener: accepting connections, the PROXY protocol header when enabled, TLS when configured,
-//! serving HTTP/1.1 and HTTP/2 on one port, and a graceful drain on shutdown. Knows nothing of caching.
+//! The public listener: accepting connections within `max_connections`, the PROXY protocol header when
+//! enabled, TLS when configured, the HTTP/1.1 framing guard on the bytes that are left, serving HTTP/1.1 and
+//! HTTP/2 on one port, closing idle connections, and a graceful drain on shutdown. Knows nothing of caching.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -14,10 +16,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
+use crate::framing::{FramingGuard, HeadLimits};
+use crate::limits::{Activity, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
 use crate::tls;
@@ -43,17 +47,26 @@ pub async fn run(
         tls,
         proxy,
         proxy_protocol: config.proxy_protocol,
-        handshake_timeout: config.header_read_timeout,
+        max_request_head_size: config.max_request_head_size,
+        max_headers: config.max_headers,
     });
     let graceful = GracefulShutdown::new();
+    let slots = ConnectionSlots::new(config.max_connections);
     // Every connection task ends when `close` is dropped: after the drain, or when this future is.
     let (close, closed) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
+        // A free slot first: at `max_connections` the loop waits here, not on accept, so further clients
+        // wait in the listen backlog instead of being accepted and starved.
+        let slot = tokio::select! {
+            slot = slots.acquire() => slot,
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    spawn_connection(&connections, stream, peer, graceful.watcher(), closed.clone());
+                    let watcher = graceful.watcher();
+                    spawn_connection(&connections, stream, peer, slot, watcher, closed.clone());
                 }
                 Err(err) => {
                     // Errors of one connection attempt never stop the listener.
@@ -78,12 +91,20 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // The head is timed by the framing guard, from its first byte (hyper's timer would also count the
+        // idle time before it, which is `idle_timeout`'s, and cannot see a head the guard holds back).
+        .header_read_timeout(None)
+        // hyper's read buffer bounds the head: a head that does not fit gets 431 (RFC 6585 §5). Bodies are
+        // read through the same buffer in pieces, so this does not limit them.
+        .max_buf_size(config.max_request_head_size)
+        .max_headers(config.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(config.h2_max_concurrent_streams);
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        // RFC 9113 §6.5.2 SETTINGS_MAX_HEADER_LIST_SIZE: the HTTP/2 counterpart of the head size.
+        .max_header_list_size(u32::try_from(config.max_request_head_size).unwrap_or(u32::MAX));
     builder
 }
 
@@ -97,36 +118,88 @@ struct Connections {
     proxy: Arc<Proxy>,
     /// Each connection starts with a PROXY protocol header.
     proxy_protocol: bool,
-    /// Time allowed for each step before HTTP: the PROXY header, the TLS handshake.
-    handshake_timeout: Duration,
+    /// `server.max_request_head_size`, as `builder` has it (the guard and hyper must agree).
+    max_request_head_size: usize,
+    /// `server.max_headers`, as `builder` has it.
+    max_headers: usize,
 }
 
-/// One task per connection, ended early when the server closes (`closed` sees its sender dropped).
+/// The limits of one connection, read from the configuration in force when it is accepted (so a reload
+/// applies to the connections accepted after it).
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    /// Closed after this long with no request in progress (`server.idle_timeout`).
+    idle_timeout: Duration,
+    /// Time allowed for each step before HTTP (the PROXY header, the TLS handshake) and for each HTTP/1.1
+    /// request head from its first byte (`server.header_read_timeout`).
+    handshake_timeout: Duration,
+    /// Head limits, for the framing guard.
+    head: HeadLimits,
+    /// A response body with nothing from its source for this long is aborted.
+    response_idle_timeout: Duration,
+}
+
+impl Connections {
+    fn limits(&self) -> ConnectionLimits {
+        let snapshot = self.proxy.live().load();
+        let server = &snapshot.config.server;
+        ConnectionLimits {
+            idle_timeout: server.idle_timeout,
+            handshake_timeout: server.header_read_timeout,
+            head: HeadLimits {
+                max_size: self.max_request_head_size,
+                max_fields: self.max_headers,
+                read_timeout: server.header_read_timeout,
+            },
+            response_idle_timeout: server.response_idle_timeout,
+        }
+    }
+}
+
+/// One task per connection, holding its `slot` until it ends; ended early when the server closes (`closed`
+/// sees its sender dropped) or when the connection has had no request in progress for `idle_timeout`.
 fn spawn_connection(
     connections: &Arc<Connections>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
     watcher: Watcher,
     mut closed: watch::Receiver<()>,
 ) {
     let connections = Arc::clone(connections);
     tokio::spawn(async move {
         let _open = connections.proxy.metrics().connection_opened();
+        let limits = connections.limits();
+        // Idle from its accept: a connection that never sends a request (or never finishes its PROXY header
+        // or handshake) is closed like an idle keep-alive one.
+        let activity = Activity::new();
         tokio::select! {
-            () = connections.serve(stream, peer, watcher) => {}
+            () = connections.serve(stream, peer, watcher, limits, activity.clone()) => {}
             // Nothing is ever sent: this completes when the server drops the sender.
             _ = closed.changed() => tracing::debug!(client = %peer, "connection closed by the server"),
+            () = activity.idle_for(limits.idle_timeout) => tracing::debug!(client = %peer, "idle connection closed"),
         }
+        drop(slot);
     });
 }
 
 impl Connections {
     /// The life of one connection: the PROXY header if enabled, the TLS handshake if configured, then HTTP
     /// until either side closes.
-    async fn serve(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+        limits: ConnectionLimits,
+        activity: Activity,
+    ) {
         // Small responses (avatars, JSON) should leave at once rather than wait for more bytes.
         let _ = stream.set_nodelay(true);
-        let Some((stream, addr)) = self.client_address(stream, peer).await else {
+        let Some((stream, addr)) = self
+            .client_address(stream, peer, limits.handshake_timeout)
+            .await
+        else {
             return;
         };
         // Trusted proxies follow reloads: each connection reads the list in force when it starts.
@@ -144,12 +217,15 @@ impl Connections {
             trusted,
         };
         let Some(acceptor) = &self.tls else {
-            return self.serve_http(stream, client, watcher).await;
+            return self
+                .serve_http(stream, client, watcher, limits, activity)
+                .await;
         };
-        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 client.tls = true;
-                self.serve_http(stream, client, watcher).await;
+                self.serve_http(stream, client, watcher, limits, activity)
+                    .await;
             }
             // Scanners and clients with no common version or suite: routine, not an operator's problem.
             Ok(Err(err)) => tracing::debug!(client = %addr, error = %err, "TLS handshake failed"),
@@ -163,12 +239,13 @@ impl Connections {
         &self,
         mut stream: TcpStream,
         peer: SocketAddr,
+        timeout: Duration,
     ) -> Option<(Rewind<TcpStream>, SocketAddr)> {
         if !self.proxy_protocol {
             return Some((Rewind::new(Bytes::new(), stream), peer));
         }
         let read = proxy_protocol::read_header(&mut stream);
-        match tokio::time::timeout(self.handshake_timeout, read).await {
+        match tokio::time::timeout(timeout, read).await {
             Ok(Ok(accepted)) => {
                 let addr = accepted.source.unwrap_or(peer);
                 Some((Rewind::new(accepted.rest, stream), addr))
@@ -184,16 +261,34 @@ impl Connections {
         }
     }
 
-    /// HTTP/1.1 or HTTP/2 on an established stream, watched by the graceful drain.
-    async fn serve_http<I>(&self, io: I, client: ClientInfo, watcher: Watcher)
-    where
+    /// HTTP/1.1 or HTTP/2 on an established stream (decrypted, its PROXY header consumed), watched by the
+    /// graceful drain. The framing guard sits right under hyper: it must see exactly the bytes hyper would,
+    /// so a PROXY line is never read as a request line and TLS records never as HTTP.
+    async fn serve_http<I>(
+        &self,
+        io: I,
+        client: ClientInfo,
+        watcher: Watcher,
+        limits: ConnectionLimits,
+        activity: Activity,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = Arc::clone(&self.proxy);
+        let response_idle_timeout = limits.response_idle_timeout;
         let service = service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
-            async move { proxy.handle(request, client).await }
+            // Counted in progress (not idle) from its head until its response body ends or is dropped.
+            let in_progress = activity.begin();
+            async move {
+                let response = proxy.handle(request, client).await?;
+                Ok::<_, Infallible>(
+                    response.map(|body| Tracked::new(body, in_progress, response_idle_timeout)),
+                )
+            }
         });
+        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
+        let io = FramingGuard::new(io, limits.head, client.addr);
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)

@@ -18,6 +18,7 @@ use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::tls;
+use crate::upload::{ClientBodyError, UploadBody};
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -53,14 +54,17 @@ pub struct ClientInfo {
 
 /// The client to the one configured upstream.
 pub struct Upstream {
-    /// Pooled keep-alive HTTP/1.1 connections, over TLS for an `https://` upstream.
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Pooled keep-alive HTTP/1.1 connections, over TLS for an `https://` upstream; request bodies are
+    /// forwarded as [`UploadBody`] (sent-whole signal, pause limit).
+    client: Client<HttpsConnector<HttpConnector>, UploadBody>,
     /// Scheme every upstream request uses.
     scheme: Scheme,
     /// Where every upstream request goes, whatever the client asked for.
     authority: Authority,
-    /// Time allowed from sending a request to receiving the response head.
+    /// Time allowed from sending a request (its body included) to receiving the response head.
     response_header_timeout: Duration,
+    /// Longest pause in a request body while it is forwarded.
+    request_body_idle_timeout: Duration,
 }
 
 impl Upstream {
@@ -85,20 +89,38 @@ impl Upstream {
             scheme: config.scheme.clone(),
             authority: config.authority.clone(),
             response_header_timeout: config.response_header_timeout,
+            request_body_idle_timeout: config.request_body_idle_timeout,
         }
     }
 
     /// Sends a request prepared by [`Upstream::prepare_request`] and waits for the response head.
-    /// The body is not awaited: it streams, with no total timeout (downloads, server-sent events).
+    /// The head timeout runs from when the request body has been sent whole (Cloudreve answers an upload
+    /// only after reading it); the response body is not awaited: it streams, with no total timeout
+    /// (downloads, server-sent events).
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_header_timeout, self.client.request(request)).await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(classify_error(err)),
+        let (parts, body) = request.into_parts();
+        let (body, sent) = UploadBody::new(body, self.request_body_idle_timeout);
+        let response = self.client.request(Request::from_parts(parts, body));
+        tokio::pin!(response);
+        tokio::select! {
+            // An answer before the body is all sent (e.g. a refusal) is taken as it is.
+            result = &mut response => return result.map_err(classify_error).and_then(refuse_unasked_upgrade),
+            // A body that fails instead drops the sender: the request errors just after.
+            _ = sent => {}
+        }
+        match tokio::time::timeout(self.response_header_timeout, response).await {
+            Ok(result) => result
+                .map_err(classify_error)
+                .and_then(refuse_unasked_upgrade),
             Err(_) => Err(ProxyError::UpstreamHeadTimeout(
                 self.response_header_timeout,
             )),
         }
+    }
+
+    /// Time allowed for the upstream's response head (also for the whole body of a cache fill).
+    pub fn response_header_timeout(&self) -> Duration {
+        self.response_header_timeout
     }
 
     /// Turns a client's request head into the upstream's: same method, raw path and query byte for byte, same
@@ -151,6 +173,17 @@ fn tls_connector(config: &UpstreamConfig, http: HttpConnector) -> HttpsConnector
             .enable_http1()
             .wrap_connector(http),
     }
+}
+
+/// The proxy never forwards `Upgrade` (it is hop-by-hop), so a `101` is a protocol switch nobody asked for
+/// (RFC 9110 §15.2.2: a server MUST NOT switch to a protocol the client did not name). Passing it on would
+/// leave the client believing it has a tunnel; it is an upstream failure instead.
+fn refuse_unasked_upgrade(response: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let err = std::io::Error::other("the upstream switched protocols unasked");
+        return Err(ProxyError::UpstreamRequest(Box::new(err)));
+    }
+    Ok(response)
 }
 
 /// Turns an upstream response head into the client's: hop-by-hop headers removed, `Via` added.
@@ -254,8 +287,16 @@ fn via_value(received: Version) -> HeaderValue {
     })
 }
 
-/// Sorts a client error into where it happened: connecting (refused or timed out) or later.
+/// Sorts a client error into where it happened: connecting (refused or timed out), the client's own request
+/// body, or the upstream later.
 fn classify_error(err: hyper_util::client::legacy::Error) -> ProxyError {
+    let client_body = std::iter::successors(err.source(), |e| (*e).source())
+        .find_map(|e| e.downcast_ref::<ClientBodyError>());
+    match client_body {
+        Some(ClientBodyError::Stalled(_)) => return ProxyError::ClientBodyTimeout(Box::new(err)),
+        Some(ClientBodyError::Broken(_)) => return ProxyError::ClientBody(Box::new(err)),
+        None => {}
+    }
     if !err.is_connect() {
         return ProxyError::UpstreamRequest(Box::new(err));
     }

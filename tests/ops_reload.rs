@@ -1,15 +1,19 @@
 //! Reloading the configuration: in-process through `reload::reload` (the upstream changes, the cache and open
-//! connections stay, a broken file changes nothing, listener keys wait for a restart), and the real binary
+//! connections stay, a broken file changes nothing, listener keys wait for a restart, per-connection
+//! timeouts apply to new connections), and the real binary
 //! on SIGHUP; a second SIGTERM stops the binary at once.
 
+mod hostile;
 mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cloudreve_edge::Config;
 use cloudreve_edge::reload;
+use hostile::Raw;
 use http::{Request, Response};
 use support::ops::TempDir;
 use support::*;
@@ -82,6 +86,52 @@ async fn reload_keeps_listener_keys_until_a_restart_and_says_so() {
         test_config(&upstream.url()).cache.rules
     );
     assert_eq!(running.config.log.level, "debug");
+}
+
+#[tokio::test]
+async fn reload_applies_connection_timeouts_to_new_connections_and_keeps_the_limits() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    // Served before the reload: its limits were read when it was accepted (idle_timeout 30s).
+    let mut before = Raw::connect(proxy.addr).await;
+    before
+        .send(b"GET /api/v4/site/ping HTTP/1.1\r\nHost: edge\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(before.response().await.status, 200);
+
+    let mut changed = test_config(&upstream.url());
+    changed.server.idle_timeout = Duration::from_millis(200);
+    changed.server.header_read_timeout = Duration::from_secs(1);
+    changed.server.response_idle_timeout = Duration::from_secs(1);
+    changed.server.max_connections = 7;
+    changed.server.max_request_head_size = 16 * 1024;
+    changed.server.max_headers = 10;
+    let reloaded = reload::reload(proxy.proxy.live(), || Ok(changed)).unwrap();
+    assert_eq!(
+        reloaded.restart_needed,
+        [
+            "server.max_connections",
+            "server.max_request_head_size",
+            "server.max_headers"
+        ],
+        "the slots and hyper's head limits are fixed at start; the timeouts are per connection"
+    );
+    let running = proxy.proxy.live().load();
+    assert_eq!(
+        running.config.server.idle_timeout,
+        Duration::from_millis(200)
+    );
+    assert_eq!(running.config.server.max_connections, 10_000);
+
+    // A connection accepted after the reload gets the new idle timeout; the one before keeps its own.
+    let mut after = Raw::connect(proxy.addr).await;
+    assert!(after.closed().await.is_empty(), "closed unanswered");
+    assert_eq!(
+        before.closed_within(Duration::from_millis(300)).await,
+        None,
+        "an open connection kept the idle timeout it was accepted with"
+    );
 }
 
 #[tokio::test]

@@ -177,7 +177,10 @@ impl Proxy {
                     tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
                 }
                 // Nobody reads this answer: the body is read through so a streaming fill completes.
-                Fetched::Streaming { body, .. } => drain(body).await,
+                Fetched::Streaming { body, .. } => {
+                    let pause = proxy.live().load().config.server.response_idle_timeout;
+                    drain(body, pause).await;
+                }
                 _ => {}
             }
         });
@@ -255,7 +258,16 @@ impl Proxy {
             let ttl = i64::try_from(freshness.fresh_for.as_secs()).unwrap_or(i64::MAX);
             return Fetched::Streaming { parts, body, ttl };
         }
-        match collect_up_to(body, limits.max_object_size).await {
+        // The body of a collected fill is awaited under the head timeout too: waiters are held on it, and an
+        // upstream that stalls mid-avatar must not hold them forever (a streamed body has
+        // `server.response_idle_timeout` instead).
+        let timeout = self.upstream().response_header_timeout();
+        let collected =
+            tokio::time::timeout(timeout, collect_up_to(body, limits.max_object_size)).await;
+        let Ok(collected) = collected else {
+            return Fetched::Failed(self.upstream_body_timed_out(timeout));
+        };
+        match collected {
             Ok(Collected::Whole(bytes)) => {
                 let entry =
                     CachedResponse::new(&parts, bytes, freshness, &limits, &context.request, now);
@@ -583,7 +595,9 @@ fn head_of(parts: &response::Parts) -> response::Parts {
 }
 
 /// Reads a body to its end, discarding it (bounded by the body itself; a failure just ends it).
-async fn drain(mut body: Body) {
+async fn drain(mut body: Body, pause: Duration) {
     use http_body_util::BodyExt;
-    while let Some(Ok(_)) = body.frame().await {}
+    // Given up after `pause` with nothing, like a body a client reads (`server.response_idle_timeout`):
+    // the dropped copy releases the fill, so an upstream that stalls cannot hold the key's fill forever.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(pause, body.frame()).await {}
 }

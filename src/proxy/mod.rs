@@ -262,6 +262,14 @@ impl Proxy {
         err
     }
 
+    /// An upstream body this proxy reads itself stopped coming within `timeout`: counted as the
+    /// `body_timeout` kind of upstream error.
+    fn upstream_body_timed_out(&self, timeout: Duration) -> ProxyError {
+        let err = ProxyError::UpstreamBodyTimeout(timeout);
+        self.count_upstream_error(&err);
+        err
+    }
+
     fn count_upstream_error(&self, err: &ProxyError) {
         if let Some(kind) = err.upstream_kind() {
             self.metrics.upstream_error(kind);

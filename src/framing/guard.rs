@@ -1,0 +1,182 @@
+//! The framing guard: the client connection as hyper reads it, with the [`Scanner`] between the socket and
+//! hyper, and the request head timed from its first byte.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use super::Scanner;
+
+/// Bytes read from the socket at a time, into a buffer on the stack: an idle connection holds no buffer of
+/// the guard's (slowloris connections by the thousand stay cheap).
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The request head limits of the `[server]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// Largest head, in bytes.
+    pub max_size: usize,
+    /// Most header fields (hyper's own limit; the guard only needs it to make hyper answer 431).
+    pub max_fields: usize,
+    /// Time from the first byte of a head to its end.
+    pub read_timeout: Duration,
+}
+
+/// The client side of an HTTP/1.1 connection, with [`Scanner`] between the socket and hyper.
+///
+/// It also times each request head from its first byte: the guard holds a head back until it is complete,
+/// so hyper (and hyper-util's protocol detection, which waits for 24 bytes) cannot see a slow head arrive.
+/// The time before the first byte is the idle watchdog's (`limits.rs`).
+pub struct FramingGuard<IO> {
+    io: IO,
+    scanner: Scanner,
+    /// Time allowed for one head.
+    read_timeout: Duration,
+    /// Running while a head is partly in.
+    head_timer: Option<Pin<Box<Sleep>>>,
+    /// Checked bytes hyper has not read yet.
+    ready: BytesMut,
+    /// The client, for the log.
+    peer: SocketAddr,
+    /// Whether the refusal was logged.
+    logged: bool,
+}
+
+impl<IO> FramingGuard<IO> {
+    /// Wraps the connection of `peer` with the server's head limits.
+    pub fn new(io: IO, limits: HeadLimits, peer: SocketAddr) -> Self {
+        Self {
+            io,
+            scanner: Scanner::new(limits.max_size, limits.max_fields),
+            read_timeout: limits.read_timeout,
+            head_timer: None,
+            ready: BytesMut::new(),
+            peer,
+            logged: false,
+        }
+    }
+
+    fn log_violation(&mut self) {
+        if let (Some(violation), false) = (self.scanner.violation(), self.logged) {
+            self.logged = true;
+            tracing::info!(
+                client = %self.peer,
+                reason = violation.as_str(),
+                "request refused: ambiguous HTTP/1.1 framing"
+            );
+        }
+    }
+
+    /// Starts the head timer when a head has begun, stops it when none is partly in.
+    fn time_head(&mut self) {
+        match (self.scanner.in_head(), self.head_timer.is_some()) {
+            (true, false) => {
+                self.head_timer = Some(Box::pin(tokio::time::sleep(self.read_timeout)));
+            }
+            (false, true) => self.head_timer = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the head under way has run out of time.
+    fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        self.head_timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                if this.ready.is_empty() {
+                    // Give the allocation back rather than keep it for an idle connection.
+                    this.ready = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if this.scanner.is_passthrough() {
+                return Pin::new(&mut this.io).poll_read(cx, buf);
+            }
+            if this.scanner.is_done() {
+                this.log_violation();
+                return Poll::Ready(Ok(())); // end of stream: hyper closes after its answer
+            }
+            if this.scanner.is_broken() {
+                this.log_violation();
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed chunked request body",
+                )));
+            }
+            let mut scratch = [0u8; READ_CHUNK];
+            let mut read = ReadBuf::new(&mut scratch);
+            if Pin::new(&mut this.io)
+                .poll_read(cx, &mut read)?
+                .is_pending()
+            {
+                if this.head_timed_out(cx) {
+                    tracing::debug!("request head not received in time");
+                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                }
+                return Poll::Pending;
+            }
+            let n = read.filled().len();
+            if n == 0 {
+                this.scanner.eof(&mut this.ready);
+                if this.ready.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            this.scanner.feed(&scratch[..n], &mut this.ready);
+            this.time_head();
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,175 @@
+//! HTTP/1.1 request framing, checked on the raw bytes before hyper parses them, so that no message whose
+//! length two parsers could read differently is ever served (RFC 9112 §6.3, §11.2 request smuggling).
+//!
+//! The proxy sits behind a load balancer that reuses connections: if the two disagree on where a request
+//! ends, the rest of one client's bytes becomes another request. hyper is lenient where RFC 9112 allows it
+//! to be (a bare LF ends a line; `Content-Length` with `Transfer-Encoding` is read as chunked; repeated equal
+//! `Content-Length`s are merged; `gzip, chunked` is accepted), and a lenient backend is exactly what a
+//! smuggling attack needs. [`FramingGuard`] sits between the socket and hyper, holds back each request head
+//! until it has seen all of it, and lets it through only if it is unambiguous:
+//!
+//! - every line ends in CRLF: no bare LF, no bare CR (RFC 9112 §2.2), no obs-fold (§5.2);
+//! - at most one `Content-Length`, a plain decimal (RFC 9110 §8.6), and never with `Transfer-Encoding`
+//!   (RFC 9112 §6.3 lets a server reject this; it must close the connection either way);
+//! - `Transfer-Encoding` only as exactly one `chunked` (§6.1: the proxy decodes no other coding, and
+//!   forwarding one it dropped would corrupt the body), and only in HTTP/1.1;
+//! - exactly one `Host` in HTTP/1.1, at most one in HTTP/1.0 (§3.2: MUST answer 400).
+//!
+//! A head that fails is never given to hyper: in its place hyper gets a line it answers with `400` (or a head
+//! it answers with `431` when the head is too large), then end of stream, so the connection closes after
+//! that answer (§9.6: its state is unknown). The body framing of accepted heads is followed (length or
+//! chunks, §7.1) so the next head is found where hyper will look for it; a chunked body that breaks the
+//! grammar makes the read fail, which aborts the request and closes the connection. An HTTP/2 preface
+//! turns the guard off: HTTP/2 frames every message itself.
+
+mod guard;
+mod scanner;
+
+pub use guard::{FramingGuard, HeadLimits};
+pub use scanner::Scanner;
+
+/// What hyper is given in place of a rejected head: not a request line (a NUL is not a token), so it answers
+/// `400 Bad Request` and closes.
+pub(crate) const REJECT_400: &[u8] = b"\0\r\n\r\n";
+
+/// The HTTP/2 connection preface starts with this "request line" (RFC 9113 §3.4).
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Why a request head or body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A LF without the CR before it (RFC 9112 §2.2).
+    BareLf,
+    /// A CR without a LF after it (RFC 9112 §2.2).
+    BareCr,
+    /// A field line starting with whitespace: a folded line (RFC 9112 §5.2).
+    ObsFold,
+    /// A field line without a colon, or whitespace before the colon (RFC 9112 §5.1).
+    MalformedField,
+    /// More than one `Content-Length` line, or a list in one.
+    DuplicateContentLength,
+    /// A `Content-Length` that is not a plain decimal number.
+    InvalidContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.3).
+    LengthAndTransferEncoding,
+    /// A `Transfer-Encoding` other than exactly one `chunked`, or one in HTTP/1.0 (RFC 9112 §6.1).
+    TransferEncoding,
+    /// No `Host` in HTTP/1.1, or more than one (RFC 9112 §3.2).
+    Host,
+    /// An HTTP/2 preface after an HTTP/1.1 request.
+    LatePreface,
+    /// The head is larger than `server.max_request_head_size`.
+    HeadTooLarge,
+    /// The chunked body breaks the grammar of RFC 9112 §7.1.
+    Chunk,
+}
+
+impl Violation {
+    /// Short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BareLf => "bare-lf",
+            Self::BareCr => "bare-cr",
+            Self::ObsFold => "obs-fold",
+            Self::MalformedField => "malformed-field",
+            Self::DuplicateContentLength => "duplicate-content-length",
+            Self::InvalidContentLength => "invalid-content-length",
+            Self::LengthAndTransferEncoding => "content-length-with-transfer-encoding",
+            Self::TransferEncoding => "transfer-encoding",
+            Self::Host => "host",
+            Self::LatePreface => "late-http2-preface",
+            Self::HeadTooLarge => "head-too-large",
+            Self::Chunk => "chunk",
+        }
+    }
+}
+
+/// How the body after an accepted head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    /// Chunked (RFC 9112 §7.1).
+    Chunked,
+    /// The HTTP/2 preface: the rest is HTTP/2.
+    Http2,
+}
+
+/// Checks one complete request head (request line, field lines, and the empty line), known to use CRLF
+/// only, and says how its body is framed.
+pub fn check_head(head: &[u8]) -> Result<Framing, Violation> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().unwrap_or_default();
+    if request_line == H2_PREFACE_LINE {
+        return Ok(Framing::Http2);
+    }
+    let http11 = request_line.ends_with(b" HTTP/1.1");
+    let mut fields = FieldCounts::default();
+    for line in lines.take_while(|line| !line.is_empty()) {
+        fields.add(line)?;
+    }
+    fields.framing(http11)
+}
+
+/// What the framing decision needs from the field lines.
+#[derive(Default)]
+struct FieldCounts {
+    content_length: Option<u64>,
+    content_lengths: usize,
+    transfer_encodings: usize,
+    hosts: usize,
+}
+
+impl FieldCounts {
+    fn add(&mut self, line: &[u8]) -> Result<(), Violation> {
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            return Err(Violation::ObsFold);
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(Violation::MalformedField)?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.is_empty() || name.ends_with(b" ") || name.ends_with(b"\t") {
+            return Err(Violation::MalformedField);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.content_lengths += 1;
+            self.content_length = Some(decimal(value).ok_or(Violation::InvalidContentLength)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encodings += 1;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err(Violation::TransferEncoding);
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts += 1;
+        }
+        Ok(())
+    }
+
+    fn framing(&self, http11: bool) -> Result<Framing, Violation> {
+        if self.hosts > 1 || (http11 && self.hosts == 0) {
+            return Err(Violation::Host);
+        }
+        if self.content_lengths > 1 {
+            return Err(Violation::DuplicateContentLength);
+        }
+        match (self.content_length, self.transfer_encodings) {
+            (Some(_), 1..) => Err(Violation::LengthAndTransferEncoding),
+            (_, 2..) => Err(Violation::TransferEncoding),
+            (None, 1) if !http11 => Err(Violation::TransferEncoding),
+            (None, 1) => Ok(Framing::Chunked),
+            (length, _) => Ok(Framing::Length(length.unwrap_or(0))),
+        }
+    }
+}
+
+/// `1*DIGIT` (RFC 9110 §8.6), no sign, no list; `None` past `u64`.
+fn decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}

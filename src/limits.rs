@@ -1,0 +1,236 @@
+//! Connection limits the server enforces beyond hyper's own: how many client connections are served at once,
+//! and how long a connection may sit with no request in progress. Knows nothing of caching or proxying.
+//!
+//! hyper bounds the request head (size, field count, HTTP/1.1 read time) and HTTP/2 streams; what it does not
+//! bound is a connection that never sends a request (hyper-util's protocol detection waits for the first 24
+//! bytes with no timer), an idle HTTP/2 connection, or the number of connections. Only *idle* time is limited
+//! here: a request in progress, however long it streams (downloads, uploads, server-sent events), is never cut.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+
+/// Slots for client connections: one permit per connection, held until the connection task ends.
+#[derive(Clone)]
+pub struct ConnectionSlots {
+    /// `max_connections` permits.
+    permits: Arc<Semaphore>,
+}
+
+impl ConnectionSlots {
+    /// Room for `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    /// Waits for a free slot. The accept loop calls this *before* accepting, so at the limit new connections
+    /// wait in the kernel's listen backlog (and the loop waits on a semaphore, not spinning on accept+close).
+    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
+/// What a connection is doing, as the idle watchdog needs it.
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// Requests whose response has not finished (or been dropped).
+    in_flight: usize,
+    /// When the connection last became idle (accepted, or its last response finished).
+    idle_since: Instant,
+}
+
+/// Request bookkeeping of one connection, shared by its service and its watchdog.
+#[derive(Clone)]
+pub struct Activity {
+    /// Changes whenever a request starts or finishes; the watchdog waits on it.
+    state: Arc<watch::Sender<State>>,
+}
+
+impl Activity {
+    /// A connection accepted now, idle until its first request.
+    pub fn new() -> Self {
+        let (state, _) = watch::channel(State {
+            in_flight: 0,
+            idle_since: Instant::now(),
+        });
+        Self {
+            state: Arc::new(state),
+        }
+    }
+
+    /// Marks a request as started; it is in progress until the returned guard is dropped (the guard travels
+    /// with the response body, so a streaming response counts until its last byte).
+    pub fn begin(&self) -> RequestGuard {
+        self.state.send_modify(|s| s.in_flight += 1);
+        RequestGuard {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// Completes when the connection has had no request in progress for `idle_timeout`; never completes
+    /// while one is. Dropping the connection then loses nothing: no request is on it.
+    pub async fn idle_for(&self, idle_timeout: Duration) {
+        let mut changes = self.state.subscribe();
+        loop {
+            let state = *changes.borrow_and_update();
+            if state.in_flight > 0 {
+                // The sender lives as long as `self`, so this only returns on a change.
+                let _ = changes.changed().await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(state.idle_since + idle_timeout) => return,
+                _ = changes.changed() => {}
+            }
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One request in progress on a connection.
+pub struct RequestGuard {
+    state: Arc<watch::Sender<State>>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.state.send_modify(|s| {
+            s.in_flight -= 1;
+            if s.in_flight == 0 {
+                s.idle_since = Instant::now();
+            }
+        });
+    }
+}
+
+/// A response body that keeps its request counted as in progress until the body ends or is dropped, and
+/// is aborted when its source (the upstream) sends nothing for `stall_limit` while the client waits for
+/// more. The client then sees a cut connection or stream (RFC 9112 §8: an incomplete message), never a
+/// body that looks complete. A slow *client* does not count: the timer runs only while this body is asked
+/// for its next piece and has none.
+pub struct Tracked<B> {
+    body: B,
+    _guard: RequestGuard,
+    stall_limit: Duration,
+    /// Armed from the first poll that finds no piece ready.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Tracked<B> {
+    /// `body`, counted by `guard`, aborted after `stall_limit` without a piece.
+    pub fn new(body: B, guard: RequestGuard, stall_limit: Duration) -> Self {
+        Self {
+            body,
+            _guard: guard,
+            stall_limit,
+            stall: None,
+        }
+    }
+}
+
+/// The upstream sent nothing of a response body for `server.response_idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing of the response body for {0:?}")]
+pub struct ResponseStalled(Duration);
+
+impl<B> HttpBody for Tracked<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stall = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let limit = this.stall_limit;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!(?limit, "response body stalled; aborting it");
+                        Poll::Ready(Some(Err(Box::new(ResponseStalled(limit)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_times_out() {
+        let activity = Activity::new();
+        let started = Instant::now();
+        activity.idle_for(Duration::from_secs(30)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_in_progress_is_never_idle_and_restarts_the_clock() {
+        let activity = Activity::new();
+        let guard = activity.begin();
+        let watchdog = activity.clone();
+        let started = Instant::now();
+        let idle = tokio::spawn(async move { watchdog.idle_for(Duration::from_secs(30)).await });
+        // A request lasting ten idle timeouts.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!idle.is_finished(), "cut while a request was in progress");
+        drop(guard);
+        idle.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(330));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_wait_at_the_limit() {
+        let slots = ConnectionSlots::new(1);
+        let first = slots.acquire().await;
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        let _slot = waiting.await.unwrap();
+    }
+}

@@ -1,0 +1,300 @@
+//! Cache poisoning and cache keys: what an attacker can put in a request or what the upstream marks as
+//! personal never changes what other clients get from the cache. (The plain storability rules are in
+//! `caching.rs`; these are the adversarial cases.)
+
+mod support;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use support::*;
+
+const A: &str = "/api/v4/user/avatar/imgA";
+const B: &str = "/api/v4/user/avatar/imgB";
+
+/// An upstream that resolves ids the way Cloudreve does (percent-decoded, case-sensitive) and, like a
+/// poisonable origin, reflects the request headers attackers use into a cacheable image response.
+async fn reflecting_upstream() -> FakeCloudreve {
+    FakeCloudreve::start(|request: Request<Incoming>| async move {
+        let path = request.uri().path();
+        let Some(raw_id) = path.strip_prefix("/api/v4/user/avatar/") else {
+            return json_response(r#"{"code":0}"#);
+        };
+        let id = percent_decode(raw_id);
+        if !id.bytes().all(|b| b.is_ascii_alphanumeric()) || id.is_empty() {
+            return json_response(r#"{"code":40001,"msg":"Parameter error"}"#);
+        }
+        let reflected: Vec<String> = [
+            "host",
+            "x-forwarded-host",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-forwarded-scheme",
+            "x-http-method-override",
+            "cookie",
+            "authorization",
+        ]
+        .iter()
+        .filter_map(|name| {
+            request
+                .headers()
+                .get(*name)
+                .map(|v| format!("{name}={v:?}"))
+        })
+        .collect();
+        Response::builder()
+            .header("content-type", "image/png")
+            .header("cache-control", "public, max-age=86400")
+            .body(full(format!("avatar of {id}; {}", reflected.join("; "))))
+            .unwrap()
+    })
+    .await
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(&client(), request.body(empty()).unwrap()).await
+}
+
+const ATTACK_HEADERS: &[(&str, &str)] = &[
+    ("host", "evil.example"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-original-url", B),
+    ("x-rewrite-url", B),
+    ("x-forwarded-scheme", "nothttps"),
+    ("x-http-method-override", "DELETE"),
+];
+
+#[tokio::test]
+async fn unkeyed_headers_never_choose_the_entry_or_reach_the_key() {
+    let upstream = reflecting_upstream().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    // The attacker fills A with rewriting headers: the entry is A's, under A's key only.
+    let attack = get_with(&proxy.url(A), ATTACK_HEADERS).await;
+    assert_eq!(attack.x_cache(), "MISS");
+    assert!(String::from_utf8_lossy(&attack.body).starts_with("avatar of imgA"));
+    // B is untouched: its first request is a miss with B's bytes.
+    let b = get(&proxy.url(B)).await;
+    assert_eq!(b.x_cache(), "MISS");
+    assert!(
+        String::from_utf8_lossy(&b.body).starts_with("avatar of imgB"),
+        "{:?}",
+        b.body
+    );
+    // Requests with other attack headers still get the same stored A: the headers are not part of the key.
+    let again = get_with(
+        &proxy.url(A),
+        &[("x-original-url", "/api/v4/user/avatar/imgC")],
+    )
+    .await;
+    assert_eq!(again.x_cache(), "HIT");
+    assert_eq!(again.body, attack.body);
+    assert_eq!(proxy.proxy.cache().usage().0, 2);
+}
+
+#[tokio::test]
+async fn a_header_reflected_by_the_origin_is_only_as_safe_as_the_origin() {
+    // Documents the boundary: the key is the id alone because Cloudreve's avatar answer depends on the id
+    // alone (upstream-contract.md). A response that says it varies is refused, whatever it varies on.
+    let upstream = FakeCloudreve::start(|request: Request<Incoming>| async move {
+        let host = request.headers().get("x-forwarded-host").cloned();
+        Response::builder()
+            .header("content-type", "image/png")
+            .header("cache-control", "public, max-age=86400")
+            .header("vary", "X-Forwarded-Host")
+            .body(full(format!("for {host:?}")))
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let poisoned = get_with(&proxy.url(A), &[("x-forwarded-host", "evil.example")]).await;
+    assert!(
+        poisoned.cache_status().contains("detail=vary"),
+        "{}",
+        poisoned.cache_status()
+    );
+    let victim = get(&proxy.url(A)).await;
+    assert_eq!(victim.body, "for None");
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn personal_or_uncacheable_answers_are_never_served_to_another_client() {
+    // Each answer is marked public with a long max-age, and still must not be stored.
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            "set-cookie",
+            &[
+                ("content-type", "image/png"),
+                ("set-cookie", "session=victim"),
+            ],
+        ),
+        (
+            "set-cookie on a redirect",
+            &[("location", "https://gravatar/x"), ("set-cookie", "s=1")],
+        ),
+        (
+            "private",
+            &[("content-type", "image/png"), ("cache-control", "private")],
+        ),
+        (
+            "private field",
+            &[
+                ("content-type", "image/png"),
+                ("cache-control", "private=\"x-user\""),
+            ],
+        ),
+        (
+            "no-store",
+            &[("content-type", "image/png"), ("cache-control", "no-store")],
+        ),
+        (
+            "json",
+            &[("content-type", "application/json; charset=utf-8")],
+        ),
+        ("no content type", &[]),
+        ("vary star", &[("content-type", "image/png"), ("vary", "*")]),
+        (
+            "vary accept-encoding",
+            &[("content-type", "image/png"), ("vary", "Accept-Encoding")],
+        ),
+        (
+            "vary cookie",
+            &[("content-type", "image/png"), ("vary", "Cookie")],
+        ),
+    ];
+    for (case, headers) in cases {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let status = if headers.iter().any(|(n, _)| n == "location") {
+            302
+        } else {
+            200
+        };
+        let upstream = FakeCloudreve::start(move |request: Request<Incoming>| {
+            let headers = headers.clone();
+            async move {
+                let who = request
+                    .headers()
+                    .get("authorization")
+                    .map_or("anonymous".to_owned(), |v| v.to_str().unwrap().to_owned());
+                let mut response = Response::builder()
+                    .status(status)
+                    .header("cache-control", "public, max-age=86400");
+                for (name, value) in &headers {
+                    response = response.header(name.as_str(), value.as_str());
+                }
+                response
+                    .body(full(format!("personal bytes of {who}")))
+                    .unwrap()
+            }
+        })
+        .await;
+        let proxy = TestProxy::start(&upstream.url()).await;
+        let first = get_with(&proxy.url(A), &[("authorization", "Bearer victim")]).await;
+        assert_eq!(first.x_cache(), "MISS", "{case}");
+        let second = get(&proxy.url(A)).await;
+        assert_eq!(
+            second.x_cache(),
+            "MISS",
+            "{case}: {}",
+            second.cache_status()
+        );
+        assert_eq!(second.body, "personal bytes of anonymous", "{case}");
+        assert_eq!(upstream.count(), 2, "{case}");
+        assert_eq!(proxy.proxy.cache().usage().0, 0, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn odd_avatar_paths_never_hit_or_fill_another_users_entry() {
+    let upstream = reflecting_upstream().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let a = get(&proxy.url(A)).await;
+    let b = get(&proxy.url(B)).await;
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "MISS"));
+    let odd = [
+        // Cloudreve decodes these to imgA or imgB: forwarded, never stored under any key.
+        "/api/v4/user/avatar/img%41",
+        "/api/v4/user/avatar/%69%6d%67%42",
+        "/api/v4/user/avatar/imgA%00",
+        "/api/v4/user/avatar/imgA/",
+        "/api/v4/user/avatar/imgA%2F..%2FimgB",
+        "/api/v4/user/avatar/./imgB",
+        "/api/v4/user/avatar/../avatar/imgB",
+        "/api/v4/user/avatar/imgA;imgB",
+        "/api/v4/user/avatar/imgA%3Fnocache=0",
+        "/api/v4/user//avatar/imgA",
+        "/API/v4/user/avatar/imgA",
+        "/api/v4/user/avatar/imgA?nocache=1",
+        "/api/v4/user/avatar/imgA?nocache=yes",
+    ];
+    for target in odd {
+        let reply = get(&proxy.url(target)).await;
+        assert_ne!(reply.x_cache(), "HIT", "{target}: {}", reply.cache_status());
+        assert!(
+            !reply.cache_status().contains("stored"),
+            "{target}: {}",
+            reply.cache_status()
+        );
+    }
+    // Case is part of a hashid: another user, another key, never A's entry.
+    let upper = get(&proxy.url("/api/v4/user/avatar/IMGA")).await;
+    assert_eq!(upper.x_cache(), "MISS");
+    assert!(String::from_utf8_lossy(&upper.body).starts_with("avatar of IMGA"));
+    // The two stored entries are unchanged, each with its own bytes.
+    let (a2, b2) = (get(&proxy.url(A)).await, get(&proxy.url(B)).await);
+    assert_eq!((a2.x_cache(), b2.x_cache()), ("HIT", "HIT"));
+    assert_eq!((a2.body, b2.body), (a.body, b.body));
+    assert_eq!(proxy.proxy.cache().usage().0, 3, "imgA, imgB and IMGA only");
+}
+
+#[tokio::test]
+async fn nocache_tricks_follow_cloudreves_first_value() {
+    let upstream = reflecting_upstream().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    get(&proxy.url(A)).await;
+    for (query, expected) in [
+        ("?nocache=1&nocache=0", "BYPASS"),
+        ("?nocache=0&nocache=1", "HIT"),
+        ("?nocache=%31", "BYPASS"),
+        ("?NOCACHE=1", "HIT"),
+        ("?nocache=1;x&nocache=0", "HIT"),
+        ("?key=1&nocache=true", "BYPASS"),
+    ] {
+        let reply = get(&proxy.url(&format!("{A}{query}"))).await;
+        assert_eq!(
+            reply.x_cache(),
+            expected,
+            "{query}: {}",
+            reply.cache_status()
+        );
+    }
+}
