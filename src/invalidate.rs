@@ -19,8 +19,10 @@ pub const MAX_CONFIRMATION_SIZE: usize = 64 * 1024;
 /// as in the avatar URL. The signature is not checked here: the caller acts only after Cloudreve, which holds
 /// the key, accepted the request (`code: 0`).
 ///
-/// Returns `None` for anything that is not `Bearer <header>.<payload>.<signature>` with a JSON payload whose
-/// `sub` is a string in the avatar-key alphabet (node signatures `Bearer Cr ...` included).
+/// Returns `None` for anything that is not `Bearer <header>.<payload>.<signature>` with a JSON object payload
+/// whose `sub` is a string in the avatar-key alphabet (node signatures `Bearer Cr ...` included), and for a
+/// payload with `sub` twice (Cloudreve never issues one; Go would take the last, so nothing is purged rather
+/// than guess).
 pub fn jwt_subject(authorization: &HeaderValue) -> Option<String> {
     let token = authorization.to_str().ok()?.strip_prefix("Bearer ")?.trim();
     let mut parts = token.split('.');
@@ -30,6 +32,10 @@ pub fn jwt_subject(authorization: &HeaderValue) -> Option<String> {
     }
     // Base64url without padding (RFC 7515 §2); tolerate padding some encoders add.
     let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    // The claims set is a JSON object (RFC 7519 §7.2); serde would also read the struct from an array.
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     #[derive(Deserialize)]
     struct Claims {
         sub: String,
@@ -93,6 +99,8 @@ mod tests {
             r#"{"sub":""}"#,
             r#"{"sub":5}"#,
             r#"{"nosub":"lpua"}"#,
+            r#"["lpua"]"#,
+            r#" ["lpua"]"#,
             "not json",
         ] {
             assert_eq!(jwt_subject(&bearer(payload)), None, "{payload}");
