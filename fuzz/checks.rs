@@ -6,10 +6,13 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::BytesMut;
 use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange, Limits};
 use cloudreve_edge::config::{Config, RuleConfig, RuleKind};
 use cloudreve_edge::framing::{self, Scanner};
+use cloudreve_edge::invalidate::{self, MAX_CONFIRMATION_SIZE};
 use cloudreve_edge::route::{self, AVATAR_PREFIX, AvatarChange, Bypass, NoCache, Route};
 use http::header::{self, HeaderMap};
 use http::{HeaderName, HeaderValue, Method, Response, Uri};
@@ -397,4 +400,114 @@ fn scan_in_pieces(input: &[u8], piece: usize) -> (Vec<u8>, Option<framing::Viola
     }
     scanner.eof(&mut out);
     (out.to_vec(), scanner.violation())
+}
+
+/// `invalidate::jwt_subject`, the user an avatar change names (the `sub` of its bearer JWT, unverified: the
+/// proxy acts on it only after Cloudreve accepted the request). The first byte picks the mode:
+///
+/// - even: the rest is an arbitrary `Authorization` value. Whenever a subject comes out, it is a canonical
+///   avatar id, the value is `Bearer ` and three dot-separated segments with a payload of at most
+///   `MAX_CONFIRMATION_SIZE`, and the payload is a JSON object whose `sub` is that id (RFC 7519 §7.2, read as
+///   Cloudreve's Go does: base64url, an object, the last of repeated members).
+/// - odd: the rest is a `sub` (its length in the next byte) and another claim's value, built into a
+///   well-formed token: the subject is found exactly when it is a canonical avatar id.
+pub fn jwt_sub(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        jwt_sub_of_any_header(rest);
+    } else {
+        jwt_sub_of_a_built_token(rest);
+    }
+}
+
+fn jwt_sub_of_any_header(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return; // hyper never hands over such a value
+    };
+    let Some(sub) = invalidate::jwt_subject(&value) else {
+        return;
+    };
+    assert!(
+        AvatarKey::from_path_segment(&sub).is_some(),
+        "non-canonical sub {sub:?}"
+    );
+    let text = value.to_str().expect("a subject from an unreadable value");
+    let token = text
+        .strip_prefix("Bearer ")
+        .expect("no Bearer scheme")
+        .trim();
+    let segments: Vec<&str> = token.split('.').collect();
+    assert_eq!(segments.len(), 3, "not three JWT segments: {token:?}");
+    assert!(
+        segments[1].len() <= MAX_CONFIRMATION_SIZE,
+        "payload too large"
+    );
+    assert_eq!(
+        reference_sub(segments[1]).as_deref(),
+        Some(sub.as_str()),
+        "not the payload's sub: {token:?}"
+    );
+}
+
+/// The slow, obvious reading of a JWT payload's `sub`: base64url with padding tolerated (RFC 7515 §2), a JSON
+/// object (RFC 7519 §7.2), its members read as Go's `encoding/json` reads them for Cloudreve: the last `sub`
+/// wins, and other members' values are skipped without failing on bad UTF-8 (Go replaces it).
+fn reference_sub(payload: &str) -> Option<String> {
+    use serde::Deserializer as _;
+    let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let mut reader = serde_json::Deserializer::from_slice(&json);
+    let sub = reader.deserialize_map(LastSub).ok()?;
+    reader.end().ok()?;
+    sub
+}
+
+/// Visits a JSON object only, keeping its last `sub`.
+struct LastSub;
+
+impl<'de> serde::de::Visitor<'de> for LastSub {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut sub = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "sub" {
+                sub = Some(map.next_value::<String>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(sub)
+    }
+}
+
+fn jwt_sub_of_a_built_token(data: &[u8]) {
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let (sub, other) = rest.split_at(usize::from(len).min(rest.len()));
+    let (sub, other) = (
+        String::from_utf8_lossy(sub).into_owned(),
+        String::from_utf8_lossy(other).into_owned(),
+    );
+    let claims = serde_json::json!({
+        "token_type": "access",
+        "other": other,
+        "sub": sub,
+        "exp": 1_745_655_578,
+    });
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let value = HeaderValue::try_from(format!("Bearer eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln"))
+        .expect("base64url is a valid header value");
+    let expected = AvatarKey::from_path_segment(&sub).map(|key| key.as_str().to_owned());
+    assert_eq!(
+        invalidate::jwt_subject(&value),
+        expected,
+        "sub {sub:?} in {claims}"
+    );
 }

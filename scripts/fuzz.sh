@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(route_classify nocache_parse cache_policy_admit framing_scanner)
+  targets=(route_classify nocache_parse cache_policy_admit framing_scanner jwt_sub)
 fi
 
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then

@@ -166,6 +166,30 @@ fn framing_guard_is_split_invariant_on_random_streams() {
 }
 
 #[test]
+fn jwt_subject_is_only_ever_the_payloads_canonical_sub() {
+    let corpus: &[&[u8]] = &[
+        b"\x00Bearer eyJhbGciOiJIUzI1NiJ9.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIiwic3ViIjoibHB1YSIsImV4cCI6MX0.c2ln",
+        b"\x00Bearer h.eyJzdWIiOiJsVXBhIn0=.s",
+        b"\x00Bearer  h.eyJzdWIiOiIuLi94In0.s ",
+        b"\x00Bearer h.eyJzdWIiOiJhIiwic3ViIjoiYiJ9.s",
+        // `["lpua"]`: not a claims set, though serde reads a struct from it.
+        b"\x00Bearer h.WyJscHVhIl0.s",
+        b"\x00Bearer Cr abc:123",
+        b"\x00Basic dXNlcjpwYXNz",
+        b"\x01\x04lpuaextra",
+        b"\x01\x03a/b{\"sub\":\"x\"}",
+        b"\x01\x00",
+    ];
+    run(
+        "jwt_sub",
+        0x5eed_0005,
+        corpus,
+        b".=-_ AZaz09\"{}:,[]",
+        checks::jwt_sub,
+    );
+}
+
+#[test]
 fn nocache_past_a_thousand_pairs_is_only_ever_more_careful() {
     // Found by `cargo fuzz run nocache_parse`: the reference first assumed Go gives up at 1000 pairs; Go's
     // limit is 10,000 and past it every parameter is absent. The proxy's own cut-off stays the safe side.
