@@ -213,8 +213,13 @@ pub enum NoCache {
     Invalid,
 }
 
-/// Go's `url.ParseQuery` gives up past this many parameters (Go 1.24+); beyond it the proxy does not try to
-/// predict what Cloudreve sees and forwards the request untouched.
+/// How many `&`-separated pairs the proxy reads before it stops predicting what Cloudreve sees. This is the
+/// proxy's own cut, not Go's: `url.ParseQuery` refuses a query of more than 10,000 parameters by default
+/// (Go 1.26, and the 1.25.6 and 1.24.12 security releases; `GODEBUG=urlmaxqueryparams=N` moves it, 0 removes
+/// it, older releases have none), and gin's `URL.Query()` then drops every parameter. Where Cloudreve's limit
+/// lies depends on how it was built, so past 1000 pairs `nocache` reads as invalid: the request is forwarded
+/// untouched and never cached, which is right whatever Cloudreve makes of it. No real client sends that
+/// many, so the only cost is a bypass; the gain is a bound on the work per request.
 const MAX_QUERY_PARAMS: usize = 1000;
 
 impl NoCache {
