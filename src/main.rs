@@ -16,11 +16,6 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: fewer instructions per allocation than glibc's malloc on the request path (measured with
-/// callgrind, see BENCHMARKS.md), and no per-thread arena growth.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for a configuration that cannot be used (sysexits `EX_USAGE`).
 const EXIT_CONFIG: u8 = 64;
 /// Exit code when a second SIGTERM/SIGINT cut the drain short.
