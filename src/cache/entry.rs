@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, response};
 
@@ -186,13 +186,23 @@ impl CachedResponse {
     }
 }
 
-/// A copy of `headers` that owns its values. hyper parses header values as slices of the connection's read
-/// buffer (8 KiB and more); storing them as they are would keep that whole buffer alive for every entry.
+/// A copy of `headers` that owns its values, all in one allocation. hyper parses header values as slices of
+/// the connection's read buffer (8 KiB and more); storing them as they are would keep that whole buffer alive
+/// for every entry, and copying each value on its own would cost an allocation per field.
 fn detached(headers: &HeaderMap) -> HeaderMap {
+    let total: usize = headers.values().map(|value| value.len()).sum();
+    let mut arena = BytesMut::with_capacity(total);
+    for value in headers.values() {
+        arena.extend_from_slice(value.as_bytes());
+    }
+    let arena = arena.freeze();
     let mut owned = HeaderMap::with_capacity(headers.len());
+    let mut offset = 0;
     for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes())
-            .expect("a header value stays valid when copied");
+        let bytes = arena.slice(offset..offset + value.len());
+        offset += value.len();
+        let mut copy =
+            HeaderValue::from_maybe_shared(bytes).expect("a header value stays valid when copied");
         copy.set_sensitive(value.is_sensitive());
         owned.append(name.clone(), copy);
     }
