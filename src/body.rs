@@ -103,9 +103,10 @@ impl Body {
     /// Streams `inner` on while copying it, up to `limit` bytes; `on_whole` gets the copy if the body ends
     /// whole within the limit.
     pub fn teed(inner: Incoming, limit: usize, on_whole: OnWhole) -> Self {
+        let expected = (inner.size_hint().lower() as usize).min(limit);
         Self::Teed(Box::new(Tee {
             inner,
-            copy: BytesMut::new(),
+            copy: BytesMut::with_capacity(expected),
             limit,
             on_whole: Some(on_whole),
         }))
@@ -141,7 +142,7 @@ impl Tee {
 
     fn complete(&mut self) {
         if let Some(on_whole) = self.on_whole.take() {
-            on_whole(std::mem::take(&mut self.copy).freeze());
+            on_whole(exact(std::mem::take(&mut self.copy)));
         }
     }
 
@@ -263,7 +264,8 @@ pub async fn collect_up_to(mut body: Incoming, limit: usize) -> Result<Collected
     if body.size_hint().lower() > limit as u64 {
         return Ok(Collected::TooLarge(Body::Stream(body)));
     }
-    let mut buf = BytesMut::new();
+    // Sized from Content-Length when there is one, so the stored copy is one exact allocation.
+    let mut buf = BytesMut::with_capacity(body.size_hint().lower() as usize);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue; // trailers: avatars have none worth keeping
@@ -277,5 +279,15 @@ pub async fn collect_up_to(mut body: Incoming, limit: usize) -> Result<Collected
         }
         buf.extend_from_slice(&data);
     }
-    Ok(Collected::Whole(buf.freeze()))
+    Ok(Collected::Whole(exact(buf)))
+}
+
+/// The bytes in an allocation of their own size: a buffer that grew by doubling would otherwise keep up to
+/// twice its length alive for as long as the cache holds it.
+pub fn exact(buf: BytesMut) -> Bytes {
+    if buf.capacity() > buf.len() + buf.len() / 16 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
 }

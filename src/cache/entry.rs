@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, response};
 
@@ -37,17 +37,17 @@ pub struct CachedResponse {
     pub status: StatusCode,
     /// Upstream headers, hop-by-hop ones already removed, plus a minted strong `ETag` for a 200 without one;
     /// `Age` is recomputed when served.
-    pub headers: HeaderMap,
+    pub headers: Fields,
     /// The whole body; cloning it is a reference count, not a copy.
     pub body: Bytes,
     /// Hash of the body (xxh3-128), the source of the minted `ETag` and of change detection.
     pub body_hash: u128,
     /// `Last-Modified`, parsed, for the client's `If-Modified-Since` and `If-Range`.
     pub last_modified: Option<SystemTime>,
-    /// The upstream's own validators, for revalidation (never the minted `ETag`).
-    pub validators: Validators,
+    /// The `ETag` in `headers` was minted here, not sent by the upstream (so it is never sent back).
+    etag_minted: bool,
     /// The nominated request fields and their values in the request that produced it, when it varies.
-    pub vary: Option<(Vec<HeaderName>, String)>,
+    pub vary: Option<Box<(Vec<HeaderName>, String)>>,
     /// When it was stored, on the cache clock.
     stored_at: Instant,
     /// Age when stored, freshness left then, and the stale windows (RFC 9111 §4.2, RFC 5861).
@@ -80,13 +80,14 @@ impl CachedResponse {
         now: Instant,
     ) -> Self {
         let validators = Validators::of(&parts.headers);
-        let mut headers = detached(&parts.headers);
+        let mut headers = parts.headers.clone();
         // Age is recomputed on every hit; the length is now known exactly, which a HEAD answer needs even
         // when the upstream sent the body chunked.
         headers.remove(header::AGE);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let body_hash = xxhash_rust::xxh3::xxh3_128(&body);
-        if parts.status == StatusCode::OK && validators.etag.is_none() {
+        let etag_minted = parts.status == StatusCode::OK && validators.etag.is_none();
+        if etag_minted {
             // A strong validator for the client's If-None-Match / If-Range, answered here; never sent upstream.
             let etag = format!("\"{body_hash:032x}\"");
             headers.insert(
@@ -102,15 +103,15 @@ impl CachedResponse {
             .filter(|names| !names.is_empty())
             .map(|names| {
                 let values = vary::values(&names, request);
-                (names, values)
+                Box::new((names, values))
             });
         Self {
             status: parts.status,
-            headers,
+            headers: Fields::detached(&headers),
             body,
             body_hash,
             last_modified,
-            validators,
+            etag_minted,
             vary,
             stored_at: now,
             freshness,
@@ -123,15 +124,27 @@ impl CachedResponse {
     pub fn matches(&self, request: &HeaderMap) -> bool {
         self.vary
             .as_ref()
-            .is_none_or(|(names, values)| vary::values(names, request) == *values)
+            .is_none_or(|vary| vary::values(&vary.0, request) == vary.1)
     }
 
     /// The `Vary` index to store under the primary key, when this response varies.
     pub fn vary_index(&self) -> Option<VaryIndex> {
-        self.vary.as_ref().map(|(names, _)| VaryIndex {
-            names: names.clone(),
+        self.vary.as_ref().map(|vary| VaryIndex {
+            names: vary.0.clone(),
             retain_for: self.retain_for,
         })
+    }
+
+    /// The upstream's own validators, for revalidation (never a minted `ETag`).
+    pub fn validators(&self) -> Validators {
+        Validators {
+            etag: self
+                .headers
+                .get(&header::ETAG)
+                .filter(|_| !self.etag_minted)
+                .cloned(),
+            last_modified: self.headers.get(&header::LAST_MODIFIED).cloned(),
+        }
     }
 
     /// Fresh at `now`: younger than its freshness lifetime.
@@ -186,17 +199,63 @@ impl CachedResponse {
     }
 }
 
-/// A copy of `headers` that owns its values. hyper parses header values as slices of the connection's read
-/// buffer (8 KiB and more); storing them as they are would keep that whole buffer alive for every entry.
-fn detached(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes())
-            .expect("a header value stays valid when copied");
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
+/// The header fields of a stored response, compact: exactly one slot per field (a `HeaderMap` reserves a
+/// power-of-two table, about 1 KiB more per entry), the values sharing one allocation of their own (hyper
+/// parses values as slices of the connection's read buffer, 8 KiB and more, which must not stay alive with
+/// the entry). Served, they become a `HeaderMap` sized for the fields the cache adds.
+#[derive(Debug, Clone)]
+pub struct Fields(Box<[(HeaderName, HeaderValue)]>);
+
+impl Fields {
+    /// Copies `headers`, its values into one buffer.
+    pub fn detached(headers: &HeaderMap) -> Self {
+        let total: usize = headers.values().map(HeaderValue::len).sum();
+        let mut arena = BytesMut::with_capacity(total);
+        for value in headers.values() {
+            arena.extend_from_slice(value.as_bytes());
+        }
+        let arena = arena.freeze();
+        let mut offset = 0;
+        let fields = headers
+            .iter()
+            .map(|(name, value)| {
+                let bytes = arena.slice(offset..offset + value.len());
+                offset += value.len();
+                let mut copy = HeaderValue::from_maybe_shared(bytes)
+                    .expect("a header value stays valid when copied");
+                copy.set_sensitive(value.is_sensitive());
+                (name.clone(), copy)
+            })
+            .collect();
+        Self(fields)
     }
-    owned
+
+    /// The first value of a field.
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Whether a field is present.
+    pub fn contains_key(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Every field line, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    /// The fields as a `HeaderMap` with room for `more` fields besides.
+    pub fn to_map(&self, more: usize) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.0.len() + more);
+        for (name, value) in self.iter() {
+            map.append(name.clone(), value.clone());
+        }
+        map
+    }
 }
 
 /// Rough per-entry bookkeeping cost beyond body and headers (the Arc, the moka node, the key).
@@ -278,7 +337,7 @@ mod tests {
         let mut head = parts(&[]);
         head.headers.insert(header::CONTENT_TYPE, shared);
         let entry = entry(&head, b"png", &HeaderMap::new(), Instant::now());
-        let stored = entry.headers[header::CONTENT_TYPE].as_bytes();
+        let stored = entry.headers.get(&header::CONTENT_TYPE).unwrap().as_bytes();
         assert_eq!(stored, b"image/png");
         assert!(
             !buffer.as_ptr_range().contains(&stored.as_ptr()),
@@ -294,23 +353,23 @@ mod tests {
             &HeaderMap::new(),
             Instant::now(),
         );
-        assert_eq!(entry.headers[header::CONTENT_LENGTH], "5");
-        assert!(!entry.headers.contains_key(header::AGE));
+        assert_eq!(entry.headers.get(&header::CONTENT_LENGTH).unwrap(), "5");
+        assert!(!entry.headers.contains_key(&header::AGE));
     }
 
     #[test]
     fn minted_etag_is_not_an_upstream_validator() {
         let minted = entry(&parts(&[]), b"x", &HeaderMap::new(), Instant::now());
-        assert!(minted.headers.contains_key(header::ETAG));
-        assert_eq!(minted.validators.etag, None);
+        assert!(minted.headers.contains_key(&header::ETAG));
+        assert_eq!(minted.validators().etag, None);
         let upstream = entry(
             &parts(&[("etag", "\"v1\"")]),
             b"x",
             &HeaderMap::new(),
             Instant::now(),
         );
-        assert_eq!(upstream.headers[header::ETAG], "\"v1\"");
-        assert_eq!(upstream.validators.etag.as_ref().unwrap(), "\"v1\"");
+        assert_eq!(upstream.headers.get(&header::ETAG).unwrap(), "\"v1\"");
+        assert_eq!(upstream.validators().etag.unwrap(), "\"v1\"");
     }
 
     #[test]

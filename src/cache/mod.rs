@@ -143,10 +143,10 @@ impl Cache {
     /// Stores a response under `primary`, or under its variant key with the `Vary` index under `primary`.
     pub fn insert(&self, primary: &str, entry: Arc<CachedResponse>) {
         match (entry.vary_index(), &entry.vary) {
-            (Some(index), Some((_, values))) => {
+            (Some(index), Some(vary)) => {
                 self.store.insert(primary, Stored::Vary(Arc::new(index)));
-                self.store
-                    .insert(&vary::variant_key(primary, values), Stored::Response(entry));
+                let key = vary::variant_key(primary, &vary.1);
+                self.store.insert(&key, Stored::Response(entry));
             }
             _ => self.store.insert(primary, Stored::Response(entry)),
         }

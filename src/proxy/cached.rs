@@ -378,7 +378,11 @@ impl Proxy {
         request: &HeaderMap,
     ) {
         let rule = &self.rules[rule];
-        if policy::head_invalidates(&stored.headers, &stored.validators, &head.headers) {
+        if policy::head_invalidates(
+            &stored.headers.to_map(0),
+            &stored.validators(),
+            &head.headers,
+        ) {
             self.cache.purge(primary);
             return;
         }
@@ -567,7 +571,7 @@ fn fill_request(
     parts.method = Method::GET;
     policy::prepare_fill_request(&mut parts.headers);
     if let Some(stale) = stale {
-        for (name, value) in policy::revalidation_headers(kind, &stale.validators) {
+        for (name, value) in policy::revalidation_headers(kind, &stale.validators()) {
             parts.headers.insert(name, value);
         }
     }
@@ -579,8 +583,8 @@ fn fill_request(
 fn merged(stored: &CachedResponse, newer: &HeaderMap) -> response::Parts {
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = stored.status;
-    parts.headers = policy::merge_not_modified(&stored.headers, newer);
-    if stored.validators.etag.is_none() && !newer.contains_key(header::ETAG) {
+    parts.headers = policy::merge_not_modified(&stored.headers.to_map(0), newer);
+    if stored.validators().etag.is_none() && !newer.contains_key(header::ETAG) {
         parts.headers.remove(header::ETAG);
     }
     parts

@@ -84,9 +84,8 @@ impl Proxy {
         if !policy::describes_avatar(&parts) {
             return Response::from_parts(parts, body);
         }
-        let validator = |headers: &http::HeaderMap| headers.get(header::LAST_MODIFIED).cloned();
-        if parts.status != stored.status || validator(&parts.headers) != validator(&stored.headers)
-        {
+        let modified = parts.headers.get(header::LAST_MODIFIED);
+        if parts.status != stored.status || modified != stored.headers.get(&header::LAST_MODIFIED) {
             self.purge_user(key.as_str(), "a nocache answer shows a newer avatar");
             return Response::from_parts(parts, body);
         }
