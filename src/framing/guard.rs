@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -125,8 +126,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                     "malformed chunked request body",
                 )));
             }
-            let mut scratch = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut scratch);
+            // Not zeroed: the socket writes what is read, and only that part is looked at.
+            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut scratch);
             if Pin::new(&mut this.io)
                 .poll_read(cx, &mut read)?
                 .is_pending()
@@ -137,7 +139,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 }
                 return Poll::Pending;
             }
-            let n = read.filled().len();
+            let filled = read.filled();
+            let n = filled.len();
             if n == 0 {
                 this.scanner.eof(&mut this.ready);
                 if this.ready.is_empty() {
@@ -145,7 +148,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 }
                 continue;
             }
-            this.scanner.feed(&scratch[..n], &mut this.ready);
+            this.scanner.feed(filled, &mut this.ready);
             this.time_head();
         }
     }

@@ -90,7 +90,7 @@ impl Scanner {
     pub fn feed(&mut self, mut input: &[u8], out: &mut BytesMut) {
         while !input.is_empty() {
             let used = match self.state {
-                State::Head => self.head_byte(input[0], out),
+                State::Head => self.head_bytes(input, out),
                 State::Body(left) => self.body_bytes(left, input, out),
                 State::Chunked(chunk) => self.chunk_bytes(chunk, input, out),
                 State::Passthrough => {
@@ -130,26 +130,41 @@ impl Scanner {
         self.state == State::Head && !self.line.is_empty()
     }
 
-    fn head_byte(&mut self, byte: u8, out: &mut BytesMut) -> usize {
-        let after_cr = self.line.last() == Some(&b'\r');
-        if after_cr && byte != b'\n' {
-            self.reject(Violation::BareCr, out);
-            return 1;
+    /// Takes head bytes up to and including the next LF (or all of `input` without one), checking each as
+    /// it comes: a CR must be followed by LF and an LF preceded by CR (RFC 9112 §2.2), and the head may not
+    /// outgrow its limit. The bytes are appended to the line once, not one by one.
+    fn head_bytes(&mut self, input: &[u8], out: &mut BytesMut) -> usize {
+        let end = memchr::memchr(b'\n', input).map_or(input.len(), |i| i + 1);
+        let run = &input[..end];
+        let mut after_cr = self.line.last() == Some(&b'\r');
+        for (i, &byte) in run.iter().enumerate() {
+            if after_cr && byte != b'\n' {
+                self.reject(Violation::BareCr, out);
+                return i + 1;
+            }
+            if byte == b'\n' && !after_cr {
+                self.reject(Violation::BareLf, out);
+                return i + 1;
+            }
+            // At the LF that ends a line, the end of the head is looked for first (below).
+            if byte != b'\n' && self.line.len() + i + 1 > self.max_head {
+                self.reject(Violation::HeadTooLarge, out);
+                return i + 1;
+            }
+            after_cr = byte == b'\r';
         }
-        if byte == b'\n' && !after_cr {
-            self.reject(Violation::BareLf, out);
-            return 1;
+        self.line.extend_from_slice(run);
+        if run.last() == Some(&b'\n') {
+            if &self.line[..] == b"\r\n" {
+                // An empty line before a request line is ignored (RFC 9112 §2.2); hyper skips it too.
+                out.extend_from_slice(&self.line.split());
+            } else if self.line.ends_with(b"\r\n\r\n") {
+                self.end_head(out);
+            } else if self.line.len() > self.max_head {
+                self.reject(Violation::HeadTooLarge, out);
+            }
         }
-        self.line.extend_from_slice(&[byte]);
-        if &self.line[..] == b"\r\n" {
-            // An empty line before a request line is ignored (RFC 9112 §2.2); hyper skips it too.
-            out.extend_from_slice(&self.line.split());
-        } else if self.line.ends_with(b"\r\n\r\n") {
-            self.end_head(out);
-        } else if self.line.len() > self.max_head {
-            self.reject(Violation::HeadTooLarge, out);
-        }
-        1
+        end
     }
 
     fn end_head(&mut self, out: &mut BytesMut) {
