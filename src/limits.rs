@@ -9,12 +9,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Slots for client connections: one permit per connection, held until the connection task ends.
@@ -42,38 +43,40 @@ impl ConnectionSlots {
     }
 }
 
-/// What a connection is doing, as the idle watchdog needs it.
-#[derive(Debug, Clone, Copy)]
+/// What a connection is doing, as the idle watchdog needs it. Requests update it with two atomic operations
+/// and never wake the watchdog: it sleeps until the earliest moment the connection could be idle long enough
+/// and looks then (at most once per idle timeout while requests keep it busy).
 struct State {
     /// Requests whose response has not finished (or been dropped).
-    in_flight: usize,
-    /// When the connection last became idle (accepted, or its last response finished).
-    idle_since: Instant,
+    in_flight: AtomicUsize,
+    /// When the connection last became idle (accepted, or a response finished), in nanoseconds since `opened`.
+    idle_since: AtomicU64,
+    /// When the connection was accepted.
+    opened: Instant,
 }
 
 /// Request bookkeeping of one connection, shared by its service and its watchdog.
 #[derive(Clone)]
 pub struct Activity {
-    /// Changes whenever a request starts or finishes; the watchdog waits on it.
-    state: Arc<watch::Sender<State>>,
+    state: Arc<State>,
 }
 
 impl Activity {
     /// A connection accepted now, idle until its first request.
     pub fn new() -> Self {
-        let (state, _) = watch::channel(State {
-            in_flight: 0,
-            idle_since: Instant::now(),
-        });
         Self {
-            state: Arc::new(state),
+            state: Arc::new(State {
+                in_flight: AtomicUsize::new(0),
+                idle_since: AtomicU64::new(0),
+                opened: Instant::now(),
+            }),
         }
     }
 
     /// Marks a request as started; it is in progress until the returned guard is dropped (the guard travels
     /// with the response body, so a streaming response counts until its last byte).
     pub fn begin(&self) -> RequestGuard {
-        self.state.send_modify(|s| s.in_flight += 1);
+        self.state.in_flight.fetch_add(1, Ordering::AcqRel);
         RequestGuard {
             state: Arc::clone(&self.state),
         }
@@ -82,18 +85,26 @@ impl Activity {
     /// Completes when the connection has had no request in progress for `idle_timeout`; never completes
     /// while one is. Dropping the connection then loses nothing: no request is on it.
     pub async fn idle_for(&self, idle_timeout: Duration) {
-        let mut changes = self.state.subscribe();
+        let state = &self.state;
+        let sleep = tokio::time::sleep_until(state.opened + idle_timeout);
+        tokio::pin!(sleep);
         loop {
-            let state = *changes.borrow_and_update();
-            if state.in_flight > 0 {
-                // The sender lives as long as `self`, so this only returns on a change.
-                let _ = changes.changed().await;
-                continue;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(state.idle_since + idle_timeout) => return,
-                _ = changes.changed() => {}
-            }
+            sleep.as_mut().await;
+            let now = Instant::now();
+            let deadline = if state.in_flight.load(Ordering::Acquire) > 0 {
+                // Busy: look again one timeout from now. A request that ends before then restarts the clock
+                // at its end, which is later than this look, so no idle time is lost.
+                now + idle_timeout
+            } else {
+                let idle_since =
+                    state.opened + Duration::from_nanos(state.idle_since.load(Ordering::Acquire));
+                let due = idle_since + idle_timeout;
+                if due <= now {
+                    return;
+                }
+                due
+            };
+            sleep.as_mut().reset(deadline);
         }
     }
 }
@@ -106,17 +117,18 @@ impl Default for Activity {
 
 /// One request in progress on a connection.
 pub struct RequestGuard {
-    state: Arc<watch::Sender<State>>,
+    state: Arc<State>,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.state.send_modify(|s| {
-            s.in_flight -= 1;
-            if s.in_flight == 0 {
-                s.idle_since = Instant::now();
-            }
-        });
+        let state = &self.state;
+        // Saturates after 584 years of one connection.
+        let since = u64::try_from(state.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The latest end wins when requests of one HTTP/2 connection end on different threads at once; it is
+        // published before the count drops, so a watchdog that sees no request in flight sees when it ended.
+        state.idle_since.fetch_max(since, Ordering::Release);
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -218,6 +230,27 @@ mod tests {
         drop(guard);
         idle.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(330));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_of_overlapping_requests_restarts_the_clock() {
+        let activity = Activity::new();
+        let watchdog = activity.clone();
+        let started = Instant::now();
+        let idle = tokio::spawn(async move { watchdog.idle_for(Duration::from_secs(30)).await });
+        // Idle 20 s, then two requests (HTTP/2 streams) that end at 25 s and 40 s.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let short = activity.begin();
+        let long = activity.begin();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(short);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        drop(long);
+        // Still open one moment before 40 + 30 s.
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(!idle.is_finished(), "closed before the idle timeout after the last request");
+        idle.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(70));
     }
 
     #[tokio::test(start_paused = true)]
