@@ -248,7 +248,10 @@ mod tests {
         drop(long);
         // Still open one moment before 40 + 30 s.
         tokio::time::sleep(Duration::from_secs(29)).await;
-        assert!(!idle.is_finished(), "closed before the idle timeout after the last request");
+        assert!(
+            !idle.is_finished(),
+            "closed before the idle timeout after the last request"
+        );
         idle.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(70));
     }
