@@ -90,7 +90,10 @@ impl Scanner {
     pub fn feed(&mut self, mut input: &[u8], out: &mut BytesMut) {
         while !input.is_empty() {
             let used = match self.state {
-                State::Head => self.head_bytes(input, out),
+                State::Head => match self.whole_head(input, out) {
+                    Some(used) => used,
+                    None => self.head_bytes(input, out),
+                },
                 State::Body(left) => self.body_bytes(left, input, out),
                 State::Chunked(chunk) => self.chunk_bytes(chunk, input, out),
                 State::Passthrough => {
@@ -130,6 +133,19 @@ impl Scanner {
         self.state == State::Head && !self.line.is_empty()
     }
 
+    /// The common case, a whole head at the start of `input` with every line ended by CRLF: checked where it
+    /// lies and copied once. Anything else (a head split across reads, a bare CR or LF, a head near the size
+    /// limit, a leading empty line) returns `None` for `head_bytes`, which also names the violation.
+    fn whole_head(&mut self, input: &[u8], out: &mut BytesMut) -> Option<usize> {
+        if !self.line.is_empty() || input.starts_with(b"\r\n") {
+            return None;
+        }
+        let end = crlf_head_end(&input[..input.len().min(self.max_head)])?;
+        let head = &input[..end];
+        self.admit(head, out);
+        Some(end)
+    }
+
     /// Takes head bytes up to and including the next LF (or all of `input` without one), checking each as
     /// it comes: a CR must be followed by LF and an LF preceded by CR (RFC 9112 §2.2), and the head may not
     /// outgrow its limit. The bytes are appended to the line once, not one by one.
@@ -157,7 +173,8 @@ impl Scanner {
         if run.last() == Some(&b'\n') {
             if &self.line[..] == b"\r\n" {
                 // An empty line before a request line is ignored (RFC 9112 §2.2); hyper skips it too.
-                out.extend_from_slice(&self.line.split());
+                out.extend_from_slice(&self.line);
+                self.line.clear();
             } else if self.line.ends_with(b"\r\n\r\n") {
                 self.end_head(out);
             } else if self.line.len() > self.max_head {
@@ -167,15 +184,26 @@ impl Scanner {
         end
     }
 
+    /// The head collected in `line` is complete. The line keeps its capacity for the next head.
     fn end_head(&mut self, out: &mut BytesMut) {
-        let framing = match check_head(&self.line) {
+        let line = std::mem::take(&mut self.line);
+        self.admit(&line, out);
+        if self.state != State::Rejected {
+            self.line = line;
+            self.line.clear();
+        }
+    }
+
+    /// A complete head: passed on with the body framing it announces, or refused.
+    fn admit(&mut self, head: &[u8], out: &mut BytesMut) {
+        let framing = match check_head(head) {
             Ok(Framing::Http2) if self.seen_request => Err(Violation::LatePreface),
             other => other,
         };
         match framing {
             Ok(framing) => {
                 self.seen_request = true;
-                out.extend_from_slice(&self.line.split());
+                out.extend_from_slice(head);
                 self.state = match framing {
                     Framing::Length(0) => State::Head,
                     Framing::Length(n) => State::Body(n),
@@ -239,6 +267,24 @@ impl Scanner {
         }
         1
     }
+}
+
+/// The length of the head at the start of `bytes` if it ends there (an empty line) and every line of it ends
+/// with CRLF: no LF without a CR before it, and no CR without an LF after it.
+fn crlf_head_end(bytes: &[u8]) -> Option<usize> {
+    let mut lines = 0;
+    for lf in memchr::memchr_iter(b'\n', bytes) {
+        if lf == 0 || bytes[lf - 1] != b'\r' {
+            return None;
+        }
+        lines += 1;
+        if bytes[..=lf].ends_with(b"\r\n\r\n") {
+            // Each LF has its own CR before it; as many CRs as LFs leaves no CR alone.
+            let head = &bytes[..=lf];
+            return (memchr::memchr_iter(b'\r', head).count() == lines).then_some(lf + 1);
+        }
+    }
+    None
 }
 
 /// One byte of chunked framing outside chunk data; `None` breaks the grammar. `Some(EndLf)` after a LF
@@ -390,6 +436,27 @@ mod tests {
             (out.as_slice(), scanner.violation()),
             (REJECT_400, Some(Violation::BareCr))
         );
+    }
+
+    #[test]
+    fn only_heads_of_crlf_lines_are_taken_whole() {
+        let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET";
+        assert_eq!(crlf_head_end(good), Some(good.len() - 3));
+        assert_eq!(crlf_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        for bad in [
+            &b"a\rb\r\n\r\n"[..],
+            b"a\nb\r\n\r\n",
+            b"a\r\r\n\n\r\n\r\n",
+            b"a\n\r\r\n\r\n",
+            b"\ra\r\n\r\n",
+        ] {
+            assert_eq!(crlf_head_end(bad), None, "{bad:?}");
+            // Whole or byte by byte, such a head is refused the same way.
+            let (whole, bytewise) = (scan(bad), scan_bytewise(bad));
+            assert_eq!(whole.0, bytewise.0, "{bad:?}");
+            assert_eq!(whole.1.violation(), bytewise.1.violation(), "{bad:?}");
+            assert!(whole.1.violation().is_some(), "{bad:?}");
+        }
     }
 
     #[test]
