@@ -280,12 +280,14 @@ impl Connections {
             let proxy = Arc::clone(&proxy);
             // Counted in progress (not idle) from its head until its response body ends or is dropped.
             let in_progress = activity.begin();
-            async move {
+            // Boxed: hyper moves a request's future several times (into an HTTP/2 stream task, through
+            // `spawn`), and unboxed each move copies the whole state machine.
+            Box::pin(async move {
                 let response = proxy.handle(request, client).await?;
                 Ok::<_, Infallible>(
                     response.map(|body| Tracked::new(body, in_progress, response_idle_timeout)),
                 )
-            }
+            })
         });
         // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
         let io = FramingGuard::new(io, limits.head, client.addr);

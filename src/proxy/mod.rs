@@ -140,7 +140,9 @@ impl Proxy {
         Ok(Response::from_parts(parts, body))
     }
 
-    /// Phase 1, the request filter: classification, and the choice of path.
+    /// Phase 1, the request filter: classification, and the choice of path. Forwarding futures are boxed: the
+    /// upstream client's state is large, and inline it would make every request's future (a cache hit's too)
+    /// that large, copied each time hyper moves it.
     async fn route(
         self: &Arc<Self>,
         request: Request<Incoming>,
@@ -165,26 +167,26 @@ impl Proxy {
             Route::AvatarBypass { reason, key } => {
                 record.rule = Some(RuleKind::Avatar);
                 let method = request.method().clone();
-                let response = self.bypass(request, reason, client, record).await?;
+                let response = Box::pin(self.bypass(request, reason, client, record)).await?;
                 Ok(self.watch_bypass(&method, response, reason, key))
             }
             Route::RuleBypass(kind, reason) => {
                 record.rule = Some(kind);
-                self.bypass(request, reason, client, record).await
+                Box::pin(self.bypass(request, reason, client, record)).await
             }
             Route::AvatarChange(change) => {
                 let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-                let response = self.forward(request, client, record).await?;
+                let response = Box::pin(self.forward(request, client, record)).await?;
                 self.observe_change(change, authorization.as_ref(), response)
                     .await
             }
             Route::Unsafe => {
                 let host = route::request_host(&uri, request.headers()).map(str::to_owned);
-                let response = self.forward(request, client, record).await?;
+                let response = Box::pin(self.forward(request, client, record)).await?;
                 self.invalidate_after_unsafe(&uri, host.as_deref(), &response);
                 Ok(response)
             }
-            Route::Pass => self.forward(request, client, record).await,
+            Route::Pass => Box::pin(self.forward(request, client, record)).await,
         }
     }
 
