@@ -98,9 +98,7 @@ pub enum Framing {
 /// Checks one complete request head (request line, field lines, and the empty line), known to use CRLF
 /// only, and says how its body is framed.
 pub fn check_head(head: &[u8]) -> Result<Framing, Violation> {
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let mut lines = lines(head);
     let request_line = lines.next().unwrap_or_default();
     if request_line == H2_PREFACE_LINE {
         return Ok(Framing::Http2);
@@ -111,6 +109,26 @@ pub fn check_head(head: &[u8]) -> Result<Framing, Violation> {
         fields.add(line)?;
     }
     fields.framing(http11)
+}
+
+/// The lines of `head` split at each LF, a CR before it dropped; after the last LF, the rest. Found with
+/// `memchr`: a browser's head is hundreds of bytes, and this runs for every request.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let bytes = rest?;
+        let line = match memchr::memchr(b'\n', bytes) {
+            Some(lf) => {
+                rest = Some(&bytes[lf + 1..]);
+                &bytes[..lf]
+            }
+            None => {
+                rest = None;
+                bytes
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
 }
 
 /// What the framing decision needs from the field lines.
@@ -127,24 +145,25 @@ impl FieldCounts {
         if line.starts_with(b" ") || line.starts_with(b"\t") {
             return Err(Violation::ObsFold);
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(Violation::MalformedField)?;
+        let colon = memchr::memchr(b':', line).ok_or(Violation::MalformedField)?;
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.is_empty() || name.ends_with(b" ") || name.ends_with(b"\t") {
             return Err(Violation::MalformedField);
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            self.content_lengths += 1;
-            self.content_length = Some(decimal(value).ok_or(Violation::InvalidContentLength)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.transfer_encodings += 1;
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err(Violation::TransferEncoding);
+        // The length first: most names are none of the three.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.content_lengths += 1;
+                self.content_length = Some(decimal(value).ok_or(Violation::InvalidContentLength)?);
             }
-        } else if name.eq_ignore_ascii_case(b"host") {
-            self.hosts += 1;
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encodings += 1;
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Violation::TransferEncoding);
+                }
+            }
+            4 if name.eq_ignore_ascii_case(b"host") => self.hosts += 1,
+            _ => {}
         }
         Ok(())
     }
@@ -172,4 +191,52 @@ fn decimal(value: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_at_each_lf_and_drop_one_cr_before_it() {
+        for input in [
+            &b""[..],
+            b"GET / HTTP/1.1",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\n\n",
+            b"a\r\r\nb\rc\n\r",
+            b"\r\n",
+            b"x\n",
+        ] {
+            let expected: Vec<&[u8]> = input
+                .split(|&b| b == b'\n')
+                .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+                .collect();
+            assert_eq!(lines(input).collect::<Vec<_>>(), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn field_names_are_matched_whatever_their_case_and_only_whole() {
+        let head = |fields: &str| format!("POST / HTTP/1.1\r\n{fields}\r\n").into_bytes();
+        assert_eq!(
+            check_head(&head("HOST: a\r\nCONTENT-length: 7\r\n")),
+            Ok(Framing::Length(7))
+        );
+        assert_eq!(
+            check_head(&head("Host: a\r\nTransfer-Encoding: chunked\r\n")),
+            Ok(Framing::Chunked)
+        );
+        // Longer or shorter names that start alike are other fields.
+        assert_eq!(
+            check_head(&head(
+                "Host: a\r\nContent-Lengths: x\r\nX-Host: b\r\nHos: c\r\n"
+            )),
+            Ok(Framing::Length(0))
+        );
+        assert_eq!(
+            check_head(&head("Host: a\r\nHost: b\r\n")),
+            Err(Violation::Host)
+        );
+    }
 }
