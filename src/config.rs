@@ -124,7 +124,7 @@ pub struct UpstreamConfig {
     pub request_body_idle_timeout: Duration,
     /// Idle pooled connections are closed after this long.
     pub pool_idle_timeout: Duration,
-    /// Maximum idle pooled connections.
+    /// Most connections kept for reuse (idle, or finishing a response body).
     pub pool_max_idle: usize,
 }
 

@@ -6,19 +6,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::{Request, Response, Uri, Version, request, response};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::tls;
 use crate::upload::{ClientBodyError, UploadBody};
+
+mod pool;
+
+use pool::{Pool, PoolError};
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -56,9 +58,7 @@ pub struct ClientInfo {
 pub struct Upstream {
     /// Pooled keep-alive HTTP/1.1 connections, over TLS for an `https://` upstream; request bodies are
     /// forwarded as [`UploadBody`] (sent-whole signal, pause limit).
-    client: Client<HttpsConnector<HttpConnector>, UploadBody>,
-    /// Scheme every upstream request uses.
-    scheme: Scheme,
+    pool: Pool,
     /// Where every upstream request goes, whatever the client asked for.
     authority: Authority,
     /// Time allowed from sending a request (its body included) to receiving the response head.
@@ -76,17 +76,20 @@ impl Upstream {
         // The scheme is checked by the TLS layer: `https` only when the upstream is https.
         http.enforce_http(false);
         let connector = tls_connector(config, http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // Host is set by `prepare_request` from what the client sent.
-            .set_host(false)
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(config.scheme.clone())
+            .authority(config.authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("scheme and authority were validated with the config");
+        let pool = Pool::new(
+            connector,
+            target,
+            config.pool_idle_timeout,
+            config.pool_max_idle,
+        );
         Self {
-            client,
-            scheme: config.scheme.clone(),
+            pool,
             authority: config.authority.clone(),
             response_header_timeout: config.response_header_timeout,
             request_body_idle_timeout: config.request_body_idle_timeout,
@@ -100,7 +103,7 @@ impl Upstream {
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
         let (parts, body) = request.into_parts();
         let (body, sent) = UploadBody::new(body, self.request_body_idle_timeout);
-        let response = self.client.request(Request::from_parts(parts, body));
+        let response = self.pool.send(Request::from_parts(parts, body));
         tokio::pin!(response);
         tokio::select! {
             // An answer before the body is all sent (e.g. a refusal) is taken as it is.
@@ -133,7 +136,7 @@ impl Upstream {
     ) -> Result<(), ProxyError> {
         let received = parts.version;
         set_host(parts, &self.authority);
-        parts.uri = self.upstream_uri(&parts.uri)?;
+        parts.uri = Self::upstream_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         set_forwarded(&mut parts.headers, client);
@@ -141,24 +144,20 @@ impl Upstream {
         Ok(())
     }
 
-    /// The absolute URI of the upstream with the client's path and query, untouched (signed URLs sign the
-    /// raw path). The client's own authority, if it sent one, is never used to connect; a target with no
-    /// path at all (`CONNECT host:port`) is refused rather than tunnelled.
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+    /// The origin-form target the upstream gets: the client's path and query, untouched (signed URLs sign the
+    /// raw path). The client's own authority, if it sent one, is never used to connect (every connection
+    /// goes to the configured upstream); a target with no path at all (`CONNECT host:port`) is refused
+    /// rather than tunnelled.
+    fn upstream_uri(uri: &Uri) -> Result<Uri, ProxyError> {
         let path_and_query = uri.path_and_query().ok_or(ProxyError::BadRequestTarget(
             "authority-form targets are not forwarded",
         ))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|_| ProxyError::BadRequestTarget("invalid request target"))
+        Ok(Uri::from(path_and_query.clone()))
     }
 }
 
 /// TLS for an `https://` upstream (SNI and verification against the URL's host, which hyper-rustls takes
-/// from each request's URI: always the configured upstream); plain TCP for `http://`.
+/// from the URI it connects to: always the configured upstream's); plain TCP for `http://`.
 fn tls_connector(config: &UpstreamConfig, http: HttpConnector) -> HttpsConnector<HttpConnector> {
     let builder = HttpsConnectorBuilder::new();
     match &config.tls {
@@ -308,7 +307,7 @@ fn via_value(received: Version) -> HeaderValue {
 
 /// Sorts a client error into where it happened: connecting (refused or timed out), the client's own request
 /// body, or the upstream later.
-fn classify_error(err: hyper_util::client::legacy::Error) -> ProxyError {
+fn classify_error(err: PoolError) -> ProxyError {
     let client_body = std::iter::successors(err.source(), |e| (*e).source())
         .find_map(|e| e.downcast_ref::<ClientBodyError>());
     match client_body {
@@ -316,7 +315,7 @@ fn classify_error(err: hyper_util::client::legacy::Error) -> ProxyError {
         Some(ClientBodyError::Broken(_)) => return ProxyError::ClientBody(Box::new(err)),
         None => {}
     }
-    if !err.is_connect() {
+    if !matches!(err, PoolError::Connect(_)) {
         return ProxyError::UpstreamRequest(Box::new(err));
     }
     let timed_out = std::iter::successors(err.source(), |e| (*e).source())
@@ -396,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             parts.uri.to_string(),
-            "http://10.1.2.3:5212/api/v4/file/content/a%2Fb/0/%E6%96%87.txt?sign=x%3D%3D&z=1+2"
+            "/api/v4/file/content/a%2Fb/0/%E6%96%87.txt?sign=x%3D%3D&z=1+2"
         );
         assert_eq!(parts.headers["host"], "cloud.example");
     }
@@ -404,8 +403,9 @@ mod tests {
     #[tokio::test]
     async fn absolute_form_never_changes_where_the_request_goes() {
         let parts = prepared(Request::get("http://evil.example:81/x?y").body(()).unwrap());
-        assert_eq!(parts.uri.authority().unwrap().as_str(), "10.1.2.3:5212");
-        assert_eq!(parts.uri.path_and_query().unwrap().as_str(), "/x?y");
+        // Origin-form: the connection, always to the configured upstream, decides where it goes.
+        assert_eq!(parts.uri.authority(), None);
+        assert_eq!(parts.uri.to_string(), "/x?y");
         assert_eq!(parts.headers["host"], "evil.example:81");
     }
 
