@@ -13,6 +13,7 @@ pub mod vary;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::HeaderMap;
 
@@ -95,16 +96,23 @@ impl Cache {
                 let entry = stored.expect("matched Some");
                 Lookup::StaleWhileRevalidate { entry, refresh }
             }
-            _ => match self.store.claim(&key) {
-                Claim::Leader(fill) => Lookup::Miss(Miss::Fill {
-                    fill,
-                    stale: stored,
-                }),
-                Claim::Follower(waiter) => Lookup::Miss(Miss::Wait {
-                    waiter,
-                    stale: stored,
-                }),
+            _ => self.claim_or_find(&key, stored, now),
+        }
+    }
+
+    /// Claims the fill for `key`, found without a servable entry a moment ago, or joins the fill under way.
+    /// A fill can finish between that lookup and this claim (stored, then unregistered): the key is read
+    /// once more after winning the claim, so such a request serves the new entry instead of fetching again.
+    fn claim_or_find(&self, key: &str, stale: Option<Arc<CachedResponse>>, now: Instant) -> Lookup {
+        match self.store.claim(key) {
+            Claim::Leader(fill) => match self.store.get(key) {
+                Some(Stored::Response(entry)) if entry.staleness(now) == Staleness::Fresh => {
+                    fill.publish(Some(Stored::Response(Arc::clone(&entry))));
+                    Lookup::Fresh(entry)
+                }
+                _ => Lookup::Miss(Miss::Fill { fill, stale }),
             },
+            Claim::Follower(waiter) => Lookup::Miss(Miss::Wait { waiter, stale }),
         }
     }
 
@@ -203,5 +211,54 @@ impl Cache {
     /// The outcome counters now.
     pub fn counts(&self) -> Counts {
         self.counters.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::Response;
+
+    use super::*;
+    use crate::cache::policy::Freshness;
+    use crate::config::Config;
+
+    fn fresh_entry(now: Instant) -> Stored {
+        let (parts, ()) = Response::new(()).into_parts();
+        let freshness = Freshness {
+            fresh_for: Duration::from_secs(60),
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        };
+        let limits = Config::default().cache.rules[0].limits;
+        let body = bytes::Bytes::from_static(b"avatar");
+        Stored::Response(Arc::new(CachedResponse::new(
+            &parts,
+            body,
+            freshness,
+            &limits,
+            &HeaderMap::new(),
+            now,
+        )))
+    }
+
+    #[test]
+    fn a_fill_that_finished_since_the_lookup_is_served_not_fetched_again() {
+        let cache = Cache::new(1 << 20, Clock::system());
+        let now = cache.clock().now();
+        // The lookup missed; before its claim, another request's fill stored the entry and let go of the key.
+        cache.store.insert("k", fresh_entry(now));
+        assert!(matches!(
+            cache.claim_or_find("k", None, now),
+            Lookup::Fresh(_)
+        ));
+        // No fill is left claimed on the key, and a key that is really missing is claimed for a fill.
+        assert!(matches!(cache.store.claim("k"), Claim::Leader(_)));
+        assert!(matches!(
+            cache.claim_or_find("absent", None, now),
+            Lookup::Miss(Miss::Fill { .. })
+        ));
     }
 }
