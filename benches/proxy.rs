@@ -251,19 +251,21 @@ criterion_group!(benches, e2e);
 criterion_main!(benches);
 
 /*
-Run: `cargo bench --bench proxy` (criterion defaults: 3 s warm-up, 5 s measurement, 100 samples; about 1.5 min
+Run: `cargo bench --bench proxy` (criterion defaults: 3 s warm-up, 5 s measurement, 100 samples; about 2 min
 plus the thin-LTO build).
 Machine: `nproc` = 2; `lscpu`: x86_64, AMD EPYC (family 26, model 2), 2 cores, 1 thread per core, KVM guest,
-L2 2 MiB, L3 32 MiB; rustc 1.95.0. Shared: another job (mutation tests) kept the load average near 2 during
-the run. Client (criterion's `block_on` thread) plus 2 tokio workers share the 2 cores.
-Date: 2026-11-29. Median time per iteration of that run:
+L2 2 MiB, L3 32 MiB; rustc 1.95.0. Shared with other jobs. Client (criterion's `block_on` thread) plus 2 tokio
+workers share the 2 cores.
+Date: 2026-11-30, commit f0059ab. Median time per iteration of that run:
 
-    hit_4k_avatar_e2e       60.1 us
-    miss_4k_avatar_e2e     103.4 us   (16 MiB cache, full after about 3,500 of the ~50,000 ids)
-    pass_json_e2e           96.1 us
-    origin_direct_json      52.1 us
+    hit_4k_avatar_e2e             59.3 us
+    miss_4k_avatar_e2e           109.7 us   (a new id each time; the 16 MiB cache fills after about 3,500)
+    miss_coalesced_64_waiters   1142.6 us   (64 concurrent requests, one origin fetch: 17.9 us per request)
+    pass_json_e2e                 95.4 us
+    origin_direct_json            51.7 us
 
-A run 7 minutes earlier under other load gave 32.2, 57.3, 90.5 and 30.2 us: compare benches within one
-run, not across runs. In both, a hit costs about what the bare origin costs (same syscalls and wakeups per
-request, by strace); the proxy's own hit work is under 1 us (`benches/cache.rs`).
+Compare benches within one run, not across runs (an earlier run under other load gave 32.2, 57.3, 90.5 and
+30.2 us for hit, miss, pass and origin). A hit costs about what the bare origin costs: the proxy's own hit work
+is under 1 us (`benches/cache.rs`), the rest is the loopback round trip both share. The coalesced group found a
+race: without the re-check after a won claim, 236 of 14,195 groups fetched twice (the assertion above).
 */
