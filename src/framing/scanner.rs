@@ -530,5 +530,16 @@ mod tests {
             Ok(Framing::Chunked)
         );
         assert_eq!(check_head(&head("")), Ok(Framing::Length(0)));
+        // Names match whatever their case, and only whole: longer or shorter names that start alike are
+        // other fields.
+        assert_eq!(
+            check_head(&head("CONTENT-length: 7\r\n")),
+            Ok(Framing::Length(7))
+        );
+        assert_eq!(
+            check_head(&head("Content-Lengths: x\r\nX-Host: b\r\nHos: c\r\n")),
+            Ok(Framing::Length(0))
+        );
+        assert_eq!(check_head(&head("HOST: b\r\n")), Err(Violation::Host));
     }
 }
