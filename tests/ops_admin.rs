@@ -303,16 +303,8 @@ async fn unknown_admin_paths_and_methods_are_refused() {
 
 #[tokio::test]
 async fn metrics_name_the_kind_of_rule_that_matched() {
-    let upstream = FakeCloudreve::start(|request| async move {
-        if request.uri().path().starts_with("/assets/") {
-            return http::Response::builder()
-                .header("cache-control", "public, max-age=600")
-                .body(full("asset"))
-                .unwrap();
-        }
-        cloudreve_avatar(&request)
-    })
-    .await;
+    let upstream =
+        FakeCloudreve::start(|request| async move { cloudreve_with_assets(&request) }).await;
     let proxy = TestProxy::start(&upstream.url()).await;
     let admin = TestAdmin::start(&proxy).await;
     get(&proxy.url("/assets/a.js")).await;

@@ -308,16 +308,8 @@ async fn non_loopback_admin_listen_without_a_token_exits_64_before_binding() {
 
 #[tokio::test]
 async fn purging_by_url_and_by_prefix_drops_exactly_what_they_name() {
-    let upstream = FakeCloudreve::start(|request| async move {
-        if request.uri().path().starts_with("/assets/") {
-            return http::Response::builder()
-                .header("cache-control", "public, max-age=600")
-                .body(full("asset"))
-                .unwrap();
-        }
-        cloudreve_avatar(&request)
-    })
-    .await;
+    let upstream =
+        FakeCloudreve::start(|request| async move { cloudreve_with_assets(&request) }).await;
     let proxy = TestProxy::start(&upstream.url()).await;
     let admin = TestAdmin::start(&proxy).await;
     let targets = ["/assets/a.js?v=1", "/assets/b.css", ALICE];

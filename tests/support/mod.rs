@@ -213,6 +213,17 @@ pub fn avatar_bytes(id: &str) -> Bytes {
     Bytes::from(format!("\u{89}PNG fake avatar of {id}"))
 }
 
+/// [`cloudreve_avatar`], plus the web app's `/assets/` files: `asset`, `public, max-age=600`.
+pub fn cloudreve_with_assets(request: &Request<Incoming>) -> Response<TestBody> {
+    if request.uri().path().starts_with("/assets/") {
+        return Response::builder()
+            .header("cache-control", "public, max-age=600")
+            .body(full("asset"))
+            .unwrap();
+    }
+    cloudreve_avatar(request)
+}
+
 /// Cloudreve's avatar answers (`upstream-contract.md`): `img*` ids have a PNG, `grav*` a Gravatar 302,
 /// `none*` no avatar (404), anything else is an unknown user (JSON 200). `nocache=1` keeps
 /// `private, no-cache`. Every cacheable answer is `public, max-age=86400`.
