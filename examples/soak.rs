@@ -323,6 +323,25 @@ async fn worker(seed: u64, proxy: SocketAddr, deadline: Instant, counts: Arc<Cou
     }
 }
 
+/// Sends `request`; true when the answer is a 200 whose whole body satisfies `body_ok`. Counted in `counter`.
+async fn exchange(
+    client: &Client<HttpConnector, SoakBody>,
+    request: Request<SoakBody>,
+    body_ok: impl FnOnce(&Bytes) -> bool,
+    counter: &AtomicU64,
+) -> bool {
+    let ok = match client.request(request).await {
+        Ok(response) if response.status() == 200 => response
+            .into_body()
+            .collect()
+            .await
+            .is_ok_and(|body| body_ok(&body.to_bytes())),
+        _ => false,
+    };
+    counter.fetch_add(u64::from(ok), Ordering::Relaxed);
+    ok
+}
+
 async fn avatar(
     client: &Client<HttpConnector, SoakBody>,
     proxy: SocketAddr,
@@ -330,21 +349,8 @@ async fn avatar(
     counter: &AtomicU64,
 ) -> bool {
     let url = format!("http://{proxy}/api/v4/user/avatar/{id}");
-    let Ok(response) = client
-        .request(Request::get(url).body(full(Bytes::new())).unwrap())
-        .await
-    else {
-        return false;
-    };
-    let ok = response.status() == 200;
-    let ok = ok
-        && response
-            .into_body()
-            .collect()
-            .await
-            .is_ok_and(|b| b.to_bytes().len() > 4000);
-    counter.fetch_add(u64::from(ok), Ordering::Relaxed);
-    ok
+    let request = Request::get(url).body(full(Bytes::new())).unwrap();
+    exchange(client, request, |body| body.len() > 4000, counter).await
 }
 
 async fn upload(
@@ -356,17 +362,8 @@ async fn upload(
     let request = Request::post(url)
         .body(full(Bytes::from(vec![b'u'; UPLOAD])))
         .unwrap();
-    let Ok(response) = client.request(request).await else {
-        return false;
-    };
-    let ok = response.status() == 200
-        && response
-            .into_body()
-            .collect()
-            .await
-            .is_ok_and(|b| b.to_bytes() == format!(r#"{{"code":0,"data":{UPLOAD}}}"#));
-    counts.uploads.fetch_add(u64::from(ok), Ordering::Relaxed);
-    ok
+    let expected = format!(r#"{{"code":0,"data":{UPLOAD}}}"#);
+    exchange(client, request, |body| *body == expected, &counts.uploads).await
 }
 
 async fn download(
@@ -375,20 +372,14 @@ async fn download(
     counts: &Counts,
 ) -> bool {
     let url = format!("http://{proxy}/api/v4/file/content/big.bin");
-    let Ok(response) = client
-        .request(Request::get(url).body(full(Bytes::new())).unwrap())
-        .await
-    else {
-        return false;
-    };
-    let ok = response.status() == 200
-        && response
-            .into_body()
-            .collect()
-            .await
-            .is_ok_and(|b| b.to_bytes().len() == DOWNLOAD);
-    counts.downloads.fetch_add(u64::from(ok), Ordering::Relaxed);
-    ok
+    let request = Request::get(url).body(full(Bytes::new())).unwrap();
+    exchange(
+        client,
+        request,
+        |body| body.len() == DOWNLOAD,
+        &counts.downloads,
+    )
+    .await
 }
 
 /// Starts a download, reads a little, and walks away.
@@ -433,26 +424,28 @@ async fn hostile(proxy: SocketAddr, state: u64, counts: &Counts) -> bool {
 }
 
 /*
-Last run: `scripts/soak.sh 300` (release build, 16 clients, 32 MiB cache), 2026-11-29, on the shared 2-core
-machine (`nproc` = 2; the driver, the fake Cloudreve and the proxy share both cores with whatever the other engineers ran):
+Last run: `scripts/soak.sh 300` (release build, 16 clients, 32 MiB cache), 2026-11-30, after the upstream
+connection pool (src/upstream/pool.rs), on the shared 2-core machine (`nproc` = 2; the driver, the fake Cloudreve
+and the proxy share both cores):
 
-    proxy pid 25953 on 127.0.0.1:34855, fake Cloudreve on 127.0.0.1:43827, 300s, 16 clients
-    start: rss 5.9 MiB, open fds 14
-         31s rss 56.6 MiB, open fds 56 hits 34203 misses 12776 uploads 8393 downloads 8565 abandoned 4184 hostile-refused 17211 failures 0
-         61s rss 55.9 MiB, open fds 57 hits 63431 misses 23621 uploads 15684 downloads 15819 abandoned 7751 hostile-refused 31861 failures 0
-         91s rss 56.8 MiB, open fds 59 hits 93019 misses 34693 uploads 22989 downloads 23215 abandoned 11412 hostile-refused 46711 failures 0
-        121s rss 56.3 MiB, open fds 52 hits 125543 misses 46895 uploads 31105 downloads 31284 abandoned 15425 hostile-refused 63051 failures 0
-        151s rss 56.8 MiB, open fds 56 hits 152177 misses 57011 uploads 37741 downloads 37941 abandoned 18764 hostile-refused 76624 failures 0
-        181s rss 56.7 MiB, open fds 62 hits 180030 misses 67309 uploads 44674 downloads 44954 abandoned 22213 hostile-refused 90312 failures 0
-        211s rss 54.5 MiB, open fds 55 hits 207633 misses 77682 uploads 51466 downloads 52038 abandoned 25752 hostile-refused 104066 failures 0
-        241s rss 56.4 MiB, open fds 55 hits 242598 misses 90805 uploads 60170 downloads 60953 abandoned 30148 hostile-refused 121523 failures 0
-        271s rss 57.9 MiB, open fds 56 hits 279602 misses 104845 uploads 69405 downloads 70262 abandoned 34825 hostile-refused 140090 failures 0
-        300s rss 58.1 MiB, open fds 53 hits 306474 misses 114939 uploads 76292 downloads 77065 abandoned 38174 hostile-refused 153352 failures 0
-    end:   rss 58.1 MiB, open fds 19
-    totals: hits 306476 misses 114942 uploads 76295 downloads 77067 abandoned 38174 hostile-refused 153352 failures 0
+    proxy pid 9980 on 127.0.0.1:41097, fake Cloudreve on 127.0.0.1:41053, 300s, 16 clients
+    start: rss 7.3 MiB, open fds 15
+         31s rss 57.7 MiB, open fds 59 hits 51265 misses 19048 uploads 12681 downloads 12739 abandoned 6246 hostile-refused 25651 failures 0
+         61s rss 59.2 MiB, open fds 60 hits 102495 misses 38292 uploads 25340 downloads 25569 abandoned 12535 hostile-refused 51428 failures 0
+         91s rss 58.1 MiB, open fds 55 hits 153724 misses 57566 uploads 38132 downloads 38339 abandoned 18967 hostile-refused 77438 failures 0
+        121s rss 59.6 MiB, open fds 57 hits 203055 misses 75971 uploads 50298 downloads 50885 abandoned 25170 hostile-refused 101777 failures 0
+        151s rss 59.5 MiB, open fds 52 hits 253562 misses 94926 uploads 62929 downloads 63603 abandoned 31535 hostile-refused 126999 failures 0
+        181s rss 58.6 MiB, open fds 54 hits 303700 misses 113892 uploads 75609 downloads 76374 abandoned 37853 hostile-refused 152064 failures 0
+        211s rss 59.2 MiB, open fds 59 hits 351641 misses 131940 uploads 87670 downloads 88331 abandoned 43733 hostile-refused 175763 failures 0
+        241s rss 58.9 MiB, open fds 55 hits 397801 misses 149080 uploads 99194 downloads 99926 abandoned 49511 hostile-refused 198681 failures 0
+        271s rss 60.4 MiB, open fds 58 hits 444318 misses 166567 uploads 110805 downloads 111698 abandoned 55316 hostile-refused 222023 failures 0
+        300s rss 59.4 MiB, open fds 52 hits 492017 misses 184367 uploads 122734 downloads 123620 abandoned 61128 hostile-refused 245791 failures 0
+    end:   rss 57.8 MiB, open fds 24
+    totals: hits 492017 misses 184373 uploads 122737 downloads 123622 abandoned 61128 hostile-refused 245793 failures 0
     soak passed
 
-Resident memory levels off at about 56-58 MiB once the 32 MiB cache is full (from the first 30 s on) and does
-not climb over the next 4.5 minutes; open descriptors go back to the listener plus a few pooled upstream
-connections once the clients stop (19 against 14 at the start, after the warm-up).
+Resident memory levels off at about 58-60 MiB once the 32 MiB cache is full (from the first 30 s on) and does
+not climb over the next 4.5 minutes; open descriptors go back to the listener plus the pooled upstream
+connections once the clients stop (24 against 15 at the start; idle pooled connections close after
+`upstream.pool_idle_timeout`). The run of 2026-11-29, with hyper-util's client, ended at 58.1 MiB and 19 fds.
 */
