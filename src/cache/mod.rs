@@ -226,12 +226,7 @@ mod tests {
 
     fn fresh_entry(now: Instant) -> Stored {
         let (parts, ()) = Response::new(()).into_parts();
-        let freshness = Freshness {
-            fresh_for: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-        };
+        let freshness = Freshness::fresh(Duration::from_secs(60));
         let limits = Config::default().cache.rules[0].limits;
         let body = bytes::Bytes::from_static(b"avatar");
         Stored::Response(Arc::new(CachedResponse::new(

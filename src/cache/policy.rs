@@ -127,6 +127,19 @@ pub struct Freshness {
     pub stale_if_error: Duration,
 }
 
+#[cfg(test)]
+impl Freshness {
+    /// Fresh for `fresh_for` from the moment of storing, stored with no age, never served stale.
+    pub fn fresh(fresh_for: Duration) -> Self {
+        Self {
+            fresh_for,
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
+
 impl Freshness {
     /// How long the store keeps the entry: while fresh, and as long as it may still be served stale or be
     /// revalidated. A revalidatable entry is worth keeping even when it may not be served stale.

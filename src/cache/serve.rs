@@ -296,12 +296,7 @@ mod tests {
             header::LAST_MODIFIED,
             HeaderValue::from_static(LAST_MODIFIED),
         );
-        let freshness = Freshness {
-            fresh_for: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-        };
+        let freshness = Freshness::fresh(Duration::from_secs(60));
         let limits = Config::default().cache.rules[0].limits;
         let body = Bytes::from_static(b"0123456789");
         let entry = CachedResponse::new(&parts, body, freshness, &limits, &HeaderMap::new(), now);
