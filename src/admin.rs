@@ -12,6 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -103,12 +104,11 @@ fn metrics(proxy: &Proxy) -> Response<Body> {
         bytes,
         evictions: proxy.cache().evictions(),
     };
-    let mut response = Response::new(Body::full(proxy.metrics().render(usage)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(metrics::CONTENT_TYPE),
-    );
-    response
+    uncached(
+        StatusCode::OK,
+        metrics::CONTENT_TYPE,
+        proxy.metrics().render(usage),
+    )
 }
 
 /// 200 while the process should get traffic: not draining, and the upstream answered within
@@ -141,13 +141,19 @@ async fn readyz(proxy: &Proxy) -> Response<Body> {
 
 /// A short plain-text answer that no cache keeps.
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    uncached(status, "text/plain; charset=utf-8", body)
+}
+
+/// An admin answer (health, metrics, purge) with its type, marked for no cache to keep.
+pub(crate) fn uncached(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -167,15 +167,7 @@ fn stats(cache: &Cache) -> serde_json::Value {
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::full(value.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::admin::uncached(status, "application/json", value.to_string())
 }
 
 #[cfg(test)]
