@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cloudreve_edge::Config;
-use ppp::v2;
 use rustls::pki_types::ServerName;
-use support::ops::{TempDir, TestCa};
+use support::ops::{TempDir, TestCa, proxy_v2_header};
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -85,15 +83,7 @@ impl Layers {
 
 /// A v2 PROXY header for a connection from `source`.
 fn proxy_v2(source: &str) -> Vec<u8> {
-    let source: SocketAddr = source.parse().unwrap();
-    let destination: SocketAddr = "10.0.0.1:443".parse().unwrap();
-    v2::Builder::with_addresses(
-        v2::Version::Two | v2::Command::Proxy,
-        v2::Protocol::Stream,
-        (source, destination),
-    )
-    .build()
-    .unwrap()
+    proxy_v2_header(source.parse().unwrap(), "10.0.0.1:443".parse().unwrap())
 }
 
 /// Writes `bytes` in one go and reads until the proxy closes the connection (bounded by [`PATIENCE`]).

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ppp::v2;
+use support::ops::proxy_v2_header;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,17 +48,6 @@ async fn ping_h1(stream: TcpStream, forwarded: &[(&str, &str)]) -> http::StatusC
     })
     .await
     .expect("request timed out")
-}
-
-/// A v2 `PROXY` header for a TCP connection from `source`.
-fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
-    v2::Builder::with_addresses(
-        v2::Version::Two | v2::Command::Proxy,
-        v2::Protocol::Stream,
-        (source, destination),
-    )
-    .build()
-    .unwrap()
 }
 
 #[tokio::test]
@@ -125,7 +115,7 @@ async fn proxy_v2_header_sets_the_client_address_over_http2() {
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let destination: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
     stream
-        .write_all(&v2_header(source, destination))
+        .write_all(&proxy_v2_header(source, destination))
         .await
         .unwrap();
     let status = timeout(PATIENCE, async {
@@ -154,7 +144,7 @@ async fn trusted_proxy_protocol_source_keeps_its_forwarded_for() {
     let upstream = FakeCloudreve::avatars().await;
     let proxy = proxy_with(&upstream, true, &["10.0.0.0/8"]).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let header = v2_header("10.1.2.3:40000".parse().unwrap(), proxy.addr);
+    let header = proxy_v2_header("10.1.2.3:40000".parse().unwrap(), proxy.addr);
     stream.write_all(&header).await.unwrap();
     assert_eq!(
         ping_h1(stream, &[("x-forwarded-for", "198.51.100.20")]).await,

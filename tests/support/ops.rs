@@ -272,3 +272,14 @@ impl Drop for TlsUpstream {
         self.task.abort();
     }
 }
+
+/// A v2 `PROXY` header for a TCP connection from `source` to `destination`.
+pub fn proxy_v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (source, destination),
+    )
+    .build()
+    .unwrap()
+}
