@@ -108,7 +108,7 @@ pub fn classify<'a>(
     let Some((index, rule)) = rule_for(uri.path(), rules) else {
         return Route::Pass;
     };
-    if requests_no_store(headers) {
+    if policy::request_forbids_storing(headers) {
         return Route::RuleBypass(rule.kind, Bypass::RequestNoStore);
     }
     match rule.kind {
@@ -166,15 +166,6 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str>
     uri.authority()
         .map(|a| a.as_str())
         .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
-}
-
-fn requests_no_store(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"))
 }
 
 fn classify_avatar(uri: &Uri) -> Route<'_> {

@@ -56,6 +56,12 @@ impl CacheControl {
         }
     }
 
+    /// The directives of a request's `Cache-Control` (RFC 9111 §5.2.1; of those, this cache acts on
+    /// `no-store` only).
+    pub fn of_request(headers: &HeaderMap) -> Self {
+        Self::parse_field(headers, header::CACHE_CONTROL.as_str())
+    }
+
     fn parse_field(headers: &HeaderMap, name: &str) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(name) {

@@ -207,6 +207,14 @@ pub struct Exchange {
     pub authorized: bool,
 }
 
+/// A request whose `Cache-Control` says `no-store` (RFC 9111 §5.2.1.5): nothing of its exchange may be
+/// stored. Read with the response parser, so a quoted argument such as `x="a,no-store,b"` does not count, and an
+/// unreadable (non-ASCII) value fails closed. The other request directives are client preferences this cache
+/// does not follow.
+pub fn request_forbids_storing(headers: &HeaderMap) -> bool {
+    CacheControl::of_request(headers).no_store
+}
+
 /// Decides whether an upstream answer to a rule's `GET` may be stored, and for how long.
 ///
 /// Storable means what RFC 9111 §3 lets a shared cache store (final status, no `no-store`, no `private`,
@@ -503,6 +511,21 @@ fn http_date(value: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_request_no_store_is_read_as_a_directive_not_as_text() {
+        let request = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CACHE_CONTROL, value.parse().unwrap());
+            request_forbids_storing(&headers)
+        };
+        assert!(request("max-age=0, No-Store"));
+        assert!(request("no-store"));
+        assert!(!request("no-cache, max-age=0"));
+        // A quoted argument is one value: the old hand-split read this as a no-store.
+        assert!(!request(r#"x="a,no-store,b""#));
+        assert!(!request_forbids_storing(&HeaderMap::new()));
+    }
+
     use super::*;
     use http::Response;
 
