@@ -26,7 +26,8 @@
 //!   rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
-//!   freshness, heuristics, stale windows, validators, 304/HEAD merging), [`cache::vary`] (variants),
+//!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
+//!   unsafe method invalidates), [`cache::vary`] (variants),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`).

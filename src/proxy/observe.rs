@@ -103,25 +103,18 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
-    /// RFC 9111 §4.4: after a non-error answer to an unsafe method, the cache must not reuse what it stored
-    /// for the target URI, nor for `Location` / `Content-Location` when they name the same authority.
-    /// References relative to the request's path (not starting with `/`) are left alone.
+    /// RFC 9111 §4.4: drops what [`policy::invalidated_by_unsafe`] names after an unsafe request's answer,
+    /// under whichever rule would cache each target.
     pub(super) fn invalidate_after_unsafe(
         &self,
         target: &Uri,
         host: Option<&str>,
         response: &Response<Body>,
     ) {
-        let status = response.status();
-        if !(status.is_success() || status.is_redirection()) {
-            return;
-        }
-        let named = [header::LOCATION, header::CONTENT_LOCATION]
-            .into_iter()
-            .filter_map(|name| response.headers().get(name)?.to_str().ok())
-            .filter_map(|reference| same_authority_target(reference, host));
         let target = target.path_and_query().map(|pq| pq.as_str());
-        for path_and_query in target.into_iter().chain(named) {
+        let invalidated =
+            policy::invalidated_by_unsafe(response.status(), response.headers(), target, host);
+        for path_and_query in invalidated {
             if let Some(key) = route::key_for(path_and_query, host, &self.rules) {
                 self.cache.purge(&key);
                 tracing::debug!(key = %key, "invalidated by an unsafe request");
@@ -134,46 +127,5 @@ impl Proxy {
             self.cache.purge(key.as_str());
             tracing::info!(user, why, "stored avatar dropped");
         }
-    }
-}
-
-/// The path and query of a `Location` / `Content-Location` reference when it names the request's authority:
-/// an absolute path, or an absolute URI whose authority is the request's `Host`.
-fn same_authority_target<'a>(reference: &'a str, host: Option<&str>) -> Option<&'a str> {
-    if reference.starts_with('/') && !reference.starts_with("//") {
-        return Some(reference);
-    }
-    let uri: Uri = reference.parse().ok()?;
-    let authority = uri.authority()?.as_str();
-    let same = host.is_some_and(|host| host.eq_ignore_ascii_case(authority));
-    // Borrow the path and query from `reference` itself: it ends the absolute URI.
-    let path_and_query = uri.path_and_query()?.as_str();
-    same.then(|| &reference[reference.len() - path_and_query.len()..])
-        .filter(|pq| pq.starts_with('/'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_authority_target;
-
-    #[test]
-    fn only_references_to_the_same_authority_are_invalidated() {
-        let host = Some("cloud.example");
-        assert_eq!(
-            same_authority_target("/assets/a.js", host),
-            Some("/assets/a.js")
-        );
-        assert_eq!(
-            same_authority_target("http://cloud.example/x?y", host),
-            Some("/x?y")
-        );
-        assert_eq!(
-            same_authority_target("https://CLOUD.example/x", host),
-            Some("/x")
-        );
-        assert_eq!(same_authority_target("http://evil.example/x", host), None);
-        assert_eq!(same_authority_target("//evil.example/x", host), None);
-        assert_eq!(same_authority_target("relative/x", host), None);
-        assert_eq!(same_authority_target("http://cloud.example/x", None), None);
     }
 }
