@@ -340,17 +340,7 @@ async fn private_no_store_and_set_cookie_are_not_stored() {
 async fn image_over_the_size_limit_is_passed_not_stored() {
     let big = Bytes::from(vec![7u8; 64 * 1024]);
     let body = big.clone();
-    let upstream = FakeCloudreve::start(move |_| {
-        let body = body.clone();
-        async move {
-            Response::builder()
-                .header("content-type", "image/png")
-                .header("cache-control", "public, max-age=60")
-                .body(full(body))
-                .unwrap()
-        }
-    })
-    .await;
+    let upstream = FakeCloudreve::image(body, "public, max-age=60").await;
     let mut config = test_config(&upstream.url());
     config.cache.avatar_limits_mut().max_object_size = 16 * 1024;
     let proxy = TestProxy::start_with(config).await;
@@ -642,17 +632,7 @@ async fn hits_over_http2() {
 #[tokio::test]
 async fn cache_memory_is_bounded_in_bytes() {
     let body = Bytes::from(vec![1u8; 10 * 1024]);
-    let upstream = FakeCloudreve::start(move |_| {
-        let body = body.clone();
-        async move {
-            Response::builder()
-                .header("content-type", "image/png")
-                .header("cache-control", "public, max-age=600")
-                .body(full(body))
-                .unwrap()
-        }
-    })
-    .await;
+    let upstream = FakeCloudreve::image(body, "public, max-age=600").await;
     let mut config = test_config(&upstream.url());
     config.cache.capacity = 100 * 1024;
     let proxy = TestProxy::start_with(config).await;

@@ -137,17 +137,7 @@ async fn flood_through_the_proxy_never_refetches_the_hot_set() {
     const CAPACITY: u64 = MIB;
     const FLOOD: usize = 3000;
     let body = Bytes::from(vec![3u8; 4096]);
-    let upstream = FakeCloudreve::start(move |_| {
-        let body = body.clone();
-        async move {
-            Response::builder()
-                .header("content-type", "image/png")
-                .header("cache-control", "public, max-age=86400")
-                .body(full(body))
-                .unwrap()
-        }
-    })
-    .await;
+    let upstream = FakeCloudreve::image(body, "public, max-age=86400").await;
     let mut config = test_config(&upstream.url());
     config.cache.capacity = CAPACITY;
     let proxy = TestProxy::start_with(config).await;

@@ -154,6 +154,21 @@ impl FakeCloudreve {
         }
     }
 
+    /// A fake that answers every request with the same PNG `body` and `Cache-Control: cache_control`.
+    pub async fn image(body: Bytes, cache_control: &'static str) -> Self {
+        Self::start(move |_| {
+            let body = body.clone();
+            async move {
+                Response::builder()
+                    .header("content-type", "image/png")
+                    .header("cache-control", cache_control)
+                    .body(full(body))
+                    .unwrap()
+            }
+        })
+        .await
+    }
+
     /// A fake that answers like Cloudreve's avatar route (see `cloudreve_avatar`).
     pub async fn avatars() -> Self {
         Self::start(|request| async move { cloudreve_avatar(&request) }).await
