@@ -129,18 +129,25 @@ impl Drop for LoggedBody {
         };
         let complete = self.ended || self.inner.is_end_stream();
         let Finished { record, status } = *finished;
+        record.log(status, self.bytes, complete);
+    }
+}
+
+impl AccessRecord {
+    /// Writes the event: the response had `status`, and `bytes` of its body were sent, all of it or not.
+    pub fn log(self, status: StatusCode, bytes: u64, complete: bool) {
         tracing::info!(
             target: "access",
-            client = %record.client,
-            method = %record.method,
-            path = record.uri.path(),
-            version = ?record.version,
+            client = %self.client,
+            method = %self.method,
+            path = self.uri.path(),
+            version = ?self.version,
             status = status.as_u16(),
-            cache = record.cache.map_or("-", |c| c.outcome.as_str()),
-            upstream_ms = record.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
-            bytes = self.bytes,
+            cache = self.cache.map_or("-", |c| c.outcome.as_str()),
+            upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            bytes,
             complete,
-            duration_ms = record.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
         );
     }
 }

@@ -105,6 +105,8 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// Plain HTTP/1.1 `GET`s of fresh avatars are answered beside hyper (`express.rs`).
+    pub express_lane: bool,
 }
 
 /// `[upstream]`
@@ -219,6 +221,7 @@ struct RawServer {
     max_request_head_size: ByteSize,
     max_headers: usize,
     max_connections: usize,
+    express_lane: bool,
 }
 
 impl Default for RawServer {
@@ -236,6 +239,7 @@ impl Default for RawServer {
             max_request_head_size: DEFAULT_MAX_REQUEST_HEAD_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            express_lane: true,
         }
     }
 }
@@ -391,6 +395,7 @@ impl RawServer {
             max_request_head_size,
             max_headers: self.max_headers,
             max_connections: self.max_connections,
+            express_lane: self.express_lane,
         })
     }
 }

@@ -16,6 +16,9 @@
 //!   ALPN; roots for an `https://` upstream.
 //! - [`framing`]: HTTP/1.1 request framing checked on the raw bytes before hyper (request smuggling), on
 //!   the decrypted stream after any PROXY header; also times and bounds request heads.
+//! - [`express`]: the express lane: plain HTTP/1.1 `GET`s of fresh avatars, answered by the framing guard
+//!   from the raw head while hyper is idle on the connection, with the full path's bytes (its `proxy`
+//!   side: `proxy/express.rs`).
 //! - [`limits`]: connection slots (`max_connections`), the idle watchdog (`idle_timeout`) and the response
 //!   body pause limit (`response_idle_timeout`).
 //! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
@@ -48,7 +51,9 @@
 //! 1. **accept** ([`server`]): TCP within `max_connections`, the PROXY header if enabled, TLS if configured
 //!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing checked on the decrypted bytes ([`framing`]), HTTP/1.1
 //!    or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle connections
-//!    closed ([`limits`]).
+//!    closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in progress on
+//!    the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper); everything
+//!    else goes on.
 //! 2. **classify** ([`route::classify`]): the first cache rule whose prefix matches (`Avatar`, `Http`), a
 //!    bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
 //! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
@@ -76,6 +81,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod express;
 pub mod framing;
 pub mod health;
 pub mod invalidate;

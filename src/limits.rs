@@ -82,6 +82,16 @@ impl Activity {
         }
     }
 
+    /// Whether no request is in progress.
+    pub fn is_idle(&self) -> bool {
+        self.state.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// A request began and ended just now (answered at once, beside hyper): the idle clock restarts.
+    pub fn touch(&self) {
+        self.state.mark_idle_now();
+    }
+
     /// Completes when the connection has had no request in progress for `idle_timeout`; never completes
     /// while one is. Dropping the connection then loses nothing: no request is on it.
     pub async fn idle_for(&self, idle_timeout: Duration) {
@@ -120,15 +130,21 @@ pub struct RequestGuard {
     state: Arc<State>,
 }
 
+impl State {
+    /// Records now as the moment the connection last became idle.
+    fn mark_idle_now(&self) {
+        // Saturates after 584 years of one connection.
+        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The latest end wins when requests of one HTTP/2 connection end on different threads at once.
+        self.idle_since.fetch_max(since, Ordering::Release);
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let state = &self.state;
-        // Saturates after 584 years of one connection.
-        let since = u64::try_from(state.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // The latest end wins when requests of one HTTP/2 connection end on different threads at once; it is
-        // published before the count drops, so a watchdog that sees no request in flight sees when it ended.
-        state.idle_since.fetch_max(since, Ordering::Release);
-        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // Published before the count drops, so a watchdog that sees no request in flight sees when it ended.
+        self.state.mark_idle_now();
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

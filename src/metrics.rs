@@ -96,6 +96,8 @@ pub struct Metrics {
     open_connections: Gauge<i64, AtomicI64>,
     /// Requests sent upstream whose response head has not arrived yet.
     upstream_in_flight: Gauge<i64, AtomicI64>,
+    /// Requests the express lane answered beside hyper (also counted in `requests`).
+    express_answers: Counter,
     /// The cache's size, set just before each render.
     cache: Arc<CacheCollector>,
 }
@@ -141,6 +143,12 @@ impl Metrics {
             "Requests sent to Cloudreve still waiting for the response head",
             upstream_in_flight.clone(),
         );
+        let express_answers = Counter::default();
+        registry.register(
+            "express_answers",
+            "Avatar hits answered by the express lane, beside hyper (also counted in requests)",
+            express_answers.clone(),
+        );
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(Arc::clone(&cache)));
         Self {
@@ -153,20 +161,29 @@ impl Metrics {
             upstream_errors,
             open_connections,
             upstream_in_flight,
+            express_answers,
             cache,
         }
     }
 
     /// Counts one answered request, from what the request path recorded.
     pub fn request(&self, record: &AccessRecord, status: StatusCode) {
-        let route = match record.rule {
+        self.count_request(record.rule, record.cache.map(|c| c.outcome), status);
+    }
+
+    /// Counts one avatar hit the express lane answered.
+    pub fn express_hit(&self, status: StatusCode) {
+        self.count_request(Some(RuleKind::Avatar), Some(Outcome::Hit), status);
+        self.express_answers.inc();
+    }
+
+    fn count_request(&self, rule: Option<RuleKind>, outcome: Option<Outcome>, status: StatusCode) {
+        let route = match rule {
             Some(RuleKind::Avatar) => 0,
             Some(RuleKind::Http) => 1,
             None => 2,
         };
-        let cache = record
-            .cache
-            .map_or(CACHES.len() - 1, |c| cache_index(c.outcome));
+        let cache = outcome.map_or(CACHES.len() - 1, cache_index);
         let class = status_class(status);
         let index = (route * CACHES.len() + cache) * STATUSES.len() + class;
         let counter = self.request_counters[index].get_or_init(|| {

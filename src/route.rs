@@ -120,6 +120,21 @@ pub fn classify<'a>(
     }
 }
 
+/// What [`classify`] gives a `GET` of `target` (origin form) that carries no header field it reads, when
+/// that is `Route::Avatar`: the key, found without a `Uri` or a `HeaderMap` (the express lane). A query,
+/// even an empty one, gives `None`, as does anything but the avatar rule.
+pub fn plain_get_avatar<'a>(target: &'a str, rules: &[RuleConfig]) -> Option<AvatarKey<'a>> {
+    if target.contains('?') {
+        return None;
+    }
+    match rule_for(target, rules)? {
+        (_, rule) if rule.kind == RuleKind::Avatar => {
+            AvatarKey::from_path_segment(target.strip_prefix(AVATAR_PREFIX)?)
+        }
+        _ => None,
+    }
+}
+
 /// The first rule whose prefix the raw path starts with.
 pub fn rule_for<'r>(path: &str, rules: &'r [RuleConfig]) -> Option<(usize, &'r RuleConfig)> {
     rules
@@ -319,6 +334,47 @@ mod tests {
 
     fn nocache(query: &str) -> NoCache {
         NoCache::parse(Some(query))
+    }
+
+    #[test]
+    fn plain_get_avatar_agrees_with_classify() {
+        let rules = crate::config::Config::default().cache.rules;
+        for target in [
+            "/api/v4/user/avatar/lpua",
+            "/api/v4/user/avatar/lpua?",
+            "/api/v4/user/avatar/lpua?nocache=false",
+            "/api/v4/user/avatar/lpua?nocache=true",
+            "/api/v4/user/avatar/lp%75a",
+            "/api/v4/user/avatar/lpua/",
+            "/api/v4/user/avatar/",
+            "/api/v4/user/avatar",
+            "/api/v4/user/avatarx",
+            "/api/v4/user/avatar/a.b",
+            "/assets/app.js",
+            "/api/v4/site/config",
+            "/",
+        ] {
+            let uri: Uri = target.parse().unwrap();
+            let classified = match classify(&Method::GET, &uri, &HeaderMap::new(), &rules) {
+                Route::Avatar(key) if uri.query().is_none() => Some(key),
+                _ => None,
+            };
+            assert_eq!(plain_get_avatar(target, &rules), classified, "{target}");
+        }
+        assert!(plain_get_avatar("/api/v4/user/avatar/lpua", &rules).is_some());
+        // Under an earlier rule, an avatar path is that rule's.
+        let mut shadowed = rules.clone();
+        shadowed.insert(
+            0,
+            RuleConfig {
+                prefix: "/api/".into(),
+                ..rules[1].clone()
+            },
+        );
+        assert_eq!(
+            plain_get_avatar("/api/v4/user/avatar/lpua", &shadowed),
+            None
+        );
     }
 
     #[test]

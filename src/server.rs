@@ -20,7 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
-use crate::framing::{FramingGuard, HeadLimits};
+use crate::express::Express;
+use crate::framing::{FramingGuard, HeadLimits, Shortcut};
 use crate::limits::{Activity, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
@@ -45,6 +46,7 @@ pub async fn run(
     let connections = Arc::new(Connections {
         builder: connection_builder(config),
         tls,
+        express: Express::new(Arc::clone(&proxy)),
         proxy,
         proxy_protocol: config.proxy_protocol,
         max_request_head_size: config.max_request_head_size,
@@ -133,6 +135,8 @@ struct Connections {
     tls: Option<TlsAcceptor>,
     /// The request handler.
     proxy: Arc<Proxy>,
+    /// The express lane (`server.express_lane`), answering fresh avatar hits beside hyper.
+    express: Arc<dyn Shortcut>,
     /// Each connection starts with a PROXY protocol header.
     proxy_protocol: bool,
     /// `server.max_request_head_size`, as `builder` has it (the guard and hyper must agree).
@@ -154,6 +158,8 @@ struct ConnectionLimits {
     head: HeadLimits,
     /// A response body with nothing from its source for this long is aborted.
     response_idle_timeout: Duration,
+    /// Fresh avatar hits are answered beside hyper.
+    express_lane: bool,
 }
 
 impl Connections {
@@ -169,6 +175,7 @@ impl Connections {
                 read_timeout: server.header_read_timeout,
             },
             response_idle_timeout: server.response_idle_timeout,
+            express_lane: server.express_lane,
         }
     }
 }
@@ -291,6 +298,12 @@ impl Connections {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs), and fresh
+        // avatar hits answered there while hyper is idle (express.rs).
+        let mut io = FramingGuard::new(io, limits.head, client.addr);
+        if limits.express_lane {
+            io = io.with_shortcut(Arc::clone(&self.express), activity.clone());
+        }
         let proxy = Arc::clone(&self.proxy);
         let response_idle_timeout = limits.response_idle_timeout;
         let service = service_fn(move |request| {
@@ -304,8 +317,6 @@ impl Connections {
                 )
             }
         });
-        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs).
-        let io = FramingGuard::new(io, limits.head, client.addr);
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)

@@ -774,6 +774,26 @@ async fn json_access_log_has_one_event_per_request() {
     assert_eq!(event["client"], client.to_string(), "{event}");
     assert_eq!(event["complete"], true, "{event}");
 
+    // A hit the express lane answers (plain GET, keep-alive) writes the same event, once it is sent.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let client = stream.local_addr().unwrap();
+    let request = format!("GET /api/v4/user/avatar/img1 HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = timeout(PATIENCE, read_head(&mut stream)).await.unwrap();
+    assert!(head.contains("x-cache: HIT"), "{head}");
+    let access = edge
+        .stderr_line("the hit's access event", |l| {
+            l.contains(r#""target":"access""#) && l.contains(r#""cache":"hit""#)
+        })
+        .await;
+    let event: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(event["path"], "/api/v4/user/avatar/img1", "{event}");
+    assert_eq!(event["status"], 200, "{event}");
+    assert_eq!(event["bytes"], avatar_bytes("img1").len(), "{event}");
+    assert_eq!(event["client"], client.to_string(), "{event}");
+    assert_eq!(event["complete"], true, "{event}");
+    drop(stream);
+
     edge.signal("TERM");
     assert_eq!(edge.exit_status().await.code(), Some(0));
     let log = edge.whole_log().await;
@@ -783,7 +803,7 @@ async fn json_access_log_has_one_event_per_request() {
         .collect();
     assert_eq!(
         events.iter().filter(|e| e["target"] == "access").count(),
-        1,
+        2,
         "{log:#?}"
     );
 }

@@ -116,6 +116,15 @@ impl Cache {
         }
     }
 
+    /// The response stored under `primary` itself when it is fresh at `now` (on the cache clock); claims
+    /// nothing. A key whose responses vary (a `Vary` index) gives `None`.
+    pub fn fresh(&self, primary: &str, now: Instant) -> Option<Arc<CachedResponse>> {
+        match self.store.get(primary) {
+            Some(Stored::Response(entry)) if entry.is_fresh(now) => Some(entry),
+            _ => None,
+        }
+    }
+
     /// The response stored for `request` under `primary`, whatever its freshness; claims nothing.
     pub fn peek(&self, primary: &str, request: &HeaderMap) -> Option<Arc<CachedResponse>> {
         self.resolve(primary, request).1

@@ -88,6 +88,33 @@ pub fn respond(entry: &CachedResponse, conditions: &Conditions, now: Instant) ->
     response
 }
 
+/// The head of [`respond`]'s full answer from `entry` at `now` to a request with no conditions, in the
+/// HTTP/1.1 form hyper writes: the status line, the stored fields in order, then `Age`; not the empty line
+/// that ends it (the express lane adds its own fields first, `proxy/express.rs`).
+pub fn write_full_head(entry: &CachedResponse, now: Instant, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(entry.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(entry.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in entry.headers.iter() {
+        write_field(out, name.as_str(), value.as_bytes());
+    }
+    write_field(
+        out,
+        header::AGE.as_str(),
+        itoa::Buffer::new().format(entry.age(now)).as_bytes(),
+    );
+}
+
+/// Appends one field line, `name: value` and CRLF.
+pub fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// RFC 9110 §13.2.2, in its order. Preconditions only apply to a 2xx representation (§13.2.1): a stored
 /// redirect or 404 is served as it is.
 fn evaluate(entry: &CachedResponse, c: &Conditions) -> Answer {

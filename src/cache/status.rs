@@ -83,9 +83,16 @@ impl CacheStatus {
     /// e.g. `cloudreve-edge; hit; ttl=86312` or
     /// `cloudreve-edge; fwd=miss; fwd-status=200; stored; ttl=86400`.
     pub fn header_value(&self) -> HeaderValue {
-        let mut out = String::with_capacity(64);
-        out.push_str(CACHE_NAME);
-        out.push_str(match self.outcome {
+        let mut out = Vec::with_capacity(64);
+        self.write_value(&mut out);
+        HeaderValue::try_from(out).expect("Cache-Status is built from ASCII tokens")
+    }
+
+    /// Appends the `Cache-Status` value to `out` (the express lane writes it straight into a response head).
+    pub fn write_value(&self, out: &mut Vec<u8>) {
+        let mut push = |text: &str| out.extend_from_slice(text.as_bytes());
+        push(CACHE_NAME);
+        push(match self.outcome {
             Outcome::Hit | Outcome::Stale => "; hit",
             Outcome::StaleIfError | Outcome::Revalidated => "; fwd=stale",
             Outcome::Stored | Outcome::Collapsed | Outcome::Miss if self.had_stale => "; fwd=stale",
@@ -94,23 +101,22 @@ impl CacheStatus {
         });
         let mut number = itoa::Buffer::new();
         if let Some(status) = self.fwd_status {
-            out.push_str("; fwd-status=");
-            out.push_str(number.format(status.as_u16()));
+            push("; fwd-status=");
+            push(number.format(status.as_u16()));
         }
         match self.outcome {
-            Outcome::Stored => out.push_str("; stored"),
-            Outcome::Collapsed => out.push_str("; collapsed"),
+            Outcome::Stored => push("; stored"),
+            Outcome::Collapsed => push("; collapsed"),
             _ => {}
         }
         if let Some(ttl) = self.ttl {
-            out.push_str("; ttl=");
-            out.push_str(number.format(ttl));
+            push("; ttl=");
+            push(number.format(ttl));
         }
         if let Some(detail) = self.detail {
-            out.push_str("; detail=");
-            out.push_str(detail);
+            push("; detail=");
+            push(detail);
         }
-        HeaderValue::try_from(out).expect("Cache-Status is built from ASCII tokens")
     }
 }
 

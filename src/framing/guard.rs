@@ -1,19 +1,21 @@
 //! The framing guard: the client connection as hyper reads it, with the [`Scanner`] between the socket and
-//! hyper, and the request head timed from its first byte.
+//! hyper, the request head timed from its first byte, and the requests a [`Shortcut`] answers beside hyper.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::Scanner;
+use super::{Scanner, plain_head};
+use crate::limits::Activity;
 
 /// Bytes read from the socket at a time, into a buffer on the stack: an idle connection holds no buffer of
 /// the guard's (slowloris connections by the thousand stay cheap).
@@ -28,6 +30,55 @@ pub struct HeadLimits {
     pub max_fields: usize,
     /// Time from the first byte of a head to its end.
     pub read_timeout: Duration,
+}
+
+/// Answers some requests itself, from the raw head, in place of hyper (the express lane, `express.rs`).
+///
+/// It is only asked at a moment when hyper has nothing in progress on the connection: every request it
+/// was given has been answered and its response written and flushed, and hyper waits for the next head.
+/// The answer is written before anything else reaches the socket, so responses stay in request order.
+/// The head it is given is whole and announces no body ([`plain_head`]): skipping it leaves the stream at
+/// the next request for the scanner and for hyper alike.
+pub trait Shortcut: Send + Sync {
+    /// The whole response to `head` from `client`, or `None` to leave the request to hyper.
+    fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer>;
+}
+
+/// A whole response a [`Shortcut`] gives, written to the client as it is.
+pub struct Answer {
+    /// Status line and header fields, up to and including the empty line.
+    pub head: Vec<u8>,
+    /// The body, all of it.
+    pub body: Bytes,
+    /// Called once with the bytes of the body sent and whether the whole response was (the access log).
+    pub done: Option<Box<dyn FnOnce(u64, bool) + Send>>,
+}
+
+impl Answer {
+    /// Reports the answer finished, `written` bytes of it sent.
+    fn finish(mut self, written: usize) {
+        let body_sent = written.saturating_sub(self.head.len());
+        let complete = written == self.head.len() + self.body.len();
+        if let Some(done) = self.done.take() {
+            done(body_sent as u64, complete);
+        }
+    }
+}
+
+/// A [`Shortcut`] at work on one connection.
+struct Express {
+    /// Who answers.
+    shortcut: Arc<dyn Shortcut>,
+    /// The connection's requests in progress in hyper: none, or hyper is busy.
+    activity: Activity,
+    /// The answer being written, and how much of it is out.
+    writing: Option<(Answer, usize)>,
+    /// Client bytes that arrived with an answered head, not looked at yet (pipelining).
+    unread: Bytes,
+    /// hyper has written since it last flushed: a response of its may still be on its way.
+    hyper_unflushed: bool,
+    /// `server.max_request_head_size`.
+    max_head: usize,
 }
 
 /// The client side of an HTTP/1.1 connection, with [`Scanner`] between the socket and hyper.
@@ -48,6 +99,8 @@ pub struct FramingGuard<IO> {
     peer: SocketAddr,
     /// Whether the refusal was logged.
     logged: bool,
+    /// Requests answered beside hyper, when a [`Shortcut`] is set.
+    express: Option<Express>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -61,7 +114,21 @@ impl<IO> FramingGuard<IO> {
             ready: BytesMut::new(),
             peer,
             logged: false,
+            express: None,
         }
+    }
+
+    /// Lets `shortcut` answer the requests it knows while hyper has none of `activity`'s in progress.
+    pub fn with_shortcut(mut self, shortcut: Arc<dyn Shortcut>, activity: Activity) -> Self {
+        self.express = Some(Express {
+            shortcut,
+            activity,
+            writing: None,
+            unread: Bytes::new(),
+            hyper_unflushed: false,
+            max_head: self.scanner.max_head(),
+        });
+        self
     }
 
     fn log_violation(&mut self) {
@@ -94,7 +161,96 @@ impl<IO> FramingGuard<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> FramingGuard<IO> {
+    /// Takes bytes read from the client: an answered request is skipped while its answer goes out, the
+    /// rest goes through the scanner to hyper.
+    fn take(&mut self, input: &[u8]) {
+        if let Some(express) = &mut self.express {
+            if let Some(len) = express.answer(input, &self.scanner, self.peer) {
+                self.scanner.skip_answered();
+                express.unread = Bytes::copy_from_slice(&input[len..]);
+                return;
+            }
+        }
+        self.scanner.feed(input, &mut self.ready);
+        self.time_head();
+    }
+
+    /// Writes the answer under way, if any; ready once it is all out.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(express) = &mut self.express else {
+            return Poll::Ready(Ok(()));
+        };
+        express.poll_write_answer(&mut self.io, cx)
+    }
+}
+
+impl Express {
+    /// The answer to the request at the start of `input`, when it is a plain one, hyper is idle, and the
+    /// shortcut knows it; returns the head's length. The answer is then the one under way.
+    fn answer(&mut self, input: &[u8], scanner: &Scanner, peer: SocketAddr) -> Option<usize> {
+        let hyper_idle = !self.hyper_unflushed && self.activity.is_idle();
+        if !hyper_idle || !scanner.between_requests() || self.writing.is_some() {
+            return None;
+        }
+        let len = plain_head(input, self.max_head)?;
+        let answer = self.shortcut.answer(&input[..len], peer)?;
+        // A request came and went: the idle clock restarts, as it does when a response of hyper's ends.
+        self.activity.touch();
+        self.writing = Some((answer, 0));
+        Some(len)
+    }
+
+    /// Writes the answer under way to `io`, head and body in one vectored write when the socket takes it.
+    fn poll_write_answer<IO: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut IO,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some((answer, written)) = &mut self.writing else {
+            return Poll::Ready(Ok(()));
+        };
+        let total = answer.head.len() + answer.body.len();
+        while *written < total {
+            let (head, body) = match answer.head.get(*written..) {
+                Some(head) => (head, &answer.body[..]),
+                None => (&[][..], &answer.body[*written - answer.head.len()..]),
+            };
+            let slices = [IoSlice::new(head), IoSlice::new(body)];
+            match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)) {
+                Ok(0) => return Poll::Ready(Err(self.abandon(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => *written += n,
+                Err(err) => return Poll::Ready(Err(self.abandon(err))),
+            }
+        }
+        // A TLS stream holds written bytes back until flushed.
+        if let Err(err) = ready!(Pin::new(io).poll_flush(cx)) {
+            return Poll::Ready(Err(self.abandon(err)));
+        }
+        if let Some((answer, written)) = self.writing.take() {
+            answer.finish(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The client cannot be written to: the answer under way is reported as far as it got.
+    fn abandon(&mut self, err: io::Error) -> io::Error {
+        if let Some((answer, written)) = self.writing.take() {
+            answer.finish(written);
+        }
+        err
+    }
+}
+
+impl Drop for Express {
+    fn drop(&mut self) {
+        if let Some((answer, written)) = self.writing.take() {
+            answer.finish(written);
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for FramingGuard<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -102,6 +258,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            // An answer given beside hyper goes out before anything else happens on the connection.
+            ready!(this.poll_answer(cx))?;
             if !this.ready.is_empty() {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
@@ -126,6 +284,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                     "malformed chunked request body",
                 )));
             }
+            if let Some(unread) = this.express.as_mut().map(|e| std::mem::take(&mut e.unread)) {
+                if !unread.is_empty() {
+                    this.take(&unread);
+                    continue;
+                }
+            }
             // Not zeroed: the socket writes what is read, and only that part is looked at.
             let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut scratch);
@@ -140,34 +304,37 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 return Poll::Pending;
             }
             let filled = read.filled();
-            let n = filled.len();
-            if n == 0 {
+            if filled.is_empty() {
                 this.scanner.eof(&mut this.ready);
                 if this.ready.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
                 continue;
             }
-            this.scanner.feed(filled, &mut this.ready);
-            this.time_head();
+            this.take(filled);
         }
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
+/// hyper's writes pass straight through, after any answer under way. That it wrote and whether it flushed
+/// since is noted: hyper flushes only once its buffer is written out, so after a flush nothing of its
+/// responses is left on its way (see [`Shortcut`]).
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.before_hyper_writes(cx))?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
+        bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.before_hyper_writes(cx))?;
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -176,10 +343,27 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        ready!(self.poll_answer(cx))?;
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if let Some(express) = &mut self.express {
+            express.hyper_unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> FramingGuard<IO> {
+    /// hyper is about to write: any answer under way goes first, and hyper counts as busy until it flushes.
+    fn before_hyper_writes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        if let Some(express) = &mut self.express {
+            express.hyper_unflushed = true;
+        }
+        Poll::Ready(Ok(()))
     }
 }

@@ -21,12 +21,16 @@
 //! chunks, §7.1) so the next head is found where hyper will look for it; a chunked body that breaks the
 //! grammar makes the read fail, which aborts the request and closes the connection. An HTTP/2 preface
 //! turns the guard off: HTTP/2 frames every message itself.
+//!
+//! Because it sees each head whole before hyper, the guard is also where the express lane (`express.rs`)
+//! answers a [`plain_head`] request beside hyper, through a [`Shortcut`], when hyper has nothing in progress.
 
 mod guard;
 mod scanner;
 
+pub use guard::{Answer, Shortcut};
 pub use guard::{FramingGuard, HeadLimits};
-pub use scanner::Scanner;
+pub use scanner::{Scanner, plain_head};
 
 /// What hyper is given in place of a rejected head: not a request line (a NUL is not a token), so it answers
 /// `400 Bad Request` and closes.

@@ -81,6 +81,11 @@ impl Scanner {
         }
     }
 
+    /// The largest head it accepts.
+    pub fn max_head(&self) -> usize {
+        self.max_head
+    }
+
     /// The violation found, if any.
     pub fn violation(&self) -> Option<Violation> {
         self.violation
@@ -131,6 +136,17 @@ impl Scanner {
     /// Whether part of a request head has arrived and the rest has not.
     pub fn in_head(&self) -> bool {
         self.state == State::Head && !self.line.is_empty()
+    }
+
+    /// Whether the next byte starts a request head: nothing of one is held, no body is under way.
+    pub fn between_requests(&self) -> bool {
+        self.state == State::Head && self.line.is_empty()
+    }
+
+    /// A request was taken out of the stream before it reached the scanner (a [`plain_head`] answered
+    /// beside hyper): it counts as seen, so an HTTP/2 preface after it is refused as late.
+    pub fn skip_answered(&mut self) {
+        self.seen_request = true;
     }
 
     /// The common case, a whole head at the start of `input` with every line ended by CRLF: checked where it
@@ -269,6 +285,17 @@ impl Scanner {
     }
 }
 
+/// The length of the request head at the start of `bytes` when it is whole, every line ends in CRLF, it fits
+/// in `max_head`, [`check_head`] accepts it and it announces no body: a request whose end the scanner and
+/// hyper cannot disagree on, which may be answered without either reading it.
+pub fn plain_head(bytes: &[u8], max_head: usize) -> Option<usize> {
+    if bytes.starts_with(b"\r\n") {
+        return None;
+    }
+    let end = crlf_head_end(&bytes[..bytes.len().min(max_head)])?;
+    matches!(check_head(&bytes[..end]), Ok(Framing::Length(0))).then_some(end)
+}
+
 /// The length of the head at the start of `bytes` if it ends there (an empty line) and every line of it ends
 /// with CRLF: no LF without a CR before it, and no CR without an LF after it.
 fn crlf_head_end(bytes: &[u8]) -> Option<usize> {
@@ -363,6 +390,39 @@ mod tests {
 
     fn head(fields: &str) -> Vec<u8> {
         format!("POST /x HTTP/1.1\r\nHost: a\r\n{fields}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn plain_head_is_a_whole_bodiless_head_the_scanner_passes_unchanged() {
+        let get = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut pipelined = get.to_vec();
+        pipelined.extend_from_slice(b"GET /b HTTP/1.1\r\n");
+        assert_eq!(plain_head(get, 1024), Some(get.len()));
+        assert_eq!(plain_head(&pipelined, 1024), Some(get.len()));
+        for refused in [
+            &b"GET /a HTTP/1.1\r\nHost: a\r\n"[..],
+            b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+            b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET /a HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: a\r\n x\r\n\r\n",
+            b"GET /a HTTP/1.1\r\n\r\n",
+            b"\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(
+                plain_head(refused, 1024),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        // Past the size limit it is the scanner's, which answers 431.
+        assert_eq!(plain_head(get, get.len() - 1), None);
+        // What it accepts, the scanner passes unchanged and ends between requests.
+        let (out, scanner) = scan(&pipelined[..get.len()]);
+        assert_eq!(out, get);
+        assert!(scanner.between_requests());
     }
 
     #[test]

@@ -1,0 +1,134 @@
+//! The express lane: a plain HTTP/1.1 `GET` of an avatar the cache holds fresh, answered from its raw head
+//! on the connection, without hyper building a request and a response for it.
+//!
+//! The framing guard offers each whole request head without a body to [`Express`] at a moment hyper has
+//! nothing in progress on the connection (`framing/guard.rs`). It takes only requests whose answer nothing
+//! but the target decides: `GET`, HTTP/1.1, an origin-form target without a query, and header fields from
+//! `HARMLESS` only: no conditionals, ranges, `Cache-Control`, `Authorization`, `Expect`, `Connection`
+//! other than `keep-alive`, or anything unknown. Everything else, and every lookup that does not find a
+//! fresh avatar, goes to hyper and the full path (`proxy`), which answers the same way, only slower. The
+//! bytes are the full path's (`proxy/express.rs`), and so are the metrics and the access event.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::framing::{Answer, Shortcut};
+use crate::proxy::Proxy;
+
+/// Most header fields a head may have to be taken (a browser sends about fifteen); more go to hyper.
+const MAX_FIELDS: usize = 32;
+
+/// Header fields that change nothing in the answer to a hit (compared without case). Anything not listed
+/// sends the request down the full path, so a field the full path learns to read is never missed here.
+const HARMLESS: [&str; 26] = [
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "referer",
+    "cookie",
+    "origin",
+    "dnt",
+    "priority",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-gpc",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-request-id",
+    "forwarded",
+    "traceparent",
+    "tracestate",
+];
+
+/// The express lane of one proxy.
+pub struct Express {
+    proxy: Arc<Proxy>,
+}
+
+impl Express {
+    /// The lane for `proxy`'s cache.
+    pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
+        Arc::new(Self { proxy })
+    }
+}
+
+impl Shortcut for Express {
+    fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer> {
+        let target = plain_get_target(head)?;
+        self.proxy.answer_plain_get(target, client)
+    }
+}
+
+/// The target of `head` when the lane may take it: see the module docs.
+fn plain_get_target(head: &[u8]) -> Option<&str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut fields);
+    if !request.parse(head).ok()?.is_complete() {
+        return None;
+    }
+    if request.method != Some("GET") || request.version != Some(1) {
+        return None;
+    }
+    let target = request
+        .path
+        .filter(|t| t.starts_with('/') && !t.contains('?'))?;
+    request.headers.iter().all(harmless).then_some(target)
+}
+
+fn harmless(field: &httparse::Header<'_>) -> bool {
+    if field.name.eq_ignore_ascii_case("connection") {
+        // HTTP/1.1 keeps the connection open anyway; anything else (close, upgrade, a hop-by-hop field
+        // list) is for the full path.
+        return field.value.eq_ignore_ascii_case(b"keep-alive");
+    }
+    HARMLESS
+        .iter()
+        .any(|harmless| field.name.eq_ignore_ascii_case(harmless))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(head: &str) -> Option<&str> {
+        plain_get_target(head.as_bytes())
+    }
+
+    #[test]
+    fn takes_plain_gets_with_harmless_fields_only() {
+        let browser = "GET /api/v4/user/avatar/lpua HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\
+            Accept: image/avif,image/webp,*/*\r\nAccept-Encoding: gzip\r\nReferer: https://a/\r\n\
+            Sec-Fetch-Dest: image\r\nConnection: Keep-Alive\r\n\r\n";
+        assert_eq!(target(browser), Some("/api/v4/user/avatar/lpua"));
+        for refused in [
+            "HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET /a?nocache=0 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nCache-Control: no-store\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nX-Unknown: 1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            assert_eq!(target(refused), None, "{refused:?}");
+        }
+        let crowded = format!(
+            "GET /a HTTP/1.1\r\n{}\r\n",
+            "Host: a\r\n".repeat(MAX_FIELDS + 1)
+        );
+        assert_eq!(target(&crowded), None);
+    }
+}

@@ -1,0 +1,341 @@
+//! The express lane: plain HTTP/1.1 `GET`s of fresh avatars answered beside hyper. Its answers are the full
+//! path's byte for byte, it never answers out of turn, it takes nothing it should not, and a connection it
+//! served drains like any other. `cloudreve_edge_express_answers_total` tells which path answered.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::ops::TestAdmin;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const AVATAR: &str = "/api/v4/user/avatar/img1";
+const PING: &str = "/api/v4/site/ping";
+
+/// A plain request the lane takes.
+fn plain(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: edge\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n")
+}
+
+/// The same request with one more field, which sends it down the full path.
+fn with_field(target: &str, field: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: edge\r\nUser-Agent: test\r\nAccept: */*\r\n{field}\r\n\r\n"
+    )
+}
+
+/// One response from a raw connection: its head (status line and fields) and its body (by Content-Length).
+async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    timeout(PATIENCE, async {
+        let head = read_head(stream).await;
+        assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        (head, body)
+    })
+    .await
+    .expect("no response in time")
+}
+
+/// Sends `request` on a new connection and reads one response.
+async fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut stream).await
+}
+
+/// The field lines of a head, without the status line, sorted (hyper moves `content-length` last when the
+/// body is empty; the order of different fields means nothing, RFC 9110 §5.3).
+fn fields(head: &str) -> Vec<&str> {
+    let mut fields: Vec<&str> = head.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    fields.sort_unstable();
+    fields
+}
+
+fn status_line(head: &str) -> &str {
+    head.lines().next().unwrap()
+}
+
+async fn express_answers(admin: &TestAdmin) -> f64 {
+    admin
+        .scrape()
+        .await
+        .value("cloudreve_edge_express_answers_total", &[])
+}
+
+#[tokio::test]
+async fn the_lane_answers_a_hit_with_the_full_paths_bytes() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+
+    let (express_head, express_body) = exchange(proxy.addr, &plain(AVATAR)).await;
+    assert_eq!(express_answers(&admin).await, 1.0);
+    let (full_head, full_body) = exchange(proxy.addr, &with_field(AVATAR, "X-Trace: 1")).await;
+    assert_eq!(express_answers(&admin).await, 1.0, "an unlisted field");
+
+    assert_eq!(status_line(&express_head), "HTTP/1.1 200 OK");
+    assert_eq!(status_line(&express_head), status_line(&full_head));
+    // The cache clock stands still, so even Age and the ttl agree.
+    assert_eq!(fields(&express_head), fields(&full_head));
+    assert!(
+        express_head.contains("\r\nx-cache: HIT\r\n"),
+        "{express_head}"
+    );
+    assert_eq!(express_body, full_body);
+    assert_eq!(express_body, avatar_bytes("img1"));
+    assert_eq!(upstream.count(), 1);
+
+    // Both are counted as avatar hits; the lane's also on its own.
+    let metrics = admin.scrape().await;
+    assert_eq!(
+        metrics.value(
+            "cloudreve_edge_requests_total",
+            &[("route", "avatar"), ("cache", "hit")]
+        ),
+        2.0
+    );
+    assert_eq!(proxy.proxy.cache().counts().hit, 2);
+}
+
+#[tokio::test]
+async fn stored_redirects_and_404s_are_answered_alike() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    for target in ["/api/v4/user/avatar/grav1", "/api/v4/user/avatar/none1"] {
+        assert_eq!(get(&proxy.url(target)).await.x_cache(), "MISS");
+        let express = exchange(proxy.addr, &plain(target)).await;
+        let full = exchange(proxy.addr, &with_field(target, "X-Trace: 1")).await;
+        assert_eq!(status_line(&express.0), status_line(&full.0), "{target}");
+        assert_eq!(fields(&express.0), fields(&full.0), "{target}");
+        assert_eq!(express.1, full.1, "{target}");
+    }
+    assert_eq!(express_answers(&admin).await, 2.0);
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_by_both_paths() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let etag = get(&proxy.url(AVATAR))
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+
+    // One write: lane, full path (pass-through), lane, full path (conditional), lane, full path (close).
+    let batch = [
+        plain(AVATAR),
+        plain(PING),
+        plain(AVATAR),
+        with_field(AVATAR, &format!("If-None-Match: {etag}")),
+        plain(AVATAR),
+        with_field(AVATAR, "Connection: close"),
+    ]
+    .concat();
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(batch.as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(read_response(&mut stream).await);
+    }
+    let summary: Vec<(&str, Option<&str>)> = answers
+        .iter()
+        .map(|(head, _)| {
+            let x_cache = head.lines().find_map(|l| l.strip_prefix("x-cache: "));
+            (status_line(head), x_cache)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("HTTP/1.1 200 OK", Some("HIT")),
+            ("HTTP/1.1 200 OK", None),
+            ("HTTP/1.1 200 OK", Some("HIT")),
+            ("HTTP/1.1 304 Not Modified", Some("HIT")),
+            ("HTTP/1.1 200 OK", Some("HIT")),
+            ("HTTP/1.1 200 OK", Some("HIT")),
+        ]
+    );
+    assert!(answers[1].1.starts_with(b"{"), "the ping's JSON");
+    for index in [0, 2, 4, 5] {
+        assert_eq!(answers[index].1, avatar_bytes("img1"), "answer {index}");
+    }
+    // The last asked to close: the connection ends after it.
+    let mut rest = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(upstream.count_target(PING), 1);
+    assert_eq!(upstream.count_target(AVATAR), 1);
+    // The first was the lane's at least; the others depend on when hyper finished each answer.
+    assert!(express_answers(&admin).await >= 1.0);
+}
+
+#[tokio::test]
+async fn the_lane_takes_hits_again_once_hyper_has_answered() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // A miss and a pass-through, both hyper's, then hits on the same connection.
+    for (request, answered_by_lane) in [
+        (plain(AVATAR), 0.0),
+        (plain(PING), 0.0),
+        (plain(AVATAR), 1.0),
+        (with_field(AVATAR, "Cache-Control: max-age=0"), 1.0),
+        (plain(AVATAR), 2.0),
+    ] {
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (head, _) = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert_eq!(express_answers(&admin).await, answered_by_lane, "{request}");
+    }
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn what_the_lane_must_not_answer_takes_the_full_path() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+
+    // nocache goes upstream; a HEAD and a range are answered from the stored copy by the full path.
+    let (head, _) = exchange(proxy.addr, &plain(&format!("{AVATAR}?nocache=true"))).await;
+    assert!(head.contains("x-cache: BYPASS"), "{head}");
+    let head_request = format!("HEAD {AVATAR} HTTP/1.1\r\nHost: edge\r\n\r\n");
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(head_request.as_bytes()).await.unwrap();
+    let head = timeout(PATIENCE, read_head(&mut stream)).await.unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK") && head.contains("x-cache: HIT"),
+        "{head}"
+    );
+    let (head, body) = exchange(proxy.addr, &with_field(AVATAR, "Range: bytes=0-3")).await;
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(body, &avatar_bytes("img1")[..4]);
+    // A body on a GET: the full path reads it, and the request that came with it is the full path's too.
+    let with_body = format!(
+        "GET {AVATAR} HTTP/1.1\r\nHost: edge\r\nContent-Length: 5\r\n\r\nhello{}",
+        plain(AVATAR)
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(with_body.as_bytes()).await.unwrap();
+    for _ in 0..2 {
+        let (head, body) = read_response(&mut stream).await;
+        assert!(head.contains("x-cache: HIT"), "{head}");
+        assert_eq!(body, avatar_bytes("img1"));
+    }
+    // A head the framing guard refuses is refused, not answered.
+    let ambiguous = format!("GET {AVATAR} HTTP/1.1\r\nHost: edge\r\nHost: other\r\n\r\n");
+    let refused = raw_exchange(proxy.addr, ambiguous.as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+
+    assert_eq!(express_answers(&admin).await, 0.0);
+    assert_eq!(upstream.count_target(AVATAR), 1);
+}
+
+#[tokio::test]
+async fn with_the_lane_off_every_hit_takes_the_full_path() {
+    let upstream = FakeCloudreve::avatars().await;
+    let mut config = test_config(&upstream.url());
+    config.server.express_lane = false;
+    let proxy = TestProxy::start_with(config).await;
+    let admin = TestAdmin::start(&proxy).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (head, body) = exchange(proxy.addr, &plain(AVATAR)).await;
+    assert!(head.contains("x-cache: HIT"), "{head}");
+    assert_eq!(body, avatar_bytes("img1"));
+    assert_eq!(express_answers(&admin).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_stale_avatar_is_not_the_lanes() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    proxy.clock.advance(std::time::Duration::from_secs(86_401));
+    let (head, _) = exchange(proxy.addr, &plain(AVATAR)).await;
+    assert!(!head.contains("x-cache: HIT"), "{head}");
+    assert_eq!(express_answers(&admin).await, 0.0);
+    assert_eq!(upstream.count_target(AVATAR), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_lane_served_closes_when_the_drain_starts() {
+    let upstream = FakeCloudreve::avatars().await;
+    let mut config = test_config(&upstream.url());
+    // Far longer than the test's patience: the server must not wait for this idle connection.
+    config.server.drain_timeout = PATIENCE * 6;
+    let mut proxy = TestProxy::start_with(config).await;
+    let admin = TestAdmin::start(&proxy).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.contains("x-cache: HIT"), "{head}");
+    assert_eq!(express_answers(&admin).await, 1.0);
+
+    proxy.begin_shutdown();
+    let mut rest = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    proxy.finished().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hit_sent_while_hyper_is_busy_waits_its_turn() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = std::sync::Arc::clone(&release);
+    let upstream = FakeCloudreve::start(move |request| {
+        let gate = std::sync::Arc::clone(&gate);
+        async move {
+            if request.uri().path() == PING {
+                gate.notified().await;
+            }
+            cloudreve_avatar(&request)
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(plain(PING).as_bytes()).await.unwrap();
+    eventually("the ping reaches the upstream", || {
+        upstream.count_target(PING) == 1
+    })
+    .await;
+    // The ping is in progress in hyper: this hit, in a write of its own, must not overtake its answer.
+    stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
+    release.notify_one();
+    let (first, body) = read_response(&mut stream).await;
+    assert!(
+        !first.contains("x-cache"),
+        "the ping's answer first: {first}"
+    );
+    assert!(body.starts_with(b"{"));
+    let (second, body) = read_response(&mut stream).await;
+    assert!(second.contains("x-cache: HIT"), "{second}");
+    assert_eq!(body, avatar_bytes("img1"));
+    // Which path answered the hit depends on when hyper read it; the order above does not.
+    assert_eq!(upstream.count_target(AVATAR), 1);
+}
