@@ -377,12 +377,21 @@ fn response_from(data: &[u8]) -> Option<(http::response::Parts, Exchange)> {
 }
 
 /// The HTTP/1.1 framing guard: its verdict and output do not depend on how the bytes are split into
-/// reads, and a stream it accepts is passed on byte for byte.
+/// reads, and a stream it accepts is passed on byte for byte. A head the express lane may answer in its
+/// place (`plain_head`) is one the scanner passes unchanged and after which it stands between requests.
 pub fn framing(data: &[u8]) {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
     let _ = framing::check_head(input);
+    if let Some(len) = framing::plain_head(input, 2048, 16) {
+        let mut scanner = Scanner::new(2048, 16);
+        let mut out = BytesMut::new();
+        scanner.feed(&input[..len], &mut out);
+        assert_eq!(scanner.violation(), None, "a plain head was refused");
+        assert_eq!(&out[..], &input[..len], "a plain head was changed");
+        assert!(scanner.between_requests(), "a plain head announced a body");
+    }
     let whole = scan_in_pieces(input, input.len().max(1));
     let pieces = scan_in_pieces(input, usize::from(split % 7) + 1);
     assert_eq!(whole, pieces, "the verdict depends on how reads are split");

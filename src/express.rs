@@ -4,7 +4,7 @@
 //! The framing guard offers each whole request head without a body to [`Express`] at a moment hyper has
 //! nothing in progress on the connection (`framing/guard.rs`). It takes only requests whose answer nothing
 //! but the target decides: `GET`, HTTP/1.1, an origin-form target without a query, and header fields from
-//! `HARMLESS` only: no conditionals, ranges, `Cache-Control`, `Authorization`, `Expect`, `Connection`
+//! the list in `harmless` only: no conditionals, ranges, `Cache-Control`, `Authorization`, `Expect`, `Connection`
 //! other than `keep-alive`, or anything unknown. Everything else, and every lookup that does not find a
 //! fresh avatar, goes to hyper and the full path (`proxy`), which answers the same way, only slower. The
 //! bytes are the full path's (`proxy/express.rs`), and so are the metrics and the access event.
@@ -18,36 +18,8 @@ use crate::proxy::Proxy;
 /// Most header fields a head may have to be taken (a browser sends about fifteen); more go to hyper.
 const MAX_FIELDS: usize = 32;
 
-/// Header fields that change nothing in the answer to a hit (compared without case). Anything not listed
-/// sends the request down the full path, so a field the full path learns to read is never missed here.
-const HARMLESS: [&str; 26] = [
-    "host",
-    "user-agent",
-    "accept",
-    "accept-encoding",
-    "accept-language",
-    "referer",
-    "cookie",
-    "origin",
-    "dnt",
-    "priority",
-    "sec-fetch-site",
-    "sec-fetch-mode",
-    "sec-fetch-dest",
-    "sec-fetch-user",
-    "sec-ch-ua",
-    "sec-ch-ua-mobile",
-    "sec-ch-ua-platform",
-    "sec-gpc",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x-request-id",
-    "forwarded",
-    "traceparent",
-    "tracestate",
-];
+/// The longest name in [`harmless`]'s list.
+const LONGEST_HARMLESS: usize = 18;
 
 /// The express lane of one proxy.
 pub struct Express {
@@ -84,15 +56,49 @@ fn plain_get_target(head: &[u8]) -> Option<&str> {
     request.headers.iter().all(harmless).then_some(target)
 }
 
+/// Whether a field changes nothing in the answer to a hit. Anything not listed sends the request down the
+/// full path, so a field the full path learns to read is never missed here. Names compare without case.
 fn harmless(field: &httparse::Header<'_>) -> bool {
-    if field.name.eq_ignore_ascii_case("connection") {
+    let name = field.name.as_bytes();
+    let mut lower = [0; LONGEST_HARMLESS];
+    let Some(lower) = lower.get_mut(..name.len()) else {
+        return false;
+    };
+    for (to, from) in lower.iter_mut().zip(name) {
+        *to = from.to_ascii_lowercase();
+    }
+    match &*lower {
         // HTTP/1.1 keeps the connection open anyway; anything else (close, upgrade, a hop-by-hop field
         // list) is for the full path.
-        return field.value.eq_ignore_ascii_case(b"keep-alive");
+        b"connection" => field.value.eq_ignore_ascii_case(b"keep-alive"),
+        b"host"
+        | b"user-agent"
+        | b"accept"
+        | b"accept-encoding"
+        | b"accept-language"
+        | b"referer"
+        | b"cookie"
+        | b"origin"
+        | b"dnt"
+        | b"priority"
+        | b"sec-fetch-site"
+        | b"sec-fetch-mode"
+        | b"sec-fetch-dest"
+        | b"sec-fetch-user"
+        | b"sec-ch-ua"
+        | b"sec-ch-ua-mobile"
+        | b"sec-ch-ua-platform"
+        | b"sec-gpc"
+        | b"x-forwarded-for"
+        | b"x-forwarded-proto"
+        | b"x-forwarded-host"
+        | b"x-real-ip"
+        | b"x-request-id"
+        | b"forwarded"
+        | b"traceparent"
+        | b"tracestate" => true,
+        _ => false,
     }
-    HARMLESS
-        .iter()
-        .any(|harmless| field.name.eq_ignore_ascii_case(harmless))
 }
 
 #[cfg(test)]
@@ -121,10 +127,46 @@ mod tests {
             "GET /a HTTP/1.1\r\nHost: a\r\nCache-Control: no-store\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: a\r\nX-Unknown: 1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nX-Forwarded-For-Something-Longer: 1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHos: a\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: a\r\n",
         ] {
             assert_eq!(target(refused), None, "{refused:?}");
         }
+        let every = [
+            "Host",
+            "User-Agent",
+            "Accept",
+            "Accept-Encoding",
+            "Accept-Language",
+            "Referer",
+            "Cookie",
+            "Origin",
+            "DNT",
+            "Priority",
+            "Sec-Fetch-Site",
+            "Sec-Fetch-Mode",
+            "Sec-Fetch-Dest",
+            "Sec-Fetch-User",
+            "Sec-CH-UA",
+            "Sec-CH-UA-Mobile",
+            "Sec-CH-UA-Platform",
+            "Sec-GPC",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Real-IP",
+            "X-Request-Id",
+            "Forwarded",
+            "Traceparent",
+            "Tracestate",
+        ]
+        .map(|name| format!("{name}: 1\r\n"))
+        .concat();
+        assert_eq!(
+            target(&format!("GET /a HTTP/1.1\r\n{every}\r\n")),
+            Some("/a")
+        );
         let crowded = format!(
             "GET /a HTTP/1.1\r\n{}\r\n",
             "Host: a\r\n".repeat(MAX_FIELDS + 1)

@@ -79,6 +79,8 @@ struct Express {
     hyper_unflushed: bool,
     /// `server.max_request_head_size`.
     max_head: usize,
+    /// `server.max_headers`.
+    max_fields: usize,
 }
 
 /// The client side of an HTTP/1.1 connection, with [`Scanner`] between the socket and hyper.
@@ -127,6 +129,7 @@ impl<IO> FramingGuard<IO> {
             unread: Bytes::new(),
             hyper_unflushed: false,
             max_head: self.scanner.max_head(),
+            max_fields: self.scanner.max_headers(),
         });
         self
     }
@@ -193,7 +196,7 @@ impl Express {
         if !hyper_idle || !scanner.between_requests() || self.writing.is_some() {
             return None;
         }
-        let len = plain_head(input, self.max_head)?;
+        let len = plain_head(input, self.max_head, self.max_fields)?;
         let answer = self.shortcut.answer(&input[..len], peer)?;
         // A request came and went: the idle clock restarts, as it does when a response of hyper's ends.
         self.activity.touch();

@@ -86,6 +86,11 @@ impl Scanner {
         self.max_head
     }
 
+    /// The most fields hyper accepts in a head.
+    pub fn max_headers(&self) -> usize {
+        self.max_headers
+    }
+
     /// The violation found, if any.
     pub fn violation(&self) -> Option<Violation> {
         self.violation
@@ -285,20 +290,29 @@ impl Scanner {
     }
 }
 
-/// The length of the request head at the start of `bytes` when it is whole, every line ends in CRLF, it fits
-/// in `max_head`, [`check_head`] accepts it and it announces no body: a request whose end the scanner and
-/// hyper cannot disagree on, which may be answered without either reading it.
-pub fn plain_head(bytes: &[u8], max_head: usize) -> Option<usize> {
+/// The length of the request head at the start of `bytes` when it is whole, every line ends in CRLF, it
+/// fits in `max_head` bytes and `max_fields` fields, [`check_head`] accepts it and it announces no body: a
+/// request whose end the scanner and hyper cannot disagree on, and that hyper would not refuse for its size,
+/// which may be answered without either reading it.
+pub fn plain_head(bytes: &[u8], max_head: usize, max_fields: usize) -> Option<usize> {
     if bytes.starts_with(b"\r\n") {
         return None;
     }
-    let end = crlf_head_end(&bytes[..bytes.len().min(max_head)])?;
-    matches!(check_head(&bytes[..end]), Ok(Framing::Length(0))).then_some(end)
+    let (end, lines) = crlf_head(&bytes[..bytes.len().min(max_head)])?;
+    // The request line and the empty line are not fields.
+    let plain =
+        lines - 2 <= max_fields && matches!(check_head(&bytes[..end]), Ok(Framing::Length(0)));
+    plain.then_some(end)
 }
 
 /// The length of the head at the start of `bytes` if it ends there (an empty line) and every line of it ends
 /// with CRLF: no LF without a CR before it, and no CR without an LF after it.
 fn crlf_head_end(bytes: &[u8]) -> Option<usize> {
+    crlf_head(bytes).map(|(end, _)| end)
+}
+
+/// [`crlf_head_end`], and the number of lines in the head, the empty one included.
+fn crlf_head(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut lines = 0;
     for lf in memchr::memchr_iter(b'\n', bytes) {
         if lf == 0 || bytes[lf - 1] != b'\r' {
@@ -308,7 +322,7 @@ fn crlf_head_end(bytes: &[u8]) -> Option<usize> {
         if bytes[..=lf].ends_with(b"\r\n\r\n") {
             // Each LF has its own CR before it; as many CRs as LFs leaves no CR alone.
             let head = &bytes[..=lf];
-            return (memchr::memchr_iter(b'\r', head).count() == lines).then_some(lf + 1);
+            return (memchr::memchr_iter(b'\r', head).count() == lines).then_some((lf + 1, lines));
         }
     }
     None
@@ -397,8 +411,8 @@ mod tests {
         let get = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
         let mut pipelined = get.to_vec();
         pipelined.extend_from_slice(b"GET /b HTTP/1.1\r\n");
-        assert_eq!(plain_head(get, 1024), Some(get.len()));
-        assert_eq!(plain_head(&pipelined, 1024), Some(get.len()));
+        assert_eq!(plain_head(get, 1024, 10), Some(get.len()));
+        assert_eq!(plain_head(&pipelined, 1024, 10), Some(get.len()));
         for refused in [
             &b"GET /a HTTP/1.1\r\nHost: a\r\n"[..],
             b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
@@ -411,14 +425,17 @@ mod tests {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             assert_eq!(
-                plain_head(refused, 1024),
+                plain_head(refused, 1024, 10),
                 None,
                 "{:?}",
                 String::from_utf8_lossy(refused)
             );
         }
-        // Past the size limit it is the scanner's, which answers 431.
-        assert_eq!(plain_head(get, get.len() - 1), None);
+        // Past the size or field limit it is the scanner's and hyper's, which answer 431.
+        assert_eq!(plain_head(get, get.len() - 1, 10), None);
+        assert_eq!(plain_head(get, get.len(), 1), Some(get.len()));
+        let two = b"GET /a HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n";
+        assert_eq!(plain_head(two, 1024, 1), None);
         // What it accepts, the scanner passes unchanged and ends between requests.
         let (out, scanner) = scan(&pipelined[..get.len()]);
         assert_eq!(out, get);
