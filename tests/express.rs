@@ -339,3 +339,19 @@ async fn a_hit_sent_while_hyper_is_busy_waits_its_turn() {
     // Which path answered the hit depends on when hyper read it; the order above does not.
     assert_eq!(upstream.count_target(AVATAR), 1);
 }
+
+#[tokio::test]
+async fn a_head_hyper_refuses_for_its_field_count_is_refused_not_answered() {
+    let upstream = FakeCloudreve::avatars().await;
+    let mut config = test_config(&upstream.url());
+    config.server.max_headers = 3;
+    let proxy = TestProxy::start_with(config).await;
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (head, _) = exchange(proxy.addr, &plain(AVATAR)).await;
+    assert!(head.contains("x-cache: HIT"), "three fields: {head}");
+    let four = format!(
+        "GET {AVATAR} HTTP/1.1\r\nHost: edge\r\nUser-Agent: t\r\nAccept: */*\r\nDNT: 1\r\nConnection: close\r\n\r\n"
+    );
+    let refused = raw_exchange(proxy.addr, four.as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+}
