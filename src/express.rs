@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::config::RuleKind;
 use crate::framing::{Answer, Shortcut};
 use crate::proxy::Proxy;
 
@@ -24,16 +25,34 @@ const LONGEST_HARMLESS: usize = 18;
 /// The express lane of one proxy.
 pub struct Express {
     proxy: Arc<Proxy>,
+    /// `GET ` and the avatar rule's prefix: what every request the lane takes starts with (the rules are
+    /// fixed for the life of the process). `None` without an avatar rule: the lane takes nothing.
+    request_start: Option<Vec<u8>>,
 }
 
 impl Express {
     /// The lane for `proxy`'s cache.
     pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
-        Arc::new(Self { proxy })
+        let request_start = proxy
+            .rules()
+            .iter()
+            .find(|rule| rule.kind == RuleKind::Avatar)
+            .map(|rule| [b"GET ", rule.prefix.as_bytes()].concat());
+        Arc::new(Self {
+            proxy,
+            request_start,
+        })
     }
 }
 
 impl Shortcut for Express {
+    fn may_answer(&self, start: &[u8]) -> bool {
+        // Cuts short the checks of every request that cannot be an avatar's (pass-through, assets, ...).
+        self.request_start
+            .as_ref()
+            .is_some_and(|expected| start.starts_with(expected))
+    }
+
     fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer> {
         let target = plain_get_target(head)?;
         self.proxy.answer_plain_get(target, client)
@@ -104,6 +123,32 @@ fn harmless(field: &httparse::Header<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn only_gets_under_the_avatar_rule_are_looked_at() {
+        let lane = Express::new(Proxy::new(&Config::default()));
+        assert!(lane.may_answer(b"GET /api/v4/user/avatar/lpua HTTP/1.1\r\n"));
+        for other in [
+            &b"GET /api/v4/site/config HTTP/1.1\r\n"[..],
+            b"HEAD /api/v4/user/avatar/lpua HTTP/1.1\r\n",
+            b"GET /api/v4/user/ava",
+            b"PRI * HTTP/2.0\r\n",
+        ] {
+            assert!(
+                !lane.may_answer(other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let mut config = Config::default();
+        config
+            .cache
+            .rules
+            .retain(|rule| rule.kind != RuleKind::Avatar);
+        let without = Express::new(Proxy::new(&config));
+        assert!(!without.may_answer(b"GET /api/v4/user/avatar/lpua HTTP/1.1\r\n"));
+    }
 
     fn target(head: &str) -> Option<&str> {
         plain_get_target(head.as_bytes())

@@ -40,6 +40,10 @@ pub struct HeadLimits {
 /// The head it is given is whole and announces no body ([`plain_head`]): skipping it leaves the stream at
 /// the next request for the scanner and for hyper alike.
 pub trait Shortcut: Send + Sync {
+    /// A first look at the bytes a request starts with (its request line, perhaps cut short), before the head
+    /// is checked: `false` leaves it to hyper at no further cost.
+    fn may_answer(&self, start: &[u8]) -> bool;
+
     /// The whole response to `head` from `client`, or `None` to leave the request to hyper.
     fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer>;
 }
@@ -194,6 +198,9 @@ impl Express {
     fn answer(&mut self, input: &[u8], scanner: &Scanner, peer: SocketAddr) -> Option<usize> {
         let hyper_idle = !self.hyper_unflushed && self.activity.is_idle();
         if !hyper_idle || !scanner.between_requests() || self.writing.is_some() {
+            return None;
+        }
+        if !self.shortcut.may_answer(input) {
             return None;
         }
         let len = plain_head(input, self.max_head, self.max_fields)?;
