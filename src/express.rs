@@ -47,10 +47,14 @@ impl Express {
 
 impl Shortcut for Express {
     fn may_answer(&self, start: &[u8]) -> bool {
-        // Cuts short the checks of every request that cannot be an avatar's (pass-through, assets, ...).
-        self.request_start
-            .as_ref()
-            .is_some_and(|expected| start.starts_with(expected))
+        // Cuts short the checks of every request that cannot be a plain avatar `GET` (pass-through, assets,
+        // `nocache`, ...): the prefix, then a target that ends at a space, before any `?`.
+        let Some(id) =
+            (self.request_start.as_ref()).and_then(|prefix| start.strip_prefix(&prefix[..]))
+        else {
+            return false;
+        };
+        memchr::memchr2(b' ', b'?', id).is_some_and(|end| id[end] == b' ')
     }
 
     fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer> {
@@ -133,6 +137,8 @@ mod tests {
             &b"GET /api/v4/site/config HTTP/1.1\r\n"[..],
             b"HEAD /api/v4/user/avatar/lpua HTTP/1.1\r\n",
             b"GET /api/v4/user/ava",
+            b"GET /api/v4/user/avatar/lpua?nocache=1 HTTP/1.1\r\n",
+            b"GET /api/v4/user/avatar/lpua",
             b"PRI * HTTP/2.0\r\n",
         ] {
             assert!(
