@@ -6,6 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 
+use cloudreve_edge::Config;
 use support::ops::TestAdmin;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,12 +71,23 @@ async fn express_answers(admin: &TestAdmin) -> f64 {
         .value("cloudreve_edge_express_answers_total", &[])
 }
 
-#[tokio::test]
-async fn the_lane_answers_a_hit_with_the_full_paths_bytes() {
+/// A fake Cloudreve and the proxy in front of it (its configuration changed by `configure`) with its admin
+/// listener; `AVATAR` is stored, through the full path (a miss).
+async fn with_avatar_stored(
+    configure: impl FnOnce(&mut Config),
+) -> (FakeCloudreve, TestProxy, TestAdmin) {
     let upstream = FakeCloudreve::avatars().await;
-    let proxy = TestProxy::start(&upstream.url()).await;
+    let mut config = test_config(&upstream.url());
+    configure(&mut config);
+    let proxy = TestProxy::start_with(config).await;
     let admin = TestAdmin::start(&proxy).await;
     assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    (upstream, proxy, admin)
+}
+
+#[tokio::test]
+async fn the_lane_answers_a_hit_with_the_full_paths_bytes() {
+    let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
 
     let (express_head, express_body) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert_eq!(express_answers(&admin).await, 1.0);
@@ -125,9 +137,7 @@ async fn stored_redirects_and_404s_are_answered_alike() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_by_both_paths() {
-    let upstream = FakeCloudreve::avatars().await;
-    let proxy = TestProxy::start(&upstream.url()).await;
-    let admin = TestAdmin::start(&proxy).await;
+    let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
     let etag = get(&proxy.url(AVATAR))
         .await
         .header("etag")
@@ -209,10 +219,7 @@ async fn the_lane_takes_hits_again_once_hyper_has_answered() {
 
 #[tokio::test]
 async fn what_the_lane_must_not_answer_takes_the_full_path() {
-    let upstream = FakeCloudreve::avatars().await;
-    let proxy = TestProxy::start(&upstream.url()).await;
-    let admin = TestAdmin::start(&proxy).await;
-    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
 
     // nocache goes upstream; a HEAD and a range are answered from the stored copy by the full path.
     let (head, _) = exchange(proxy.addr, &plain(&format!("{AVATAR}?nocache=true"))).await;
@@ -251,12 +258,8 @@ async fn what_the_lane_must_not_answer_takes_the_full_path() {
 
 #[tokio::test]
 async fn with_the_lane_off_every_hit_takes_the_full_path() {
-    let upstream = FakeCloudreve::avatars().await;
-    let mut config = test_config(&upstream.url());
-    config.server.express_lane = false;
-    let proxy = TestProxy::start_with(config).await;
-    let admin = TestAdmin::start(&proxy).await;
-    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (_upstream, proxy, admin) =
+        with_avatar_stored(|config| config.server.express_lane = false).await;
     let (head, body) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert!(head.contains("x-cache: HIT"), "{head}");
     assert_eq!(body, avatar_bytes("img1"));
@@ -265,10 +268,7 @@ async fn with_the_lane_off_every_hit_takes_the_full_path() {
 
 #[tokio::test]
 async fn a_stale_avatar_is_not_the_lanes() {
-    let upstream = FakeCloudreve::avatars().await;
-    let proxy = TestProxy::start(&upstream.url()).await;
-    let admin = TestAdmin::start(&proxy).await;
-    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
     proxy.clock.advance(std::time::Duration::from_secs(86_401));
     let (head, _) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert!(!head.contains("x-cache: HIT"), "{head}");
@@ -278,13 +278,9 @@ async fn a_stale_avatar_is_not_the_lanes() {
 
 #[tokio::test]
 async fn a_connection_the_lane_served_closes_when_the_drain_starts() {
-    let upstream = FakeCloudreve::avatars().await;
-    let mut config = test_config(&upstream.url());
     // Far longer than the test's patience: the server must not wait for this idle connection.
-    config.server.drain_timeout = PATIENCE * 6;
-    let mut proxy = TestProxy::start_with(config).await;
-    let admin = TestAdmin::start(&proxy).await;
-    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (_upstream, mut proxy, admin) =
+        with_avatar_stored(|config| config.server.drain_timeout = PATIENCE * 6).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
     let (head, _) = read_response(&mut stream).await;
@@ -342,11 +338,8 @@ async fn a_hit_sent_while_hyper_is_busy_waits_its_turn() {
 
 #[tokio::test]
 async fn a_head_hyper_refuses_for_its_field_count_is_refused_not_answered() {
-    let upstream = FakeCloudreve::avatars().await;
-    let mut config = test_config(&upstream.url());
-    config.server.max_headers = 3;
-    let proxy = TestProxy::start_with(config).await;
-    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
+    let (_upstream, proxy, _admin) =
+        with_avatar_stored(|config| config.server.max_headers = 3).await;
     let (head, _) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert!(head.contains("x-cache: HIT"), "three fields: {head}");
     // Four harmless fields: the full path answers 431, so the lane must leave it alone.
