@@ -7,10 +7,11 @@ mod support;
 use cloudreve_edge::Config;
 use cloudreve_edge::reload;
 use http::Request;
+use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use support::ops::{Leaf, TempDir, TestCa, TlsUpstream, common_name};
+use support::ops::{Leaf, TempDir, TestAdmin, TestCa, TlsUpstream, common_name};
 use support::*;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -107,6 +108,57 @@ async fn tls_with_alpn_http1_serves_http1() {
     .unwrap();
     assert_eq!(status, 200);
     assert_eq!(upstream.last().header("x-forwarded-proto"), Some("https"));
+}
+
+/// The express lane answers over TLS too (its answer flushed through rustls), and never on HTTP/2.
+#[tokio::test]
+async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
+    const AVATAR: &str = "/api/v4/user/avatar/img1";
+    let upstream = FakeCloudreve::avatars().await;
+    let (ca, dir) = (TestCa::new("test ca"), TempDir::new("tls-express"));
+    let proxy = TestProxy::start_with(tls_config(&upstream.url(), &dir, &ca.leaf("edge"))).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let express_answers = || async {
+        let metrics = admin.scrape().await;
+        metrics.value("cloudreve_edge_express_answers_total", &[])
+    };
+
+    let stream = handshake(&ca, proxy.addr, &[b"http/1.1"]).await;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    for expected in ["MISS", "HIT", "HIT"] {
+        let request = Request::get(AVATAR)
+            .header("host", "localhost")
+            .body(empty())
+            .unwrap();
+        let response = timeout(PATIENCE, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.headers()["x-cache"], expected);
+        let body = timeout(PATIENCE, response.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(body.to_bytes(), avatar_bytes("img1"));
+    }
+    assert_eq!(express_answers().await, 2.0);
+
+    let stream = handshake(&ca, proxy.addr, &[b"h2"]).await;
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(format!("https://localhost{AVATAR}"))
+        .body(empty())
+        .unwrap();
+    let response = timeout(PATIENCE, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.headers()["x-cache"], "HIT");
+    assert_eq!(express_answers().await, 2.0);
+    assert_eq!(upstream.count(), 1);
 }
 
 #[tokio::test]

@@ -233,7 +233,7 @@ impl Express {
                 Err(err) => return Poll::Ready(Err(self.abandon(err))),
             }
         }
-        // A TLS stream holds written bytes back until flushed.
+        // As hyper does after its writes: a stream that buffers (TLS may) sends what it holds.
         if let Err(err) = ready!(Pin::new(io).poll_flush(cx)) {
             return Poll::Ready(Err(self.abandon(err)));
         }
