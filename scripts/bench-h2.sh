@@ -2,6 +2,8 @@
 # Cache hits over HTTP/1.1 and over h2c (prior knowledge), side by side with h2load, in one run.
 #
 # Usage: scripts/bench-h2.sh [requests-per-run] [rounds]      (defaults: 300000, 3)
+#        STREAMS=8 scripts/bench-h2.sh ...   concurrent streams per HTTP/2 connection (default 1; HTTP/1.1
+#                                            always has one request at a time per connection)
 # Needs: a release build (`cargo build --release`), h2load (Debian nghttp2-client), and the harness's origin
 # (`../shared/bench/setup.sh` builds $BENCH_WORK/target/release/bench-origin). Everything listens on
 # 127.0.0.1; the proxy and origin are pinned to cpu 0, h2load to cpu 1, as in ../shared/bench/run.sh.
@@ -11,6 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REQUESTS=${1:-300000}
 ROUNDS=${2:-3}
+STREAMS=${STREAMS:-1}
 WORK=${BENCH_WORK:-/tmp/cloudreve-edge-bench}
 ORIGIN_BIN=$WORK/target/release/bench-origin
 PROXY_BIN=target/release/cloudreve-edge
@@ -42,7 +45,9 @@ curl -fs -o /dev/null "$URL" || { echo "proxy did not come up" >&2; exit 1; }
 
 run() { # protocol-flag label
   local out
-  out=$(taskset -c 1 h2load $1 -n "$REQUESTS" -c 64 -m 1 -t 1 "$URL" 2>&1)
+  local streams=1
+  [[ $2 == h2c ]] && streams=$STREAMS
+  out=$(taskset -c 1 h2load $1 -n "$REQUESTS" -c 64 -m "$streams" -t 1 "$URL" 2>&1)
   grep -q " 0 failed" <<<"$out" || { echo "$2: failures" >&2; grep -E "requests:|status codes:" <<<"$out" >&2; exit 1; }
   awk -v label="$2" '/^finished in/ {gsub(",", "", $4); print label, $4}' <<<"$out"
 }
