@@ -346,3 +346,22 @@ async fn a_head_hyper_refuses_for_its_field_count_is_refused_not_answered() {
     let (refused, _) = exchange(proxy.addr, &with_field(AVATAR, "DNT: 1")).await;
     assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
 }
+
+#[tokio::test]
+async fn the_lane_answers_each_id_with_its_own_bytes_only() {
+    let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
+    // Other ids, two differing only in case (Cloudreve's hashids are case-sensitive): each its own entry.
+    for other in ["img2", "imgA", "imga"] {
+        let target = format!("/api/v4/user/avatar/{other}");
+        let (head, body) = exchange(proxy.addr, &plain(&target)).await;
+        assert!(head.contains("x-cache: MISS"), "{other}: {head}");
+        assert_eq!(body, avatar_bytes(other));
+        let (head, body) = exchange(proxy.addr, &plain(&target)).await;
+        assert!(head.contains("x-cache: HIT"), "{other}: {head}");
+        assert_eq!(body, avatar_bytes(other));
+    }
+    let (_, body) = exchange(proxy.addr, &plain(AVATAR)).await;
+    assert_eq!(body, avatar_bytes("img1"));
+    assert_eq!(express_answers(&admin).await, 4.0);
+    assert_eq!(upstream.count(), 4);
+}
