@@ -365,3 +365,39 @@ async fn the_lane_answers_each_id_with_its_own_bytes_only() {
     assert_eq!(express_answers(&admin).await, 4.0);
     assert_eq!(upstream.count(), 4);
 }
+
+#[tokio::test]
+async fn a_client_that_pipelines_hits_and_never_reads_is_held_back_then_closed() {
+    let idle = std::time::Duration::from_millis(1000);
+    let (_upstream, proxy, admin) =
+        with_avatar_stored(|config| config.server.idle_timeout = idle).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let batch = plain(AVATAR).repeat(64);
+    // Write until the proxy stops reading: its answers fill the sockets' buffers, and it waits for them
+    // rather than reading more.
+    let mut batches = 0;
+    loop {
+        assert!(
+            batches < 10_000,
+            "the proxy kept reading requests it could not answer"
+        );
+        match timeout(idle / 5, stream.write_all(batch.as_bytes())).await {
+            Ok(Ok(())) => batches += 1,
+            // Stalled, or (on a very slow machine) already closed as idle: either way it stopped reading.
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let answered = express_answers(&admin).await;
+    assert!(
+        answered < f64::from(batches * 64),
+        "{answered} of {batches} x 64"
+    );
+    // Nothing is in progress while it waits on the client: the idle timeout closes the connection, which
+    // the next write sees.
+    let closed = timeout(PATIENCE, async {
+        while stream.write_all(batch.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "HIT");
+}
