@@ -14,7 +14,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use super::{Scanner, plain_head};
+use super::Scanner;
+use super::shortcut::{Express, Shortcut};
 use crate::limits::Activity;
 
 /// Bytes read from the socket at a time, into a buffer on the stack: an idle connection holds no buffer of
@@ -30,61 +31,6 @@ pub struct HeadLimits {
     pub max_fields: usize,
     /// Time from the first byte of a head to its end.
     pub read_timeout: Duration,
-}
-
-/// Answers some requests itself, from the raw head, in place of hyper (the express lane, `express.rs`).
-///
-/// It is only asked at a moment when hyper has nothing in progress on the connection: every request it
-/// was given has been answered and its response written and flushed, and hyper waits for the next head.
-/// The answer is written before anything else reaches the socket, so responses stay in request order.
-/// The head it is given is whole and announces no body ([`plain_head`]): skipping it leaves the stream at
-/// the next request for the scanner and for hyper alike.
-pub trait Shortcut: Send + Sync {
-    /// A first look at the bytes a request starts with (its request line, perhaps cut short), before the head
-    /// is checked: `false` leaves it to hyper at no further cost.
-    fn may_answer(&self, start: &[u8]) -> bool;
-
-    /// The whole response to `head` from `client`, or `None` to leave the request to hyper.
-    fn answer(&self, head: &[u8], client: SocketAddr) -> Option<Answer>;
-}
-
-/// A whole response a [`Shortcut`] gives, written to the client as it is.
-pub struct Answer {
-    /// Status line and header fields, up to and including the empty line.
-    pub head: Vec<u8>,
-    /// The body, all of it.
-    pub body: Bytes,
-    /// Called once with the bytes of the body sent and whether the whole response was (the access log).
-    pub done: Option<Box<dyn FnOnce(u64, bool) + Send>>,
-}
-
-impl Answer {
-    /// Reports the answer finished, `written` bytes of it sent.
-    fn finish(mut self, written: usize) {
-        let body_sent = written.saturating_sub(self.head.len());
-        let complete = written == self.head.len() + self.body.len();
-        if let Some(done) = self.done.take() {
-            done(body_sent as u64, complete);
-        }
-    }
-}
-
-/// A [`Shortcut`] at work on one connection.
-struct Express {
-    /// Who answers.
-    shortcut: Arc<dyn Shortcut>,
-    /// The connection's requests in progress in hyper: none, or hyper is busy.
-    activity: Activity,
-    /// The answer being written, and how much of it is out.
-    writing: Option<(Answer, usize)>,
-    /// Client bytes that arrived with an answered head, not looked at yet (pipelining).
-    unread: Bytes,
-    /// hyper has written since it last flushed: a response of its may still be on its way.
-    hyper_unflushed: bool,
-    /// `server.max_request_head_size`.
-    max_head: usize,
-    /// `server.max_headers`.
-    max_fields: usize,
 }
 
 /// The client side of an HTTP/1.1 connection, with [`Scanner`] between the socket and hyper.
@@ -126,15 +72,8 @@ impl<IO> FramingGuard<IO> {
 
     /// Lets `shortcut` answer the requests it knows while hyper has none of `activity`'s in progress.
     pub fn with_shortcut(mut self, shortcut: Arc<dyn Shortcut>, activity: Activity) -> Self {
-        self.express = Some(Express {
-            shortcut,
-            activity,
-            writing: None,
-            unread: Bytes::new(),
-            hyper_unflushed: false,
-            max_head: self.scanner.max_head(),
-            max_fields: self.scanner.max_headers(),
-        });
+        let limits = (self.scanner.max_head(), self.scanner.max_headers());
+        self.express = Some(Express::new(shortcut, activity, limits));
         self
     }
 
@@ -189,74 +128,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FramingGuard<IO> {
             return Poll::Ready(Ok(()));
         };
         express.poll_write_answer(&mut self.io, cx)
-    }
-}
-
-impl Express {
-    /// The answer to the request at the start of `input`, when it is a plain one, hyper is idle, and the
-    /// shortcut knows it; returns the head's length. The answer is then the one under way.
-    fn answer(&mut self, input: &[u8], scanner: &Scanner, peer: SocketAddr) -> Option<usize> {
-        let hyper_idle = !self.hyper_unflushed && self.activity.is_idle();
-        if !hyper_idle || !scanner.between_requests() || self.writing.is_some() {
-            return None;
-        }
-        if !self.shortcut.may_answer(input) {
-            return None;
-        }
-        let len = plain_head(input, self.max_head, self.max_fields)?;
-        let answer = self.shortcut.answer(&input[..len], peer)?;
-        // A request came and went: the idle clock restarts, as it does when a response of hyper's ends.
-        self.activity.touch();
-        self.writing = Some((answer, 0));
-        Some(len)
-    }
-
-    /// Writes the answer under way to `io`, head and body in one vectored write when the socket takes it.
-    fn poll_write_answer<IO: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut IO,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        let Some((answer, written)) = &mut self.writing else {
-            return Poll::Ready(Ok(()));
-        };
-        let total = answer.head.len() + answer.body.len();
-        while *written < total {
-            let (head, body) = match answer.head.get(*written..) {
-                Some(head) => (head, &answer.body[..]),
-                None => (&[][..], &answer.body[*written - answer.head.len()..]),
-            };
-            let slices = [IoSlice::new(head), IoSlice::new(body)];
-            match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)) {
-                Ok(0) => return Poll::Ready(Err(self.abandon(io::ErrorKind::WriteZero.into()))),
-                Ok(n) => *written += n,
-                Err(err) => return Poll::Ready(Err(self.abandon(err))),
-            }
-        }
-        // As hyper does after its writes: a stream that buffers (TLS may) sends what it holds.
-        if let Err(err) = ready!(Pin::new(io).poll_flush(cx)) {
-            return Poll::Ready(Err(self.abandon(err)));
-        }
-        if let Some((answer, written)) = self.writing.take() {
-            answer.finish(written);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// The client cannot be written to: the answer under way is reported as far as it got.
-    fn abandon(&mut self, err: io::Error) -> io::Error {
-        if let Some((answer, written)) = self.writing.take() {
-            answer.finish(written);
-        }
-        err
-    }
-}
-
-impl Drop for Express {
-    fn drop(&mut self) {
-        if let Some((answer, written)) = self.writing.take() {
-            answer.finish(written);
-        }
     }
 }
 

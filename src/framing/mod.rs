@@ -27,10 +27,11 @@
 
 mod guard;
 mod scanner;
+mod shortcut;
 
-pub use guard::{Answer, Shortcut};
 pub use guard::{FramingGuard, HeadLimits};
 pub use scanner::{Scanner, plain_head};
+pub use shortcut::{Answer, Shortcut};
 
 /// What hyper is given in place of a rejected head: not a request line (a NUL is not a token), so it answers
 /// `400 Bad Request` and closes.
