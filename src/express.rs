@@ -2,12 +2,13 @@
 //! on the connection, without hyper building a request and a response for it.
 //!
 //! The framing guard offers each whole request head without a body to [`Express`] at a moment hyper has
-//! nothing in progress on the connection (`framing/guard.rs`). It takes only requests whose answer nothing
-//! but the target decides: `GET`, HTTP/1.1, an origin-form target without a query, and header fields from
-//! the list in `harmless` only: no conditionals, ranges, `Cache-Control`, `Authorization`, `Expect`, `Connection`
-//! other than `keep-alive`, or anything unknown. Everything else, and every lookup that does not find a
-//! fresh avatar, goes to hyper and the full path (`proxy`), which answers the same way, only slower. The
-//! bytes are the full path's (`proxy/express.rs`), and so are the metrics and the access event.
+//! nothing in progress on the connection (`framing/shortcut.rs`). It takes only requests whose answer
+//! nothing but the target decides: `GET`, HTTP/1.1, an origin-form target without a query, and header
+//! fields from the list in `harmless` only: no conditionals, ranges, `Cache-Control`, `Authorization`,
+//! `Expect`, `Connection` other than `keep-alive`, or anything unknown. Everything else, and every lookup
+//! that does not find a fresh avatar, goes to hyper and the full path (`proxy`), which answers the same
+//! way, only slower. The bytes are the full path's (`proxy/express.rs`), and so are the metrics and the
+//! access event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,9 +50,8 @@ impl Shortcut for Express {
     fn may_answer(&self, start: &[u8]) -> bool {
         // Cuts short the checks of every request that cannot be a plain avatar `GET` (pass-through, assets,
         // `nocache`, ...): the prefix, then a target that ends at a space, before any `?`.
-        let Some(id) =
-            (self.request_start.as_ref()).and_then(|prefix| start.strip_prefix(&prefix[..]))
-        else {
+        let prefix = self.request_start.as_deref().unwrap_or_default();
+        let Some(id) = start.strip_prefix(prefix).filter(|_| !prefix.is_empty()) else {
             return false;
         };
         memchr::memchr2(b' ', b'?', id).is_some_and(|end| id[end] == b' ')
