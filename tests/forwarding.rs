@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Notify, oneshot};
 
 const PING: &str = "/api/v4/site/ping";
@@ -1027,12 +1027,9 @@ async fn server_sent_events_arrive_one_by_one() {
 
 #[tokio::test]
 async fn upstream_refused_maps_to_502_and_recovers_without_restart() {
-    // A socket bound but not listening: connections to its port are refused, and nobody else can take the
-    // port, so the upstream can come back on exactly this address without a race.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = socket.local_addr().unwrap();
-    let proxy = TestProxy::start(&format!("http://{addr}")).await;
+    // Nobody else can take the port meanwhile, so the upstream comes back on exactly this address.
+    let (socket, url) = refusing_upstream();
+    let proxy = TestProxy::start(&url).await;
 
     let refused = get(&proxy.url(PING)).await;
     assert_proxy_error(&refused, 502);

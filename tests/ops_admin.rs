@@ -61,9 +61,7 @@ async fn metrics_parse_and_count_requests_by_route_and_cache_outcome() {
 #[tokio::test]
 async fn metrics_count_upstream_errors_by_kind() {
     // A port nobody listens on: connections are refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_reserved, url) = refusing_upstream();
     let proxy = TestProxy::start(&url).await;
     let admin = TestAdmin::start(&proxy).await;
 
@@ -248,9 +246,7 @@ async fn readyz_probes_a_quiet_upstream_and_is_ready() {
 
 #[tokio::test]
 async fn readyz_is_503_when_the_upstream_is_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (_reserved, url) = refusing_upstream();
     let proxy = TestProxy::start(&url).await;
     let admin = TestAdmin::start(&proxy).await;
     let reply = get(&admin.url("/readyz")).await;

@@ -332,6 +332,15 @@ impl Drop for RawUpstream {
     }
 }
 
+/// A loopback upstream URL where every connection is refused, kept so while the returned socket lives: it is
+/// bound, so no other test can take the port, and not listening, so connecting gets a reset.
+pub fn refusing_upstream() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    (socket, url)
+}
+
 /// Reads one request head from a raw connection (up to the blank line).
 pub async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
