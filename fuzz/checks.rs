@@ -378,13 +378,13 @@ fn response_from(data: &[u8]) -> Option<(http::response::Parts, Exchange)> {
 
 /// The HTTP/1.1 framing guard: its verdict and output do not depend on how the bytes are split into
 /// reads, and a stream it accepts is passed on byte for byte. A head the express lane may answer in its
-/// place (`plain_head`) is one the scanner passes unchanged and after which it stands between requests.
+/// place (`Scanner::plain_head`) is one the scanner passes unchanged and after which it stands between requests.
 pub fn framing(data: &[u8]) {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
     let _ = framing::check_head(input);
-    if let Some(len) = framing::plain_head(input, 2048, 16) {
+    if let Some(len) = Scanner::new(2048, 16).plain_head(input) {
         let mut scanner = Scanner::new(2048, 16);
         let mut out = BytesMut::new();
         scanner.feed(&input[..len], &mut out);

@@ -53,6 +53,8 @@ pub struct FramingGuard<IO> {
     logged: bool,
     /// Requests answered beside hyper, when a [`Shortcut`] is set.
     express: Option<Express>,
+    /// Client bytes read behind a head answered beside hyper, not looked at until that answer is out.
+    unread: Bytes,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -67,13 +69,13 @@ impl<IO> FramingGuard<IO> {
             peer,
             logged: false,
             express: None,
+            unread: Bytes::new(),
         }
     }
 
     /// Lets `shortcut` answer the requests it knows while hyper has none of `activity`'s in progress.
     pub fn with_shortcut(mut self, shortcut: Arc<dyn Shortcut>, activity: Activity) -> Self {
-        let limits = (self.scanner.max_head(), self.scanner.max_headers());
-        self.express = Some(Express::new(shortcut, activity, limits));
+        self.express = Some(Express::new(shortcut, activity));
         self
     }
 
@@ -114,7 +116,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> FramingGuard<IO> {
         if let Some(express) = &mut self.express {
             if let Some(len) = express.answer(input, &self.scanner, self.peer) {
                 self.scanner.skip_answered();
-                express.unread = Bytes::copy_from_slice(&input[len..]);
+                self.unread = Bytes::copy_from_slice(&input[len..]);
                 return;
             }
         }
@@ -165,11 +167,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for FramingGuard<IO> {
                     "malformed chunked request body",
                 )));
             }
-            if let Some(unread) = this.express.as_mut().map(|e| std::mem::take(&mut e.unread)) {
-                if !unread.is_empty() {
-                    this.take(&unread);
-                    continue;
-                }
+            if !this.unread.is_empty() {
+                let unread = std::mem::take(&mut this.unread);
+                this.take(&unread);
+                continue;
             }
             // Not zeroed: the socket writes what is read, and only that part is looked at.
             let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK];

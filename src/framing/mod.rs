@@ -23,14 +23,15 @@
 //! turns the guard off: HTTP/2 frames every message itself.
 //!
 //! Because it sees each head whole before hyper, the guard is also where the express lane (`express.rs`)
-//! answers a [`plain_head`] request beside hyper, through a [`Shortcut`], when hyper has nothing in progress.
+//! answers a [`Scanner::plain_head`] request beside hyper, through a [`Shortcut`], when hyper has nothing in
+//! progress.
 
 mod guard;
 mod scanner;
 mod shortcut;
 
 pub use guard::{FramingGuard, HeadLimits};
-pub use scanner::{Scanner, plain_head};
+pub use scanner::Scanner;
 pub use shortcut::{Answer, Shortcut};
 
 /// What hyper is given in place of a rejected head: not a request line (a NUL is not a token), so it answers

@@ -81,16 +81,6 @@ impl Scanner {
         }
     }
 
-    /// The largest head it accepts.
-    pub fn max_head(&self) -> usize {
-        self.max_head
-    }
-
-    /// The most fields hyper accepts in a head.
-    pub fn max_headers(&self) -> usize {
-        self.max_headers
-    }
-
     /// The violation found, if any.
     pub fn violation(&self) -> Option<Violation> {
         self.violation
@@ -148,8 +138,8 @@ impl Scanner {
         self.state == State::Head && self.line.is_empty()
     }
 
-    /// A request was taken out of the stream before it reached the scanner (a [`plain_head`] answered
-    /// beside hyper): it counts as seen, so an HTTP/2 preface after it is refused as late.
+    /// A request was taken out of the stream before it reached the scanner (a [`Scanner::plain_head`]
+    /// answered beside hyper): it counts as seen, so an HTTP/2 preface after it is refused as late.
     pub fn skip_answered(&mut self) {
         self.seen_request = true;
     }
@@ -158,13 +148,27 @@ impl Scanner {
     /// lies and copied once. Anything else (a head split across reads, a bare CR or LF, a head near the size
     /// limit, a leading empty line) returns `None` for `head_bytes`, which also names the violation.
     fn whole_head(&mut self, input: &[u8], out: &mut BytesMut) -> Option<usize> {
-        if !self.line.is_empty() || input.starts_with(b"\r\n") {
+        if !self.line.is_empty() {
             return None;
         }
-        let end = crlf_head_end(&input[..input.len().min(self.max_head)])?;
-        let head = &input[..end];
-        self.admit(head, out);
+        let (end, _) = crlf_head_at_start(input, self.max_head)?;
+        self.admit(&input[..end], out);
         Some(end)
+    }
+
+    /// The length of the request head at the start of `input` when the scanner stands between requests and
+    /// that head is whole, every line ends in CRLF, it fits the head's size and field limits, [`check_head`]
+    /// accepts it and it announces no body: a request whose end the scanner and hyper cannot disagree on,
+    /// and that hyper would not refuse for its size, which may be answered without either reading it.
+    pub fn plain_head(&self, input: &[u8]) -> Option<usize> {
+        if !self.between_requests() {
+            return None;
+        }
+        let (end, lines) = crlf_head_at_start(input, self.max_head)?;
+        // The request line and the empty line are not fields.
+        let plain = lines - 2 <= self.max_headers
+            && matches!(check_head(&input[..end]), Ok(Framing::Length(0)));
+        plain.then_some(end)
     }
 
     /// Takes head bytes up to and including the next LF (or all of `input` without one), checking each as
@@ -290,28 +294,18 @@ impl Scanner {
     }
 }
 
-/// The length of the request head at the start of `bytes` when it is whole, every line ends in CRLF, it
-/// fits in `max_head` bytes and `max_fields` fields, [`check_head`] accepts it and it announces no body: a
-/// request whose end the scanner and hyper cannot disagree on, and that hyper would not refuse for its size,
-/// which may be answered without either reading it.
-pub fn plain_head(bytes: &[u8], max_head: usize, max_fields: usize) -> Option<usize> {
-    if bytes.starts_with(b"\r\n") {
+/// A whole head at the start of `input` whose lines all end in CRLF, within `max_head` bytes: its length and
+/// its number of lines (the empty one included). A leading empty line is left to `head_bytes`.
+fn crlf_head_at_start(input: &[u8], max_head: usize) -> Option<(usize, usize)> {
+    if input.starts_with(b"\r\n") {
         return None;
     }
-    let (end, lines) = crlf_head(&bytes[..bytes.len().min(max_head)])?;
-    // The request line and the empty line are not fields.
-    let plain =
-        lines - 2 <= max_fields && matches!(check_head(&bytes[..end]), Ok(Framing::Length(0)));
-    plain.then_some(end)
+    crlf_head(&input[..input.len().min(max_head)])
 }
 
 /// The length of the head at the start of `bytes` if it ends there (an empty line) and every line of it ends
-/// with CRLF: no LF without a CR before it, and no CR without an LF after it.
-fn crlf_head_end(bytes: &[u8]) -> Option<usize> {
-    crlf_head(bytes).map(|(end, _)| end)
-}
-
-/// [`crlf_head_end`], and the number of lines in the head, the empty one included.
+/// with CRLF (no LF without a CR before it, and no CR without an LF after it), and its number of lines, the
+/// empty one included.
 fn crlf_head(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut lines = 0;
     for lf in memchr::memchr_iter(b'\n', bytes) {
@@ -406,6 +400,10 @@ mod tests {
         format!("POST /x HTTP/1.1\r\nHost: a\r\n{fields}\r\n").into_bytes()
     }
 
+    fn plain_head(input: &[u8], max_head: usize, max_headers: usize) -> Option<usize> {
+        Scanner::new(max_head, max_headers).plain_head(input)
+    }
+
     #[test]
     fn plain_head_is_a_whole_bodiless_head_the_scanner_passes_unchanged() {
         let get = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -440,6 +438,9 @@ mod tests {
         let (out, scanner) = scan(&pipelined[..get.len()]);
         assert_eq!(out, get);
         assert!(scanner.between_requests());
+        // Only between requests: inside a body the same bytes are body.
+        let (_, in_body) = scan(b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 99\r\n\r\n");
+        assert_eq!(in_body.plain_head(get), None);
     }
 
     #[test]
@@ -518,6 +519,7 @@ mod tests {
     #[test]
     fn only_heads_of_crlf_lines_are_taken_whole() {
         let good = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET";
+        let crlf_head_end = |bytes: &[u8]| crlf_head(bytes).map(|(end, _)| end);
         assert_eq!(crlf_head_end(good), Some(good.len() - 3));
         assert_eq!(crlf_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
         for bad in [

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
-use super::{Scanner, plain_head};
+use super::Scanner;
 use crate::limits::Activity;
 
 /// Answers some requests itself, from the raw head, in place of hyper (the express lane, `express.rs`).
@@ -18,8 +18,8 @@ use crate::limits::Activity;
 /// It is only asked at a moment when hyper has nothing in progress on the connection: every request it
 /// was given has been answered and its response written and flushed, and hyper waits for the next head.
 /// The answer is written before anything else reaches the socket, so responses stay in request order.
-/// The head it is given is whole and announces no body ([`plain_head`]): skipping it leaves the stream at
-/// the next request for the scanner and for hyper alike.
+/// The head it is given is whole and announces no body ([`Scanner::plain_head`]): skipping it leaves the
+/// stream at the next request for the scanner and for hyper alike.
 pub trait Shortcut: Send + Sync {
     /// A first look at the bytes a request starts with (its request line, perhaps cut short), before the head
     /// is checked: `false` leaves it to hyper at no further cost.
@@ -58,32 +58,18 @@ pub(super) struct Express {
     activity: Activity,
     /// The answer being written, and how much of it is out.
     writing: Option<(Answer, usize)>,
-    /// Client bytes that arrived with an answered head, not looked at yet (pipelining).
-    pub(super) unread: Bytes,
     /// hyper has written since it last flushed: a response of its may still be on its way.
     pub(super) hyper_unflushed: bool,
-    /// `server.max_request_head_size`.
-    max_head: usize,
-    /// `server.max_headers`.
-    max_fields: usize,
 }
 
 impl Express {
-    /// `shortcut` on a connection whose hyper requests `activity` counts, with the head limits
-    /// (`max_request_head_size`, `max_headers`) hyper has.
-    pub(super) fn new(
-        shortcut: Arc<dyn Shortcut>,
-        activity: Activity,
-        (max_head, max_fields): (usize, usize),
-    ) -> Self {
+    /// `shortcut` on a connection whose requests in hyper `activity` counts.
+    pub(super) fn new(shortcut: Arc<dyn Shortcut>, activity: Activity) -> Self {
         Self {
             shortcut,
             activity,
             writing: None,
-            unread: Bytes::new(),
             hyper_unflushed: false,
-            max_head,
-            max_fields,
         }
     }
 
@@ -96,13 +82,10 @@ impl Express {
         peer: SocketAddr,
     ) -> Option<usize> {
         let hyper_idle = !self.hyper_unflushed && self.activity.is_idle();
-        if !hyper_idle || !scanner.between_requests() || self.writing.is_some() {
+        if !hyper_idle || self.writing.is_some() || !self.shortcut.may_answer(input) {
             return None;
         }
-        if !self.shortcut.may_answer(input) {
-            return None;
-        }
-        let len = plain_head(input, self.max_head, self.max_fields)?;
+        let len = scanner.plain_head(input)?;
         let answer = self.shortcut.answer(&input[..len], peer)?;
         // A request came and went: the idle clock restarts, as it does when a response of hyper's ends.
         self.activity.touch();
