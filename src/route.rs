@@ -128,11 +128,14 @@ pub fn plain_get_avatar<'a>(target: &'a str, rules: &[RuleConfig]) -> Option<Ava
         return None;
     }
     match rule_for(target, rules)? {
-        (_, rule) if rule.kind == RuleKind::Avatar => {
-            AvatarKey::from_path_segment(target.strip_prefix(AVATAR_PREFIX)?)
-        }
+        (_, rule) if rule.kind == RuleKind::Avatar => avatar_key(target),
         _ => None,
     }
+}
+
+/// The key of an avatar path (no query): its segment after [`AVATAR_PREFIX`], when canonical.
+fn avatar_key(path: &str) -> Option<AvatarKey<'_>> {
+    AvatarKey::from_path_segment(path.strip_prefix(AVATAR_PREFIX)?)
 }
 
 /// The first rule whose prefix the raw path starts with.
@@ -153,10 +156,7 @@ pub fn key_for<'a>(
     let path = path_and_query.split('?').next().unwrap_or(path_and_query);
     let (_, rule) = rule_for(path, rules)?;
     match rule.kind {
-        RuleKind::Avatar => {
-            let segment = path.strip_prefix(AVATAR_PREFIX)?;
-            AvatarKey::from_path_segment(segment).map(|key| Cow::Borrowed(key.as_str()))
-        }
+        RuleKind::Avatar => avatar_key(path).map(|key| Cow::Borrowed(key.as_str())),
         RuleKind::Http => Some(policy::http_key(
             path_and_query,
             host.filter(|_| rule.key_includes_host),
