@@ -52,6 +52,16 @@ async fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
     read_response(&mut stream).await
 }
 
+/// Reads what is left on `stream` until the proxy closes it, within [`PATIENCE`]: nothing, for a clean close.
+async fn assert_closed_by_proxy(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+}
+
 /// The field lines of a head, without the status line, sorted (hyper moves `content-length` last when the
 /// body is empty; the order of different fields means nothing, RFC 9110 §5.3).
 fn fields(head: &str) -> Vec<&str> {
@@ -62,13 +72,6 @@ fn fields(head: &str) -> Vec<&str> {
 
 fn status_line(head: &str) -> &str {
     head.lines().next().unwrap()
-}
-
-async fn express_answers(admin: &TestAdmin) -> f64 {
-    admin
-        .scrape()
-        .await
-        .value("cloudreve_edge_express_answers_total", &[])
 }
 
 /// A fake Cloudreve and the proxy in front of it (its configuration changed by `configure`) with its admin
@@ -90,9 +93,9 @@ async fn the_lane_answers_a_hit_with_the_full_paths_bytes() {
     let (upstream, proxy, admin) = with_avatar_stored(|_| {}).await;
 
     let (express_head, express_body) = exchange(proxy.addr, &plain(AVATAR)).await;
-    assert_eq!(express_answers(&admin).await, 1.0);
+    assert_eq!(admin.express_answers().await, 1.0);
     let (full_head, full_body) = exchange(proxy.addr, &with_field(AVATAR, "X-Trace: 1")).await;
-    assert_eq!(express_answers(&admin).await, 1.0, "an unlisted field");
+    assert_eq!(admin.express_answers().await, 1.0, "an unlisted field");
 
     assert_eq!(status_line(&express_head), "HTTP/1.1 200 OK");
     assert_eq!(status_line(&express_head), status_line(&full_head));
@@ -131,7 +134,7 @@ async fn stored_redirects_and_404s_are_answered_alike() {
         assert_eq!(fields(&express.0), fields(&full.0), "{target}");
         assert_eq!(express.1, full.1, "{target}");
     }
-    assert_eq!(express_answers(&admin).await, 2.0);
+    assert_eq!(admin.express_answers().await, 2.0);
     assert_eq!(upstream.count(), 2);
 }
 
@@ -183,16 +186,11 @@ async fn pipelined_requests_are_answered_in_order_by_both_paths() {
         assert_eq!(answers[index].1, avatar_bytes("img1"), "answer {index}");
     }
     // The last asked to close: the connection ends after it.
-    let mut rest = Vec::new();
-    timeout(PATIENCE, stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
+    assert_closed_by_proxy(&mut stream).await;
     assert_eq!(upstream.count_target(PING), 1);
     assert_eq!(upstream.count_target(AVATAR), 1);
     // The first was the lane's at least; the others depend on when hyper finished each answer.
-    assert!(express_answers(&admin).await >= 1.0);
+    assert!(admin.express_answers().await >= 1.0);
 }
 
 #[tokio::test]
@@ -212,7 +210,7 @@ async fn the_lane_takes_hits_again_once_hyper_has_answered() {
         stream.write_all(request.as_bytes()).await.unwrap();
         let (head, _) = read_response(&mut stream).await;
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        assert_eq!(express_answers(&admin).await, answered_by_lane, "{request}");
+        assert_eq!(admin.express_answers().await, answered_by_lane, "{request}");
     }
     assert_eq!(upstream.count(), 2);
 }
@@ -252,7 +250,7 @@ async fn what_the_lane_must_not_answer_takes_the_full_path() {
     let refused = raw_exchange(proxy.addr, ambiguous.as_bytes()).await;
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
 
-    assert_eq!(express_answers(&admin).await, 0.0);
+    assert_eq!(admin.express_answers().await, 0.0);
     assert_eq!(upstream.count_target(AVATAR), 1);
 }
 
@@ -263,7 +261,7 @@ async fn with_the_lane_off_every_hit_takes_the_full_path() {
     let (head, body) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert!(head.contains("x-cache: HIT"), "{head}");
     assert_eq!(body, avatar_bytes("img1"));
-    assert_eq!(express_answers(&admin).await, 0.0);
+    assert_eq!(admin.express_answers().await, 0.0);
 }
 
 #[tokio::test]
@@ -272,7 +270,7 @@ async fn a_stale_avatar_is_not_the_lanes() {
     proxy.clock.advance(std::time::Duration::from_secs(86_401));
     let (head, _) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert!(!head.contains("x-cache: HIT"), "{head}");
-    assert_eq!(express_answers(&admin).await, 0.0);
+    assert_eq!(admin.express_answers().await, 0.0);
     assert_eq!(upstream.count_target(AVATAR), 2);
 }
 
@@ -285,15 +283,10 @@ async fn a_connection_the_lane_served_closes_when_the_drain_starts() {
     stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
     let (head, _) = read_response(&mut stream).await;
     assert!(head.contains("x-cache: HIT"), "{head}");
-    assert_eq!(express_answers(&admin).await, 1.0);
+    assert_eq!(admin.express_answers().await, 1.0);
 
     proxy.begin_shutdown();
-    let mut rest = Vec::new();
-    timeout(PATIENCE, stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
+    assert_closed_by_proxy(&mut stream).await;
     proxy.finished().await.unwrap();
 }
 
@@ -362,7 +355,7 @@ async fn the_lane_answers_each_id_with_its_own_bytes_only() {
     }
     let (_, body) = exchange(proxy.addr, &plain(AVATAR)).await;
     assert_eq!(body, avatar_bytes("img1"));
-    assert_eq!(express_answers(&admin).await, 4.0);
+    assert_eq!(admin.express_answers().await, 4.0);
     assert_eq!(upstream.count(), 4);
 }
 
@@ -387,7 +380,7 @@ async fn a_client_that_pipelines_hits_and_never_reads_is_held_back_then_closed()
             Ok(Err(_)) | Err(_) => break,
         }
     }
-    let answered = express_answers(&admin).await;
+    let answered = admin.express_answers().await;
     assert!(
         answered < f64::from(batches * 64),
         "{answered} of {batches} x 64"

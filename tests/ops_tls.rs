@@ -50,6 +50,22 @@ async fn handshake(
         .expect("handshake failed")
 }
 
+/// An HTTP/1.1 client on an established TLS stream, its connection driven in the background.
+async fn h1_sender(stream: TlsStream<TcpStream>) -> http1::SendRequest<TestBody> {
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// An HTTP/2 client on an established TLS stream, its connection driven in the background.
+async fn h2_sender(stream: TlsStream<TcpStream>) -> http2::SendRequest<TestBody> {
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 fn alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
     stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
 }
@@ -68,10 +84,7 @@ async fn tls_with_alpn_h2_serves_http2() {
     let stream = handshake(&ca, proxy.addr, &[b"h2", b"http/1.1"]).await;
     assert_eq!(alpn(&stream).as_deref(), Some(&b"h2"[..]));
     let status = timeout(PATIENCE, async {
-        let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let mut sender = h2_sender(stream).await;
         let request = Request::get(format!("https://localhost{PING}"))
             .body(empty())
             .unwrap();
@@ -96,8 +109,7 @@ async fn tls_with_alpn_http1_serves_http1() {
     assert_eq!(alpn(&stream).as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(presented_name(&stream), "edge");
     let status = timeout(PATIENCE, async {
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(connection);
+        let mut sender = h1_sender(stream).await;
         let request = Request::get(PING)
             .header("host", "localhost")
             .body(empty())
@@ -118,14 +130,9 @@ async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
     let (ca, dir) = (TestCa::new("test ca"), TempDir::new("tls-express"));
     let proxy = TestProxy::start_with(tls_config(&upstream.url(), &dir, &ca.leaf("edge"))).await;
     let admin = TestAdmin::start(&proxy).await;
-    let express_answers = || async {
-        let metrics = admin.scrape().await;
-        metrics.value("cloudreve_edge_express_answers_total", &[])
-    };
 
     let stream = handshake(&ca, proxy.addr, &[b"http/1.1"]).await;
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
+    let mut sender = h1_sender(stream).await;
     for expected in ["MISS", "HIT", "HIT"] {
         let request = Request::get(AVATAR)
             .header("host", "localhost")
@@ -142,13 +149,10 @@ async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
             .unwrap();
         assert_eq!(body.to_bytes(), avatar_bytes("img1"));
     }
-    assert_eq!(express_answers().await, 2.0);
+    assert_eq!(admin.express_answers().await, 2.0);
 
     let stream = handshake(&ca, proxy.addr, &[b"h2"]).await;
-    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(stream).await;
     let request = Request::get(format!("https://localhost{AVATAR}"))
         .body(empty())
         .unwrap();
@@ -157,7 +161,7 @@ async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
         .unwrap()
         .unwrap();
     assert_eq!(response.headers()["x-cache"], "HIT");
-    assert_eq!(express_answers().await, 2.0);
+    assert_eq!(admin.express_answers().await, 2.0);
     assert_eq!(upstream.count(), 1);
 }
 
@@ -192,8 +196,7 @@ async fn reloaded_certificate_is_presented_to_new_handshakes_only() {
     let after = handshake(&ca, proxy.addr, &[b"http/1.1"]).await;
     assert_eq!(presented_name(&after), "after");
     // The connection made before the change still works.
-    let (mut sender, connection) = http1::handshake(TokioIo::new(before)).await.unwrap();
-    tokio::spawn(connection);
+    let mut sender = h1_sender(before).await;
     let request = Request::get(PING)
         .header("host", "localhost")
         .body(empty())

@@ -44,6 +44,12 @@ impl TestAdmin {
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("metrics parse");
         Metrics { scrape, text }
     }
+
+    /// `cloudreve_edge_express_answers_total` now: how many requests the express lane answered.
+    pub async fn express_answers(&self) -> f64 {
+        let metrics = self.scrape().await;
+        metrics.value("cloudreve_edge_express_answers_total", &[])
+    }
 }
 
 impl Drop for TestAdmin {
