@@ -15,7 +15,8 @@
 //! - [`tls`]: rustls both ways: the listener's certificate (picked per handshake, so reloads apply) and
 //!   ALPN; roots for an `https://` upstream.
 //! - [`framing`]: HTTP/1.1 request framing checked on the raw bytes before hyper (request smuggling), on
-//!   the decrypted stream after any PROXY header; also times and bounds request heads.
+//!   the decrypted stream after any PROXY header; also times and bounds request heads, and offers the plain
+//!   ones to the express lane while hyper is idle (`framing/shortcut.rs`).
 //! - [`express`]: the express lane: plain HTTP/1.1 `GET`s of fresh avatars, answered by the framing guard
 //!   from the raw head while hyper is idle on the connection, with the full path's bytes (its `proxy`
 //!   side: `proxy/express.rs`).

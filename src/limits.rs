@@ -249,6 +249,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_answered_at_once_restarts_the_clock() {
+        let activity = Activity::new();
+        let watchdog = activity.clone();
+        let started = Instant::now();
+        let idle = tokio::spawn(async move { watchdog.idle_for(Duration::from_secs(30)).await });
+        // The express lane answers a request at 20 s without hyper: no guard, only a touch.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        activity.touch();
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(
+            !idle.is_finished(),
+            "closed 30 s after the accept, not after the request"
+        );
+        idle.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(50));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_last_of_overlapping_requests_restarts_the_clock() {
         let activity = Activity::new();
         let watchdog = activity.clone();
