@@ -10,6 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::{Body as HttpBody, Incoming};
 
+use crate::cache::Keeper;
+
 /// A request or response body.
 #[derive(Debug, Default)]
 pub enum Body {
@@ -40,7 +42,7 @@ pub type OnWhole = Box<dyn FnOnce(Bytes) + Send + Sync>;
 /// past `limit` or fails; so a partial copy is never handed on.
 pub struct Tee {
     inner: Incoming,
-    copy: BytesMut,
+    copy: Copied,
     limit: usize,
     on_whole: Option<OnWhole>,
 }
@@ -106,7 +108,7 @@ impl Body {
         let expected = (inner.size_hint().lower() as usize).min(limit);
         Self::Teed(Box::new(Tee {
             inner,
-            copy: BytesMut::with_capacity(expected),
+            copy: Copied::new(expected),
             limit,
             on_whole: Some(on_whole),
         }))
@@ -125,7 +127,7 @@ impl Tee {
                     if self.copy.len() + data.len() > self.limit {
                         self.abandon();
                     } else {
-                        self.copy.extend_from_slice(data);
+                        self.copy.push(data.clone());
                     }
                 }
                 // hyper stops polling once a body says it has ended (e.g. its Content-Length is reached).
@@ -142,13 +144,13 @@ impl Tee {
 
     fn complete(&mut self) {
         if let Some(on_whole) = self.on_whole.take() {
-            on_whole(exact(std::mem::take(&mut self.copy)));
+            on_whole(std::mem::take(&mut self.copy).into_bytes());
         }
     }
 
     fn abandon(&mut self) {
         self.on_whole = None;
-        self.copy = BytesMut::new();
+        self.copy = Copied::default();
     }
 }
 
@@ -258,28 +260,96 @@ pub enum Collected {
 
 /// Reads `body` whole if it is at most `limit` bytes. Past the limit it stops reading and hands back a body
 /// that replays what was read and streams the rest, so nothing larger than `limit` is ever held.
-pub async fn collect_up_to(mut body: Incoming, limit: usize) -> Result<Collected, hyper::Error> {
+///
+/// The copy of a whole body is made by `keeper` when there is one and the body came in one chunk (see
+/// [`Keeper`]): bodies the cache keeps are collected with the cache's keeper, others without.
+pub async fn collect_up_to(
+    mut body: Incoming,
+    limit: usize,
+    keeper: Option<&Keeper>,
+) -> Result<Collected, hyper::Error> {
     use http_body_util::BodyExt;
 
     if body.size_hint().lower() > limit as u64 {
         return Ok(Collected::TooLarge(Body::Stream(body)));
     }
-    // Sized from Content-Length when there is one, so the stored copy is one exact allocation.
-    let mut buf = BytesMut::with_capacity(body.size_hint().lower() as usize);
+    let mut copy = Copied::new(body.size_hint().lower() as usize);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue; // trailers: avatars have none worth keeping
         };
-        if buf.len() + data.len() > limit {
-            buf.extend_from_slice(&data);
+        let past_limit = copy.len() + data.len() > limit;
+        copy.push(data);
+        if past_limit {
             return Ok(Collected::TooLarge(Body::Prefixed {
-                prefix: Some(buf.freeze()),
+                prefix: Some(copy.into_bytes()),
                 rest: body,
             }));
         }
-        buf.extend_from_slice(&data);
     }
-    Ok(Collected::Whole(exact(buf)))
+    Ok(Collected::Whole(copy.keep(keeper).await))
+}
+
+/// A body's bytes copied out of the connection's read buffers (hyper hands out slices of them, 8 KiB and
+/// more, which must not stay alive with a stored copy), in one allocation of their exact size when the length
+/// was known.
+///
+/// The first chunk is held as it came and copied only when a second one arrives or the body ends, so a body
+/// read in one go (most avatars) is copied once, by the cache's [`Keeper`] when it is to be stored. Only one
+/// chunk is ever held uncopied, so a trickling upstream cannot pin a read buffer per chunk.
+#[derive(Debug, Default)]
+struct Copied {
+    /// The first chunk, not yet copied (empty once `rest` has begun).
+    first: Bytes,
+    /// Everything from the second chunk on, the first copied in ahead of it.
+    rest: BytesMut,
+    /// The expected length (Content-Length), to size the copy.
+    expected: usize,
+}
+
+impl Copied {
+    fn new(expected: usize) -> Self {
+        Self {
+            expected,
+            ..Self::default()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.len() + self.rest.len()
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if self.rest.is_empty() {
+            if self.first.is_empty() {
+                self.first = data;
+                return;
+            }
+            let first = std::mem::take(&mut self.first);
+            self.rest
+                .reserve(self.expected.max(first.len() + data.len()));
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&data);
+    }
+
+    /// The whole copy, made by `keeper` if the body came in one chunk.
+    async fn keep(self, keeper: Option<&Keeper>) -> Bytes {
+        match keeper {
+            Some(keeper) if self.rest.is_empty() && !self.first.is_empty() => {
+                keeper.copy(self.first).await
+            }
+            _ => self.into_bytes(),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        if self.rest.is_empty() {
+            Bytes::copy_from_slice(&self.first)
+        } else {
+            exact(self.rest)
+        }
+    }
 }
 
 /// The bytes in an allocation of their own size: a buffer that grew by doubling would otherwise keep up to
@@ -289,5 +359,69 @@ pub fn exact(buf: BytesMut) -> Bytes {
         Bytes::copy_from_slice(&buf)
     } else {
         buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read buffer and a chunk sliced out of it, as hyper hands them out.
+    fn chunk_of(buffer: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+        buffer.slice(range)
+    }
+
+    #[test]
+    fn a_body_in_one_chunk_is_copied_and_frees_the_read_buffer() {
+        let buffer = Bytes::from((0..8192u32).map(|i| i as u8).collect::<Vec<_>>());
+        let mut copy = Copied::new(4196);
+        copy.push(chunk_of(&buffer, 100..4296));
+        let whole = copy.into_bytes();
+        assert_eq!(whole, buffer.slice(100..4296));
+        assert!(
+            buffer.try_into_mut().is_ok(),
+            "nothing kept refers to the read buffer"
+        );
+    }
+
+    #[test]
+    fn a_body_in_several_chunks_is_copied_whole_and_holds_no_read_buffer() {
+        let first = Bytes::from(vec![1u8; 8192]);
+        let second = Bytes::from(vec![2u8; 8192]);
+        let mut copy = Copied::new(0); // no Content-Length
+        copy.push(Bytes::new()); // an empty frame changes nothing
+        copy.push(chunk_of(&first, 0..3000));
+        assert_eq!(copy.len(), 3000);
+        copy.push(chunk_of(&second, 0..2000));
+        copy.push(chunk_of(&second, 2000..2500));
+        assert_eq!(copy.len(), 5500);
+        let whole = copy.into_bytes();
+        assert_eq!(&whole[..3000], &[1u8; 3000][..]);
+        assert_eq!(&whole[3000..], &[2u8; 2500][..]);
+        assert!(
+            first.try_into_mut().is_ok(),
+            "the first buffer was copied out"
+        );
+        assert!(second.try_into_mut().is_ok(), "so were the others");
+    }
+
+    #[tokio::test]
+    async fn kept_copies_are_the_same_bytes_with_or_without_a_keeper() {
+        let keeper = Keeper::start();
+        let buffer = Bytes::from(vec![9u8; 8192]);
+        for keeper in [None, Some(&keeper)] {
+            let mut one = Copied::new(4196);
+            one.push(buffer.slice(0..4196));
+            assert_eq!(one.keep(keeper).await, buffer.slice(0..4196));
+            let mut two = Copied::new(4196);
+            two.push(buffer.slice(0..96));
+            two.push(buffer.slice(96..4196));
+            assert_eq!(two.keep(keeper).await, buffer.slice(0..4196));
+            assert_eq!(Copied::new(0).keep(keeper).await, Bytes::new());
+        }
+        assert!(
+            buffer.try_into_mut().is_ok(),
+            "no copy refers to the buffer"
+        );
     }
 }

@@ -34,7 +34,7 @@
 //!   unsafe method invalidates), [`cache::vary`] (variants),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
-//!   [`cache::status`] (`Cache-Status`).
+//!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
 //! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
 //! - [`body`]: the one body type, streamed or in memory.

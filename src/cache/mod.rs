@@ -5,6 +5,7 @@ mod clock;
 mod counters;
 mod directives;
 mod entry;
+mod keeper;
 pub mod policy;
 pub mod serve;
 pub mod status;
@@ -22,6 +23,7 @@ use store::{Claim, FillGuard, FillWaiter, Store};
 pub use clock::Clock;
 pub use counters::Counts;
 pub use entry::{CachedResponse, Staleness, Stored, VaryIndex};
+pub use keeper::Keeper;
 pub use status::CacheStatus;
 
 /// The in-memory cache shared by every rule.
@@ -32,6 +34,8 @@ pub struct Cache {
     clock: Clock,
     /// How requests on cached routes were answered since start, for `/stats`.
     counters: counters::Counters,
+    /// Makes the copies of collected bodies, on a thread of its own (see [`Keeper`]).
+    keeper: Keeper,
 }
 
 /// What a lookup found, and what the request must do about it.
@@ -78,6 +82,7 @@ impl Cache {
             store: Store::new(capacity),
             clock,
             counters: counters::Counters::default(),
+            keeper: Keeper::start(),
         }
     }
 
@@ -210,6 +215,11 @@ impl Cache {
     /// The cache clock.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The keeper thread, for the copy of a body to store.
+    pub fn keeper(&self) -> &Keeper {
+        &self.keeper
     }
 
     /// Counts one answered request on a cached route.

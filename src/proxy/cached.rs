@@ -262,8 +262,10 @@ impl Proxy {
         // upstream that stalls mid-avatar must not hold them forever (a streamed body has
         // `server.response_idle_timeout` instead).
         let timeout = self.upstream().response_header_timeout();
+        let keeper = Some(self.cache.keeper());
         let collected =
-            tokio::time::timeout(timeout, collect_up_to(body, limits.max_object_size)).await;
+            tokio::time::timeout(timeout, collect_up_to(body, limits.max_object_size, keeper))
+                .await;
         let Ok(collected) = collected else {
             return Fetched::Failed(self.upstream_body_timed_out(timeout));
         };

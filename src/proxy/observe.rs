@@ -45,11 +45,13 @@ impl Proxy {
         // Read before the client gets the head, so under the head timeout (like a fill's body): an upstream
         // that stalls mid-confirmation must not hold the client forever.
         let timeout = self.upstream().response_header_timeout();
-        let collected =
-            tokio::time::timeout(timeout, collect_up_to(incoming, MAX_CONFIRMATION_SIZE))
-                .await
-                .map_err(|_| self.upstream_body_timed_out(timeout))?
-                .map_err(|err| self.upstream_body_failed(err))?;
+        let collected = tokio::time::timeout(
+            timeout,
+            collect_up_to(incoming, MAX_CONFIRMATION_SIZE, None),
+        )
+        .await
+        .map_err(|_| self.upstream_body_timed_out(timeout))?
+        .map_err(|err| self.upstream_body_failed(err))?;
         let bytes = match collected {
             Collected::Whole(bytes) => bytes,
             Collected::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
