@@ -87,7 +87,9 @@ impl Proxy {
             return Response::from_parts(parts, body);
         }
         let modified = parts.headers.get(header::LAST_MODIFIED);
-        if parts.status != stored.status || modified != stored.headers.get(&header::LAST_MODIFIED) {
+        if parts.status != stored.status
+            || modified != stored.headers.get(&header::LAST_MODIFIED).as_ref()
+        {
             self.purge_user(key.as_str(), "a nocache answer shows a newer avatar");
             return Response::from_parts(parts, body);
         }
