@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::{Body as HttpBody, Incoming};
 
-use crate::cache::Keeper;
+use crate::cache::{Copying, Keeper};
 
 /// A request or response body.
 #[derive(Debug, Default)]
@@ -39,13 +39,21 @@ pub enum Body {
 pub type OnWhole = Box<dyn FnOnce(Bytes) + Send + Sync>;
 
 /// The state of [`Body::Teed`]: the copy stops, and `on_whole` is dropped unused, as soon as the body grows
-/// past `limit` or fails; so a partial copy is never handed on.
+/// past `limit` or fails; so a partial copy is never handed on. A body that came in one chunk is copied by
+/// the keeper (see [`Keeper`]) while its last frame waits, so the client sees the end of the body only once
+/// the copy is stored, as with a body copied in place.
 pub struct Tee {
     inner: Incoming,
     copy: Copied,
     limit: usize,
     on_whole: Option<OnWhole>,
+    keeper: Option<Keeper>,
+    /// The keeper's copy under way, and the last frame (or the end) held back until it is stored.
+    finishing: Option<(Copying, Option<Polled>)>,
 }
+
+/// What polling a body gave.
+type Polled = Result<Frame<Bytes>, hyper::Error>;
 
 impl std::fmt::Debug for Tee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,13 +112,16 @@ impl Body {
 impl Body {
     /// Streams `inner` on while copying it, up to `limit` bytes; `on_whole` gets the copy if the body ends
     /// whole within the limit.
-    pub fn teed(inner: Incoming, limit: usize, on_whole: OnWhole) -> Self {
+    /// `keeper` makes the copy of a body that comes in one chunk (without one it is made in place).
+    pub fn teed(inner: Incoming, limit: usize, keeper: Option<Keeper>, on_whole: OnWhole) -> Self {
         let expected = (inner.size_hint().lower() as usize).min(limit);
         Self::Teed(Box::new(Tee {
             inner,
             copy: Copied::new(expected),
             limit,
             on_whole: Some(on_whole),
+            keeper,
+            finishing: None,
         }))
     }
 }
@@ -120,8 +131,16 @@ impl Tee {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some((copying, _)) = &mut self.finishing {
+            let copy = std::task::ready!(Pin::new(copying).poll(cx));
+            let (_, held) = self.finishing.take().expect("finishing");
+            if let Some(on_whole) = self.on_whole.take() {
+                on_whole(copy);
+            }
+            return Poll::Ready(held);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), true) = (frame.data_ref(), self.on_whole.is_some()) {
                     if self.copy.len() + data.len() > self.limit {
@@ -131,20 +150,33 @@ impl Tee {
                     }
                 }
                 // hyper stops polling once a body says it has ended (e.g. its Content-Length is reached).
-                if self.inner.is_end_stream() {
-                    self.complete();
-                }
+                self.inner.is_end_stream()
             }
-            Poll::Ready(None) => self.complete(),
-            Poll::Ready(Some(Err(_))) => self.abandon(),
-            Poll::Pending => {}
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Err(_))) => {
+                self.abandon();
+                false
+            }
+            Poll::Pending => false,
+        };
+        if !ended || self.on_whole.is_none() {
+            return polled;
         }
-        polled
-    }
-
-    fn complete(&mut self) {
-        if let Some(on_whole) = self.on_whole.take() {
-            on_whole(std::mem::take(&mut self.copy).into_bytes());
+        let copy = std::mem::take(&mut self.copy);
+        match (&self.keeper, copy.single()) {
+            (Some(keeper), Some(chunk)) => {
+                let Poll::Ready(held) = polled else {
+                    unreachable!("an ended body was ready")
+                };
+                self.finishing = Some((keeper.copying(chunk), held));
+                self.poll_frame(cx)
+            }
+            _ => {
+                if let Some(on_whole) = self.on_whole.take() {
+                    on_whole(copy.into_bytes());
+                }
+                polled
+            }
         }
     }
 
@@ -335,12 +367,15 @@ impl Copied {
 
     /// The whole copy, made by `keeper` if the body came in one chunk.
     async fn keep(self, keeper: Option<&Keeper>) -> Bytes {
-        match keeper {
-            Some(keeper) if self.rest.is_empty() && !self.first.is_empty() => {
-                keeper.copy(self.first).await
-            }
+        match (keeper, self.single()) {
+            (Some(keeper), Some(chunk)) => keeper.copying(chunk).await,
             _ => self.into_bytes(),
         }
+    }
+
+    /// The body's one chunk, not yet copied, if it came in one.
+    fn single(&self) -> Option<Bytes> {
+        (self.rest.is_empty() && !self.first.is_empty()).then(|| self.first.clone())
     }
 
     fn into_bytes(self) -> Bytes {
@@ -422,6 +457,76 @@ mod tests {
         assert!(
             buffer.try_into_mut().is_ok(),
             "no copy refers to the buffer"
+        );
+    }
+
+    /// A response body from a real HTTP/1.1 exchange on loopback (hyper makes `Incoming` only itself).
+    async fn incoming(body: &'static [u8]) -> Incoming {
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_| async move {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(body),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/").body(Body::Empty).unwrap();
+        sender.send_request(request).await.unwrap().into_body()
+    }
+
+    #[tokio::test]
+    async fn a_teed_body_ends_only_after_the_keepers_copy_is_stored() {
+        use http_body_util::BodyExt;
+        use std::sync::{Arc, Mutex};
+
+        let (keeper, jobs) = Keeper::by_hand();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stored = Arc::clone(&events);
+        let body = Body::teed(
+            incoming(b"console.log(1)").await,
+            1024,
+            Some(keeper),
+            Box::new(move |copy| stored.lock().unwrap().push(format!("stored {copy:?}"))),
+        );
+        let streamed = Arc::clone(&events);
+        let client = tokio::spawn(async move {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.unwrap();
+                let data = frame.data_ref().unwrap();
+                streamed.lock().unwrap().push(format!("sent {data:?}"));
+            }
+            streamed.lock().unwrap().push("end".to_owned());
+        });
+        // The body has come whole and its copy is asked for; nothing reaches the client until it is made.
+        let job = tokio::task::spawn_blocking(move || jobs.recv().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "{:?}",
+            events.lock().unwrap()
+        );
+        job.finish();
+        client.await.unwrap();
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                r#"stored b"console.log(1)""#,
+                r#"sent b"console.log(1)""#,
+                "end"
+            ]
         );
     }
 }

@@ -23,7 +23,7 @@ use store::{Claim, FillGuard, FillWaiter, Store};
 pub use clock::Clock;
 pub use counters::Counts;
 pub use entry::{CachedResponse, Staleness, Stored, VaryIndex};
-pub use keeper::Keeper;
+pub use keeper::{Copying, Keeper};
 pub use status::CacheStatus;
 
 /// The in-memory cache shared by every rule.
