@@ -268,14 +268,19 @@ plus the thin-LTO build).
 Machine: `nproc` = 2; `lscpu`: x86_64, AMD EPYC (family 26, model 2), 2 cores, 1 thread per core, KVM guest,
 L2 2 MiB, L3 32 MiB; rustc 1.95.0. Shared with other jobs. Client (criterion's `block_on` thread) plus 2 tokio
 workers share the 2 cores.
-Date: 2026-11-30, commit 53841c5 plus the express bench. Median time per iteration of that run:
+Date: 2026-11-30, commit c09214e (the keeper thread, compact stored fields). Median time per iteration of
+that run:
 
-    hit_4k_avatar_e2e             61.1 us   (a query on the target: the full path, through hyper)
-    hit_4k_avatar_express_e2e     56.7 us   (the express lane)
-    miss_4k_avatar_e2e           108.8 us   (a new id each time; the 16 MiB cache fills after about 3,500)
-    miss_coalesced_64_waiters    750.8 us   (64 concurrent requests, one origin fetch: 11.7 us per request)
-    pass_json_e2e                 95.7 us
-    origin_direct_json            60.1 us
+    hit_4k_avatar_e2e             60.3 us   (a query on the target: the full path, through hyper)
+    hit_4k_avatar_express_e2e     56.4 us   (the express lane)
+    miss_4k_avatar_e2e           128.2 us   (a new id each time; the 16 MiB cache fills after about 3,500)
+    miss_coalesced_64_waiters    755.7 us   (64 concurrent requests, one origin fetch: 11.8 us per request)
+    pass_json_e2e                 93.4 us
+    origin_direct_json            52.4 us
+
+The previous run (commit 53841c5): 61.1, 56.7, 108.8, 750.8, 95.7 and 60.1 us. The miss pays for the keeper
+thread (`src/cache/keeper.rs`): in one session, alternating the two builds three times, the miss took 112.5 us
+before it and 120.6 us with it (medians), about 8 us for the hop to the keeper and back.
 
 Compare benches within one run, not across runs (an earlier run under other load gave 32.2, 57.3, 90.5 and
 30.2 us for hit, miss, pass and origin). A hit costs about what the bare origin costs: the proxy's own hit work

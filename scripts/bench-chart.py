@@ -46,16 +46,19 @@ def main():
     targets = [t for t in ORDER if any(t in data[s] for s in scenarios)]
     width = 0.8 / max(len(targets), 1)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    top = 1.0
     for i, target in enumerate(targets):
         medians = [statistics.median(data[s][target]) if data[s].get(target) else 0 for s in scenarios]
         xs = [x + (i - (len(targets) - 1) / 2) * width for x in range(len(scenarios))]
+        top = max([top, *medians])
         bars = ax.bar(xs, medians, width, label=target)
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(range(len(scenarios)))
     ax.set_xticklabels([f"{s}\n(vs {REFERENCE.get(s, 'origin')})" for s in scenarios])
     ax.set_ylabel("throughput ratio (median over rounds)")
     ax.set_title("cloudreve-edge beside nginx and Varnish, one core each (../shared/bench)")
-    ax.set_ylim(0, 1.05)
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")  # the reference
+    ax.set_ylim(0, top * 1.12)
     ax.legend()
     fig.tight_layout()
     fig.savefig(sys.argv[-1])
