@@ -352,9 +352,12 @@ impl Copied {
     }
 
     fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
         if self.rest.is_empty() {
             if self.first.is_empty() {
-                self.first = data;
+                self.first = data; // held, not copied: see above
                 return;
             }
             let first = std::mem::take(&mut self.first);

@@ -134,9 +134,8 @@ mod tests {
 
     #[tokio::test]
     async fn copies_are_made_in_place_when_the_thread_is_gone() {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (keeper, queue) = Keeper::by_hand();
         drop(queue);
-        let keeper = Keeper { jobs };
         let copy = keeper.copying(Bytes::from_static(b"avatar")).await;
         assert_eq!(copy, Bytes::from_static(b"avatar"));
     }
@@ -144,9 +143,8 @@ mod tests {
     #[tokio::test]
     async fn a_thread_that_drops_a_job_still_gets_the_copy_made() {
         // A thread that takes jobs and never answers them (as if it had stopped mid-job).
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (keeper, queue) = Keeper::by_hand();
         let dropper = std::thread::spawn(move || for _job in queue {});
-        let keeper = Keeper { jobs };
         let copy = keeper.copying(Bytes::from_static(b"avatar")).await;
         assert_eq!(copy, Bytes::from_static(b"avatar"));
         drop(keeper);
