@@ -3,7 +3,7 @@
 #
 # Usage: scripts/bench-callgrind.sh TARGET [SECONDS]      e.g. /api/v4/user/avatar/1 (hit), /api/v4/site/config (pass)
 #        CONFIG=other.toml ...     another configuration (e.g. express_lane = false for hits through hyper)
-#        WRKARGS="-s browser.lua"  extra wrk arguments (a browser-like head)
+#        WRKARGS="-s scripts/browser.lua"  extra wrk arguments (a browser's request head)
 # Needs: valgrind, wrk, and the harness's origin ($BENCH_WORK/target/release/bench-origin). Builds a profiling
 # binary (thin LTO, line tables) into target/callgrind. The proxy runs under valgrind pinned to cpu 0 (one
 # worker), wrk -t1 -c4 on cpu 1; prints total instructions / requests wrk completed (start-up included, < 1 %).
