@@ -6,7 +6,8 @@
 # ../shared/bench/setup.sh), whose avatars are 4 196 bytes. The proxy runs the checked-in proxy.toml with a
 # 1 GiB cache, pinned to cpu 0 (one worker, as in the harness); wrk (cpu 1) asks for each id once in sequence,
 # then keeps rotating over them for the rest of 40 s. Prints the proxy's RSS before and after, the cache's
-# /stats, and the RSS growth per avatar and against the payload.
+# /stats, the RSS growth per avatar and against the payload, and the cache's own count of bytes per entry
+# beside it (what `cache.capacity` bounds).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,12 +42,16 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$proxy/status"; }
 before=$(rss)
 taskset -c 1 wrk -t1 -c4 -d40s -s "$ROTATE" http://127.0.0.1:18390 -- /api/v4/user/avatar/ "$IDS" "" 1 seq \
   | grep -E "requests in" || true
-curl -fs http://127.0.0.1:18391/stats; echo
+stats=$(curl -fs http://127.0.0.1:18391/stats)
+echo "$stats"
 after=$(rss)
-python3 - "$before" "$after" "$IDS" "$BODY" <<'PY'
-import sys
-before, after, ids, body = (int(x) for x in sys.argv[1:])
+python3 - "$before" "$after" "$IDS" "$BODY" "$stats" <<'PY'
+import json, sys
+before, after, ids, body = (int(x) for x in sys.argv[1:5])
+stats = json.loads(sys.argv[5])
 grown = (after - before) * 1024
 print(f"RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB: {grown / ids:.0f} B per avatar, "
       f"{grown / (ids * body):.2f}x the payload")
+print(f"the cache's own count: {stats['bytes'] / max(stats['entries'], 1):.0f} B per entry "
+      f"({stats['bytes'] / max(grown, 1):.3f} of the RSS growth; cache.capacity bounds this count)")
 PY
