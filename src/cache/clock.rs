@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The time source for freshness. The system clock in production; tests move a manual offset forward
-/// instead of sleeping. The offset moves monotonic time only (how long entries have been resident), not the
-/// wall clock, which is compared with the upstream's own `Date` headers.
+/// The time source for freshness. The system clock in production; in tests a manual clock that stands still
+/// until moved forward, so how long an entry has been resident (and so its `Age` and ttl) is exactly what the
+/// test says, however long the test takes. It moves monotonic time only, not the wall clock, which is compared
+/// with the upstream's own `Date` headers.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
-    /// Nanoseconds added to the monotonic clock; `None` for the plain system clock.
-    offset: Option<Arc<AtomicU64>>,
+    /// For a manual clock: when it was made, and the nanoseconds it was moved forward since; `None` for the
+    /// system clock.
+    manual: Option<Arc<(Instant, AtomicU64)>>,
 }
 
 impl Clock {
@@ -19,25 +21,25 @@ impl Clock {
         Self::default()
     }
 
-    /// A clock that runs with the system clock plus whatever [`Clock::advance`] added.
+    /// A clock that stands at the moment it was made, plus whatever [`Clock::advance`] added.
     pub fn manual() -> Self {
         Self {
-            offset: Some(Arc::new(AtomicU64::new(0))),
+            manual: Some(Arc::new((Instant::now(), AtomicU64::new(0)))),
         }
     }
 
     /// Moves a manual clock forward. Does nothing to the system clock.
     pub fn advance(&self, by: Duration) {
-        if let Some(offset) = &self.offset {
-            offset.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(manual) = &self.manual {
+            manual.1.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
     /// Monotonic now, for residence time and freshness deadlines.
     pub fn now(&self) -> Instant {
-        match &self.offset {
+        match &self.manual {
             None => Instant::now(),
-            Some(offset) => Instant::now() + Duration::from_nanos(offset.load(Ordering::Relaxed)),
+            Some(manual) => manual.0 + Duration::from_nanos(manual.1.load(Ordering::Relaxed)),
         }
     }
 
