@@ -47,7 +47,7 @@ pub struct Tee {
     copy: Copied,
     limit: usize,
     on_whole: Option<OnWhole>,
-    keeper: Option<Keeper>,
+    keeper: Keeper,
     /// The keeper's copy under way, and the last frame (or the end) held back until it is stored.
     finishing: Option<(Copying, Option<Polled>)>,
 }
@@ -112,8 +112,8 @@ impl Body {
 impl Body {
     /// Streams `inner` on while copying it, up to `limit` bytes; `on_whole` gets the copy if the body ends
     /// whole within the limit.
-    /// `keeper` makes the copy of a body that comes in one chunk (without one it is made in place).
-    pub fn teed(inner: Incoming, limit: usize, keeper: Option<Keeper>, on_whole: OnWhole) -> Self {
+    /// `keeper` makes the copy of a body that comes in one chunk; one in several is assembled here.
+    pub fn teed(inner: Incoming, limit: usize, keeper: Keeper, on_whole: OnWhole) -> Self {
         let expected = (inner.size_hint().lower() as usize).min(limit);
         Self::Teed(Box::new(Tee {
             inner,
@@ -163,15 +163,15 @@ impl Tee {
             return polled;
         }
         let copy = std::mem::take(&mut self.copy);
-        match (&self.keeper, copy.single()) {
-            (Some(keeper), Some(chunk)) => {
+        match copy.single() {
+            Some(chunk) => {
                 let Poll::Ready(held) = polled else {
                     unreachable!("an ended body was ready")
                 };
-                self.finishing = Some((keeper.copying(chunk), held));
+                self.finishing = Some((self.keeper.copying(chunk), held));
                 self.poll_frame(cx)
             }
-            _ => {
+            None => {
                 if let Some(on_whole) = self.on_whole.take() {
                     on_whole(copy.into_bytes());
                 }
@@ -499,7 +499,7 @@ mod tests {
         let body = Body::teed(
             incoming(b"console.log(1)").await,
             1024,
-            Some(keeper),
+            keeper,
             Box::new(move |copy| stored.lock().unwrap().push(format!("stored {copy:?}"))),
         );
         let streamed = Arc::clone(&events);

@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
-//! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain.
+//! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain; HTTP/2 streams are polled once
+//!   in place before they are given a task (a hit needs none).
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).
 //! - [`tls`]: rustls both ways: the listener's certificate (picked per handshake, so reloads apply) and
 //!   ALPN; roots for an `https://` upstream.
@@ -67,7 +68,7 @@
 //!    Every upstream exchange is timed for the metrics and readiness.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the rule should
 //!    hold is stored (an `http` rule streams its fill to the client while keeping a copy; an avatar fill is
-//!    read whole within the response-head timeout); a 304 refreshes the stored copy; a failing upstream is
+//!    read whole within the response-head timeout; a body read in one go is copied by [`cache::Keeper`]); a 304 refreshes the stored copy; a failing upstream is
 //!    answered with the stale copy within `stale-if-error`.
 //! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy; a non-error
 //!    answer to an unsafe method drops what it names (RFC 9111 §4.4).

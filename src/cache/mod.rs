@@ -34,7 +34,7 @@ pub struct Cache {
     clock: Clock,
     /// How requests on cached routes were answered since start, for `/stats`.
     counters: counters::Counters,
-    /// Makes the copies of collected bodies, on a thread of its own (see [`Keeper`]).
+    /// Makes the copies of bodies to store, on a thread of its own (see [`Keeper`]).
     keeper: Keeper,
 }
 

@@ -248,7 +248,7 @@ impl Proxy {
             let body = Body::teed(
                 body,
                 limits.max_object_size,
-                Some(self.cache.keeper().clone()),
+                self.cache.keeper().clone(),
                 Box::new(move |bytes| {
                     let now = proxy.cache.clock().now();
                     let entry =
