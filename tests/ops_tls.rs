@@ -138,10 +138,7 @@ async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
             .header("host", "localhost")
             .body(empty())
             .unwrap();
-        let response = timeout(PATIENCE, sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap();
+        let response = answered(sender.send_request(request)).await;
         assert_eq!(response.headers()["x-cache"], expected);
         let body = timeout(PATIENCE, response.into_body().collect())
             .await
@@ -156,10 +153,7 @@ async fn avatar_hits_over_tls_take_the_express_lane_on_http1_only() {
     let request = Request::get(format!("https://localhost{AVATAR}"))
         .body(empty())
         .unwrap();
-    let response = timeout(PATIENCE, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = answered(sender.send_request(request)).await;
     assert_eq!(response.headers()["x-cache"], "HIT");
     assert_eq!(admin.express_answers().await, 2.0);
     assert_eq!(upstream.count(), 1);

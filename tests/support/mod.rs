@@ -479,6 +479,17 @@ pub fn h2_client() -> Client<HttpConnector, TestBody> {
         .build(HttpConnector::new())
 }
 
+/// The response head a connection-level sender (`http1` or `http2` `SendRequest`) gets for a request, within
+/// [`PATIENCE`].
+pub async fn answered(
+    sent: impl Future<Output = hyper::Result<Response<Incoming>>>,
+) -> Response<Incoming> {
+    tokio::time::timeout(PATIENCE, sent)
+        .await
+        .expect("answered in time")
+        .expect("answered")
+}
+
 /// Sends a request and reads the whole response, within [`PATIENCE`].
 pub async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBody>) -> Reply {
     tokio::time::timeout(PATIENCE, async {
