@@ -255,6 +255,14 @@ const COUNT: usize = 2;
 /// the value's end, `u32` each.
 const RECORD: usize = 13;
 
+/// One field's record, read from the table: its name and where its line and value lie in the buffer.
+struct Record<'a> {
+    name: StoredName<'a>,
+    line: usize,
+    value_start: usize,
+    value_end: usize,
+}
+
 /// A stored field's name: one of [`NAMES`], or the bytes of another.
 #[derive(Debug, Clone, Copy)]
 enum StoredName<'a> {
@@ -328,8 +336,24 @@ impl Fields {
         COUNT + RECORD * usize::from(u16::from_le_bytes(*count))
     }
 
+    /// The field lines with the first `name` line left out: the lines before it and the lines after it
+    /// (all of them and nothing when there is none).
+    pub fn lines_without(&self, name: &HeaderName) -> (&[u8], &[u8]) {
+        let Some(record) = self.records().find(|record| record.name.is(name)) else {
+            return (self.lines(), &[]);
+        };
+        let line_end = record.value_end + 2;
+        (&self.0[self.table_len()..record.line], &self.0[line_end..])
+    }
+
     /// Every field, in order: its name and its value's bytes.
     fn fields(&self) -> impl ExactSizeIterator<Item = (StoredName<'_>, &[u8])> {
+        self.records()
+            .map(|record| (record.name, &self.0[record.value_start..record.value_end]))
+    }
+
+    /// The table, record by record.
+    fn records(&self) -> impl ExactSizeIterator<Item = Record<'_>> {
         let buf = &self.0[..];
         buf[COUNT..self.table_len()]
             .chunks_exact(RECORD)
@@ -346,7 +370,12 @@ impl Fields {
                             .expect("stored from a HeaderName"),
                     ),
                 };
-                (name, &buf[value_start..value_end])
+                Record {
+                    name,
+                    line,
+                    value_start,
+                    value_end,
+                }
             })
     }
 
@@ -587,6 +616,24 @@ mod tests {
         let none = Fields::detached(&HeaderMap::new());
         assert!(none.iter().next().is_none());
         assert!(none.lines().is_empty());
+    }
+
+    #[test]
+    fn lines_without_a_field_are_the_lines_around_it() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        headers.append("x-after", HeaderValue::from_static("1"));
+        let fields = Fields::detached(&headers);
+        assert_eq!(
+            fields.lines_without(&header::CONTENT_LENGTH),
+            (&b"cache-control: public\r\n"[..], &b"x-after: 1\r\n"[..])
+        );
+        assert_eq!(
+            fields.lines_without(&header::ETAG),
+            (fields.lines(), &b""[..]),
+            "absent: every line, before"
+        );
     }
 
     #[test]

@@ -90,14 +90,23 @@ pub fn respond(entry: &CachedResponse, conditions: &Conditions, now: Instant) ->
 
 /// The head of [`respond`]'s full answer from `entry` at `now` to a request with no conditions, in the
 /// HTTP/1.1 form hyper writes: the status line, the stored fields in order, then `Age`; not the empty line
-/// that ends it (the express lane adds its own fields first, `proxy/express.rs`).
+/// that ends it (the express lane adds its own fields first, `proxy/express.rs`), nor, for an empty body,
+/// `content-length`, which hyper writes after every other field.
 pub fn write_full_head(entry: &CachedResponse, now: Instant, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(entry.status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(entry.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(entry.headers.lines());
+    if entry.body.is_empty() {
+        // hyper writes the `content-length` of an empty body after every other field (its encoder skips the
+        // field and adds `content-length: 0` at the end); the express lane ends its head the same way.
+        let (before, after) = entry.headers.lines_without(&header::CONTENT_LENGTH);
+        out.extend_from_slice(before);
+        out.extend_from_slice(after);
+    } else {
+        out.extend_from_slice(entry.headers.lines());
+    }
     write_field(
         out,
         header::AGE.as_str(),

@@ -46,8 +46,8 @@ impl Proxy {
     }
 }
 
-/// Phase 6 as `response_filter` does it, and what hyper adds to a head: `Date` when the stored response has
-/// none. Ends the head.
+/// Phase 6 as `response_filter` does it, and what hyper adds to a head: `content-length: 0` for an empty
+/// body, then `Date` when the stored response has none. Ends the head.
 fn write_filtered(entry: &CachedResponse, status: &CacheStatus, out: &mut Vec<u8>) {
     out.extend_from_slice(CACHE_STATUS.as_str().as_bytes());
     out.extend_from_slice(b": ");
@@ -55,6 +55,10 @@ fn write_filtered(entry: &CachedResponse, status: &CacheStatus, out: &mut Vec<u8
     out.extend_from_slice(b"\r\n");
     let x_cache = status.x_cache();
     serve::write_field(out, X_CACHE.as_str(), x_cache.as_bytes());
+    if entry.body.is_empty() {
+        // Where hyper puts it for an empty body: after the fields it was given (`serve::write_full_head`).
+        serve::write_field(out, header::CONTENT_LENGTH.as_str(), b"0");
+    }
     if !entry.headers.contains_key(&header::DATE) {
         let date = httpdate::fmt_http_date(SystemTime::now());
         serve::write_field(out, header::DATE.as_str(), date.as_bytes());
