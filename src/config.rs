@@ -697,6 +697,16 @@ mod tests {
     }
 
     #[test]
+    fn key_includes_host_is_refused_on_the_avatar_rule() {
+        let err =
+            Config::from_toml("[[cache.rules]]\nkind = \"avatar\"\nkey_includes_host = true\n")
+                .unwrap_err();
+        assert_eq!(key_of(err), "cache.rules[0].key_includes_host");
+        let http = "[[cache.rules]]\nkind = \"http\"\nprefix = \"/a/\"\nkey_includes_host = true\n";
+        assert!(Config::from_toml(http).unwrap().cache.rules[0].key_includes_host);
+    }
+
+    #[test]
     fn zero_timeouts_are_rejected() {
         let err = Config::from_toml("[upstream]\nconnect_timeout = \"0s\"\n").unwrap_err();
         assert_eq!(key_of(err), "upstream.connect_timeout");

@@ -322,6 +322,16 @@ async fn object_size_over_capacity_exits_64_before_binding() {
 }
 
 #[tokio::test]
+async fn key_includes_host_on_the_avatar_rule_exits_64_before_binding() {
+    // Both avatar paths key by the id alone; the flag is refused rather than silently ignored (#12).
+    assert_rejected_before_binding(
+        "[[cache.rules]]\nkind = \"avatar\"\nkey_includes_host = true",
+        "cache.rules[0].key_includes_host",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn unknown_key_exits_64_before_binding() {
     assert_rejected_before_binding("[cache]\ncapacityy = \"64 MiB\"", "capacityy").await;
 }

@@ -214,6 +214,16 @@ impl RawRule {
         if max_object_size > u64::from(u32::MAX / 2) {
             return Err(invalid(key("max_object_size"), "must be below 2 GiB"));
         }
+        if self.kind == RuleKind::Avatar && self.key_includes_host {
+            // Both of the avatar rule's paths (hyper's and the express lane) key by the id alone: Cloudreve's
+            // avatar answer depends on nothing else (upstream-contract.md). Taking the flag and ignoring it
+            // would serve one site's avatars to another behind a multi-site upstream.
+            return Err(invalid(
+                key("key_includes_host"),
+                "the avatar rule keys by the user id alone; put sites that share ids behind separate \
+                 proxies, or leave it false",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.heuristic_fraction) {
             return Err(invalid(
                 key("heuristic_fraction"),
