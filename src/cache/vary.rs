@@ -1,6 +1,8 @@
 //! `Vary` (RFC 9111 §4.1): a stored response is only reused for a request whose nominated header fields
 //! match the request that produced it. Variants are stored under the primary key extended with those values.
 
+use std::fmt::Write as _;
+
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
@@ -34,7 +36,9 @@ pub fn names(response: &HeaderMap) -> Option<Vec<HeaderName>> {
 }
 
 /// The request's values of the nominated fields, normalised as RFC 9111 §4.1 allows: field lines combined,
-/// list members trimmed of whitespace. An absent field differs from an empty one.
+/// list members trimmed of whitespace. An absent field differs from an empty one. Values are compared as
+/// the bytes they are (obs-text included): every byte outside visible ASCII, and `%`, is written as `%XX`,
+/// so two different values never share a variant.
 pub fn values(names: &[HeaderName], request: &HeaderMap) -> String {
     let mut out = String::new();
     for name in names {
@@ -45,19 +49,31 @@ pub fn values(names: &[HeaderName], request: &HeaderMap) -> String {
         } else {
             out.push('=');
             let members = lines
-                .flat_map(|v| {
-                    String::from_utf8_lossy(v.as_bytes())
-                        .split(',')
-                        .map(|m| m.trim().to_owned())
-                        .collect::<Vec<_>>()
-                })
-                .filter(|m| !m.is_empty())
-                .collect::<Vec<_>>();
-            out.push_str(&members.join(","));
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .filter(|m| !m.is_empty());
+            for (index, member) in members.enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                push_escaped(&mut out, member);
+            }
         }
         out.push(FIELD_SEPARATOR);
     }
     out
+}
+
+/// Appends `bytes` with each byte outside `!`..=`~` but space, and `%` itself, as `%XX`: one-to-one, so the
+/// key keeps every byte's identity and stays a `str`.
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            write!(out, "%{b:02X}").expect("writing to a String cannot fail");
+        }
+    }
 }
 
 /// The key a variant is stored under: the primary key, then the nominated fields' values.
@@ -120,6 +136,27 @@ mod tests {
         assert_eq!(a, b);
         let c = values(&names, &headers(&[("accept-encoding", "br, gzip")]));
         assert_ne!(a, c, "order is meaningful");
+    }
+
+    #[test]
+    fn values_keep_every_byte() {
+        let names = names(&headers(&[("vary", "accept-language")])).unwrap();
+        let value = |bytes: &[u8]| {
+            let mut map = HeaderMap::new();
+            map.insert(
+                header::ACCEPT_LANGUAGE,
+                HeaderValue::from_bytes(bytes).unwrap(),
+            );
+            values(&names, &map)
+        };
+        // A lossy UTF-8 reading made both U+FFFD, one variant for two values (#12).
+        assert_ne!(value(b"\xff"), value(b"\xfe"));
+        // The escape itself cannot be forged by a value that spells it.
+        assert_ne!(value(b"\xff"), value(b"%FF"));
+        assert_eq!(
+            value(b"de-CH, en;q=0.5"),
+            "accept-language=de-CH,en;q=0.5\r"
+        );
     }
 
     #[test]
