@@ -18,12 +18,13 @@ use http::header::{self, HeaderMap};
 use http::{HeaderName, HeaderValue, Method, Response, Uri};
 
 /// The rule sets the route check classifies under: the defaults (avatar, then `/assets/` as `http`), and
-/// the same with `key_includes_host` on every rule plus a catch-all `http` rule last.
+/// the same with `key_includes_host` on every `http` rule (the avatar rule refuses it) plus a catch-all
+/// `http` rule last.
 fn rule_sets() -> &'static [Vec<RuleConfig>; 2] {
     static RULES: OnceLock<[Vec<RuleConfig>; 2]> = OnceLock::new();
     RULES.get_or_init(|| {
         let hosted = Config::from_toml(
-            "[[cache.rules]]\nkind = \"avatar\"\nkey_includes_host = true\n\
+            "[[cache.rules]]\nkind = \"avatar\"\n\
              [[cache.rules]]\nkind = \"http\"\nprefix = \"/assets/\"\nkey_includes_host = true\n\
              [[cache.rules]]\nkind = \"http\"\nprefix = \"/\"\nkey_includes_host = true\n",
         )

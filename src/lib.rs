@@ -32,7 +32,8 @@
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
-//!   unsafe method invalidates), [`cache::vary`] (variants),
+//!   unsafe method invalidates), [`cache::vary`] (variants), [`cache::request`] (every request the cache
+//!   sends upstream, built from what the key covers),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store).
@@ -64,7 +65,9 @@
 //! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced
 //!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways
 //!    ([`upload`]: a request body pausing past `upstream.request_body_idle_timeout` gets `408`; the
-//!    response-head timeout starts once it is sent whole). A fill revalidates with `If-Modified-Since`.
+//!    response-head timeout starts once it is sent whole). A fill is a new request ([`cache::request`]):
+//!    the target, `Host`, `User-Agent`, the `Vary`-named fields, the forwarding fields, and the stored
+//!    validators when it revalidates.
 //!    Every upstream exchange is timed for the metrics and readiness.
 //! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the rule should
 //!    hold is stored (an `http` rule streams its fill to the client while keeping a copy; an avatar fill is

@@ -73,6 +73,11 @@ pub enum Bypass {
     NonCanonicalId,
     /// The client sent `Cache-Control: no-store` (RFC 9111 §5.2.1.5): nothing of the exchange is stored.
     RequestNoStore,
+    /// An `http` rule's request carries `Authorization`: its answer may depend on the credentials, which
+    /// the key does not cover and a fill never carries (`cache::request`), so it goes upstream as it came and
+    /// nothing of it is stored (as Varnish's built-in policy does). The avatar rule needs none: Cloudreve's
+    /// avatar does not depend on who asks, and its fills go without the credentials.
+    Authorization,
 }
 
 impl Bypass {
@@ -83,6 +88,7 @@ impl Bypass {
             Self::InvalidNoCache => "invalid-nocache",
             Self::NonCanonicalId => "non-canonical-id",
             Self::RequestNoStore => "request-no-store",
+            Self::Authorization => "authorization",
         }
     }
 }
@@ -110,6 +116,9 @@ pub fn classify<'a>(
     };
     if policy::request_forbids_storing(headers) {
         return Route::RuleBypass(rule.kind, Bypass::RequestNoStore);
+    }
+    if rule.kind == RuleKind::Http && headers.contains_key(header::AUTHORIZATION) {
+        return Route::RuleBypass(rule.kind, Bypass::Authorization);
     }
     match rule.kind {
         RuleKind::Avatar => classify_avatar(uri),
@@ -430,6 +439,19 @@ mod tests {
             let route = route_with("GET", target, &[("cache-control", "max-age=0, No-Store")]);
             assert!(route.ends_with(", RequestNoStore)"), "{target}: {route}");
         }
+    }
+
+    #[test]
+    fn credentials_bypass_http_rules_but_not_the_avatar_rule() {
+        let bearer = [("authorization", "Bearer t")];
+        assert_eq!(
+            route_with("GET", "/assets/x.js", &bearer),
+            "RuleBypass(Http, Authorization)"
+        );
+        assert!(
+            route_with("GET", "/api/v4/user/avatar/lpua", &bearer).starts_with("Avatar("),
+            "an avatar does not depend on who asks"
+        );
     }
 
     #[test]

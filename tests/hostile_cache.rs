@@ -4,9 +4,14 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
 const A: &str = "/api/v4/user/avatar/imgA";
 const B: &str = "/api/v4/user/avatar/imgB";
@@ -296,5 +301,240 @@ async fn nocache_tricks_follow_cloudreves_first_value() {
             "{query}: {}",
             reply.cache_status()
         );
+    }
+}
+
+/// A minimal origin over raw TCP that answers each request head at once, before reading its body, then
+/// reads the body its `Content-Length` announces (as a real server that answers early does). It records every
+/// head it parsed. A `GET` is answered with the target it parsed, cacheable for everyone.
+async fn early_answering_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(answer_early(stream, Arc::clone(&seen)));
+        }
+    });
+    (url, heads)
+}
+
+async fn answer_early(stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 || head.len() > 64 * 1024 {
+                return;
+            }
+            head.push_str(&line);
+        }
+        heads.lock().unwrap().push(head.clone());
+        let mut request_line = head.split(' ');
+        let (method, target) = (
+            request_line.next().unwrap(),
+            request_line.next().unwrap_or(""),
+        );
+        let body = format!("target={target}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncache-control: public, max-age=600\r\ncontent-length: {}\r\n\r\n{}",
+            body.len(),
+            if method == "HEAD" { "" } else { &body }
+        );
+        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        let length = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|n| n.trim().to_owned())
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap_or(0));
+        let mut body = (&mut stream).take(length);
+        if tokio::io::copy(&mut body, &mut tokio::io::sink())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_head_with_a_body_leaves_no_length_on_the_upstream_connection() {
+    // #12: a HEAD forwarded with its client's `Content-Length` and no body left the upstream reading the next
+    // request on the pooled connection as that body, so an answer for another target was stored as
+    // /assets/app.js for everyone.
+    let (url, heads) = early_answering_upstream().await;
+    let proxy = TestProxy::start(&url).await;
+    let head = raw_exchange(
+        proxy.addr,
+        b"HEAD /assets/x HTTP/1.1\r\nHost: edge\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let get = raw_exchange(
+        proxy.addr,
+        b"GET /assets/app.js HTTP/1.1\r\nHost: edge\r\nX-Note: GET /evil HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(get.ends_with("\r\n\r\ntarget=/assets/app.js"), "{get}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[0].starts_with("HEAD /assets/x HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    assert!(
+        !heads[0].to_ascii_lowercase().contains("content-length"),
+        "a HEAD with no body announces none: {heads:?}"
+    );
+    assert!(
+        heads[1].starts_with("GET /assets/app.js HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+    let stored = get_with(&proxy.url("/assets/app.js"), &[]).await;
+    assert_eq!(
+        (stored.x_cache(), stored.body.as_ref()),
+        ("HIT", &b"target=/assets/app.js"[..])
+    );
+}
+
+/// Fields a client may send that no key covers: none may reach the upstream on a request the cache sends.
+const UNKEYED: &[(&str, &str)] = &[
+    ("user-agent", "browser/1"),
+    ("x-forwarded-host", "evil.example"),
+    ("x-original-url", "/evil"),
+    ("x-rewrite-url", "/evil"),
+    ("x-forwarded-scheme", "nothttps"),
+    ("x-http-method-override", "DELETE"),
+    ("cookie", "session=victim"),
+    ("accept", "text/evil"),
+    ("accept-encoding", "gzip"),
+    ("accept-language", "de"),
+    ("origin", "https://evil.example"),
+    ("x-custom", "1"),
+    ("range", "bytes=0-1"),
+    ("if-none-match", "\"client\""),
+    ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+    ("pragma", "no-cache"),
+];
+
+/// What a request the cache sends may carry: where it is for and who asks, the proxy's forwarding fields,
+/// and a revalidation's stored validators.
+const CARRIED: &[&str] = &[
+    "host",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "via",
+    "if-none-match",
+    "if-modified-since",
+];
+
+async fn send_with(method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(&client(), request.body(empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn fills_revalidations_refreshes_and_heads_carry_only_what_the_key_covers() {
+    // #12: every request the cache sends is built from what the key covers, so no unkeyed field a client
+    // sends can change an answer stored for everyone.
+    let upstream = FakeCloudreve::start(|request: Request<Incoming>| async move {
+        if !request.uri().path().starts_with("/assets/") {
+            return cloudreve_avatar(&request);
+        }
+        let unchanged = request
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"");
+        Response::builder()
+            .status(if unchanged { 304 } else { 200 })
+            .header(
+                "cache-control",
+                "public, max-age=10, stale-while-revalidate=10",
+            )
+            .header("etag", "\"v1\"")
+            .body(full(if unchanged { "" } else { "asset" }))
+            .unwrap()
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let asset = proxy.url("/assets/a.js");
+    assert_eq!(send_with("GET", &asset, UNKEYED).await.x_cache(), "MISS");
+    let head = send_with("HEAD", &proxy.url("/assets/h.js"), UNKEYED).await;
+    assert!(
+        head.cache_status().contains("detail=head"),
+        "{}",
+        head.cache_status()
+    );
+    proxy.clock.advance(Duration::from_secs(15));
+    assert_eq!(send_with("GET", &asset, UNKEYED).await.x_cache(), "STALE");
+    eventually("the background refresh", || upstream.count() == 3).await;
+    eventually("the refresh stored", || {
+        proxy
+            .proxy
+            .cache()
+            .fresh("/assets/a.js", proxy.clock.now())
+            .is_some()
+    })
+    .await;
+    proxy.clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        send_with("GET", &asset, UNKEYED).await.x_cache(),
+        "REVALIDATED"
+    );
+    let avatar = send_with("GET", &proxy.url("/api/v4/user/avatar/img1"), UNKEYED).await;
+    assert_eq!(avatar.x_cache(), "MISS");
+
+    let received = upstream.received();
+    let what: Vec<(String, &str)> = received
+        .iter()
+        .map(|r| (r.method.to_string(), r.target.as_str()))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            ("GET".to_owned(), "/assets/a.js"),
+            ("HEAD".to_owned(), "/assets/h.js"),
+            ("GET".to_owned(), "/assets/a.js"),
+            ("GET".to_owned(), "/assets/a.js"),
+            ("GET".to_owned(), "/api/v4/user/avatar/img1"),
+        ],
+        "fill, HEAD, background refresh, revalidation, avatar fill"
+    );
+    for (index, seen) in received.iter().enumerate() {
+        for name in seen.headers.keys() {
+            assert!(
+                CARRIED.contains(&name.as_str()),
+                "request {index} carried {name}"
+            );
+        }
+        assert_eq!(
+            seen.header("user-agent"),
+            Some("browser/1"),
+            "request {index}"
+        );
+        assert_ne!(
+            seen.header("if-none-match"),
+            Some("\"client\""),
+            "request {index}"
+        );
+        assert_ne!(
+            seen.header("if-modified-since"),
+            Some("Sat, 01 Jan 2000 00:00:00 GMT"),
+            "request {index}"
+        );
+    }
+    for revalidation in &received[2..4] {
+        assert_eq!(revalidation.header("if-none-match"), Some("\"v1\""));
     }
 }

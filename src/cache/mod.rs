@@ -7,6 +7,7 @@ mod directives;
 mod entry;
 mod keeper;
 pub mod policy;
+pub mod request;
 pub mod serve;
 pub mod status;
 pub mod store;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderMap;
+use http::header::HeaderName;
 
 use store::{Claim, FillGuard, FillWaiter, Store};
 
@@ -127,6 +129,15 @@ impl Cache {
         match self.store.get(primary) {
             Some(Stored::Response(entry)) if entry.is_fresh(now) => Some(entry),
             _ => None,
+        }
+    }
+
+    /// The request fields the responses stored under `primary` vary on (its `Vary` index), none when they
+    /// do not vary or nothing is stored: what a request filling the key must carry besides the target.
+    pub fn keyed_fields(&self, primary: &str) -> Vec<HeaderName> {
+        match self.store.get(primary) {
+            Some(Stored::Vary(index)) => index.names.clone(),
+            _ => Vec::new(),
         }
     }
 

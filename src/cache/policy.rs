@@ -365,26 +365,6 @@ pub fn head_invalidates(
         )
 }
 
-/// Shapes the request headers of a fill: it must fetch the whole, current representation, whatever this
-/// client asked for. Its conditionals and `Range` are its own business (answered from the stored copy or
-/// not at all); forwarding them could bring back a 304 or a 206 that cannot be stored for everyone.
-/// The request body of a `GET`/`HEAD` has no meaning (RFC 9110 §9.3.1) and is not sent.
-pub fn prepare_fill_request(headers: &mut HeaderMap) {
-    for name in [
-        header::IF_MODIFIED_SINCE,
-        header::IF_NONE_MATCH,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::CONTENT_TYPE,
-    ] {
-        headers.remove(name);
-    }
-}
-
 /// Whether a body of `len` bytes may be stored.
 pub fn fits(len: u64, limits: &Limits) -> Result<(), NotStored> {
     if len > limits.max_object_size as u64 {

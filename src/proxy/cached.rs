@@ -10,15 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, StatusCode, request, response};
+use http::{Request, Response, StatusCode, request, response};
 use hyper::body::Incoming;
 
 use super::Proxy;
 use crate::access_log::AccessRecord;
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, Exchange, NotStored};
+use crate::cache::request::{self as cache_request, Purpose};
 use crate::cache::serve::{self, Conditions};
 use crate::cache::status::Outcome;
+use crate::cache::vary;
 use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Miss, Stored};
 use crate::config::RuleKind;
 use crate::error::ProxyError;
@@ -70,13 +72,15 @@ impl Proxy {
         client: &ClientInfo,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
-        let conditions = Conditions::of(request.method(), request.headers());
+        // The body of a `GET` or `HEAD` means nothing (RFC 9110 §9.3.1): none of it is sent upstream.
+        let (head, _unused_body) = request.into_parts();
+        let conditions = Conditions::of(&head.method, &head.headers);
         let kind = self.rules[rule].kind;
         if kind == RuleKind::Http && conditions.head {
-            let head = self.serve_head(request, rule, primary, &conditions, client, record);
-            return Box::pin(head).await;
+            let forwarded = self.serve_head(&head, rule, primary, &conditions, client, record);
+            return Box::pin(forwarded).await;
         }
-        match self.cache.lookup(primary, request.headers()) {
+        match self.cache.lookup(primary, &head.headers) {
             Lookup::Fresh(entry) => {
                 let status = CacheStatus::new(Outcome::Hit);
                 Ok(self.serve_stored(&entry, &conditions, status, record))
@@ -84,7 +88,7 @@ impl Proxy {
             Lookup::StaleWhileRevalidate { entry, refresh } => {
                 if let Some(fill) = refresh {
                     self.refresh_in_background(
-                        request,
+                        &head,
                         rule,
                         primary,
                         fill,
@@ -101,8 +105,7 @@ impl Proxy {
             // The paths that wait on the upstream hold large futures; boxed, they do not weigh on every hit
             // (and on every pass-through request, whose future contains this one).
             Lookup::Miss(miss) => {
-                let miss =
-                    self.serve_miss(miss, request, rule, primary, &conditions, client, record);
+                let miss = self.serve_miss(miss, &head, rule, primary, &conditions, client, record);
                 Box::pin(miss).await
             }
         }
@@ -113,17 +116,16 @@ impl Proxy {
     async fn serve_miss(
         self: &Arc<Self>,
         miss: Miss,
-        request: Request<Incoming>,
+        head: &request::Parts,
         rule: usize,
         primary: &str,
         conditions: &Conditions,
         client: &ClientInfo,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
-        let kind = self.rules[rule].kind;
         match miss {
             Miss::Fill { fill, stale } => {
-                let parts = fill_request(request, kind, stale.as_deref());
+                let parts = self.fill_request(head, rule, primary, stale.as_deref());
                 let context = FillContext {
                     rule,
                     primary,
@@ -133,16 +135,24 @@ impl Proxy {
                     .fill(parts, client, &context, fill, stale.as_ref())
                     .await;
                 record.upstream_time = elapsed;
+                let fetched = match varies_on_more(&fetched, head, &context.request) {
+                    Some(keyed) => {
+                        self.finish_in_background(fetched);
+                        let parts = cache_request::build(head, Purpose::Fetch, &keyed);
+                        self.fetch_alone(parts, rule, client, record).await
+                    }
+                    None => fetched,
+                };
                 self.answer(fetched, stale.as_ref(), conditions, record)
             }
             Miss::Wait { waiter, stale } => match waiter.wait().await {
-                Some(Stored::Response(entry)) if entry.matches(request.headers()) => {
+                Some(Stored::Response(entry)) if entry.matches(&head.headers) => {
                     let status = CacheStatus::new(Outcome::Collapsed);
                     Ok(self.serve_stored(&entry, conditions, status, record))
                 }
                 // The fill stored nothing this request can use: it goes upstream itself, at once.
                 _ => {
-                    let parts = fill_request(request, kind, None);
+                    let parts = self.fill_request(head, rule, primary, None);
                     let fetched = self.fetch_alone(parts, rule, client, record).await;
                     self.answer(fetched, stale.as_ref(), conditions, record)
                 }
@@ -153,14 +163,15 @@ impl Proxy {
     /// One request refreshes a stale entry while others keep being served the stale copy (RFC 5861 §3).
     fn refresh_in_background(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        head: &request::Parts,
         rule: usize,
         primary: &str,
         fill: Fill,
         stale: Arc<CachedResponse>,
         client: ClientInfo,
     ) {
-        let parts = fill_request(request, self.rules[rule].kind, Some(&stale));
+        // Built now, from what the key covers: nothing else of the client that triggered it goes along.
+        let parts = self.fill_request(head, rule, primary, Some(&stale));
         let (primary, headers) = (primary.to_owned(), parts.headers.clone());
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
@@ -172,18 +183,21 @@ impl Proxy {
             let (fetched, _) = proxy
                 .fill(parts, &client, &context, fill, Some(&stale))
                 .await;
-            match fetched {
-                Fetched::Failed(err) => {
-                    tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
-                }
-                // Nobody reads this answer: the body is read through so a streaming fill completes.
-                Fetched::Streaming { body, .. } => {
-                    let pause = proxy.live().load().config.server.response_idle_timeout;
-                    drain(body, pause).await;
-                }
-                _ => {}
+            if let Fetched::Failed(err) = &fetched {
+                tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
             }
+            proxy.finish_in_background(fetched);
         });
+    }
+
+    /// A fill whose answer no client reads: a streaming body is read through in a task of its own, so the copy
+    /// it feeds is stored (given up like a body a client reads, after `server.response_idle_timeout` with
+    /// nothing, which releases the key's fill).
+    fn finish_in_background(&self, fetched: Fetched) {
+        if let Fetched::Streaming { body, .. } = fetched {
+            let pause = self.live().load().config.server.response_idle_timeout;
+            tokio::spawn(drain(body, pause));
+        }
     }
 
     /// Phases 3 and 4 for the one request that holds the fill: fetch (revalidating `stale` if there is one),
@@ -333,18 +347,18 @@ impl Proxy {
         }
     }
 
-    /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded as it came, and a
-    /// 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
+    /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded (built like a
+    /// fill, from what the key covers), and a 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
     async fn serve_head(
         &self,
-        request: Request<Incoming>,
+        head: &request::Parts,
         rule: usize,
         primary: &str,
         conditions: &Conditions,
         client: &ClientInfo,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
-        let stored = self.cache.peek(primary, request.headers());
+        let stored = self.cache.peek(primary, &head.headers);
         let now = self.cache.clock().now();
         if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
             return Ok(self.serve_stored(
@@ -354,7 +368,8 @@ impl Proxy {
                 record,
             ));
         }
-        let (parts, _unused_body) = request.into_parts();
+        let keyed = self.cache.keyed_fields(primary);
+        let parts = cache_request::build(head, Purpose::Head, &keyed);
         let request_headers = parts.headers.clone();
         let (answered, elapsed) = self.fetch(parts, client).await;
         record.upstream_time = elapsed;
@@ -400,6 +415,24 @@ impl Proxy {
             }
             Err(_) => self.cache.purge(primary),
         }
+    }
+
+    /// The request a fill sends for `head` (`cache::request`): the whole representation, with the validators
+    /// of `stale` when it revalidates a stored copy. A plain `GET` either way: a stored copy must not be a
+    /// 304 or a range, and Cloudreve has no `HEAD` route for avatars.
+    fn fill_request(
+        &self,
+        head: &request::Parts,
+        rule: usize,
+        primary: &str,
+        stale: Option<&CachedResponse>,
+    ) -> request::Parts {
+        let validators = stale.map(CachedResponse::validators);
+        let purpose = match &validators {
+            Some(validators) => Purpose::Revalidate(self.rules[rule].kind, validators),
+            None => Purpose::Fetch,
+        };
+        cache_request::build(head, purpose, &self.cache.keyed_fields(primary))
     }
 
     /// A response fetched for this client alone, because the fill it waited for stored nothing it can use.
@@ -562,25 +595,6 @@ impl Proxy {
     }
 }
 
-/// The request a fill sends: a plain `GET` for the whole representation (a stored copy must not be a 304 or
-/// a range; Cloudreve has no `HEAD` route for avatars) with the client's other headers, plus the stored
-/// validators when it revalidates.
-fn fill_request(
-    request: Request<Incoming>,
-    kind: RuleKind,
-    stale: Option<&CachedResponse>,
-) -> request::Parts {
-    let (mut parts, _unused_body) = request.into_parts();
-    parts.method = Method::GET;
-    policy::prepare_fill_request(&mut parts.headers);
-    if let Some(stale) = stale {
-        for (name, value) in policy::revalidation_headers(kind, &stale.validators()) {
-            parts.headers.insert(name, value);
-        }
-    }
-    parts
-}
-
 /// A stored response's head with a newer response's header fields merged in (RFC 9111 §3.2). An `ETag` this
 /// cache minted is taken out again, so it is minted anew rather than mistaken for the upstream's validator.
 fn merged(stored: &CachedResponse, newer: &HeaderMap) -> response::Parts {
@@ -604,7 +618,23 @@ fn head_of(parts: &response::Parts) -> response::Parts {
 /// Reads a body to its end, discarding it (bounded by the body itself; a failure just ends it).
 async fn drain(mut body: Body, pause: Duration) {
     use http_body_util::BodyExt;
-    // Given up after `pause` with nothing, like a body a client reads (`server.response_idle_timeout`):
-    // the dropped copy releases the fill, so an upstream that stalls cannot hold the key's fill forever.
     while let Ok(Some(Ok(_))) = tokio::time::timeout(pause, body.frame()).await {}
+}
+
+/// The fields a fill's answer varies on, when it varies on one this client sent and the fill did not carry
+/// (nothing stored said the URL varies on it, so the fill went without it, `cache::request`). That answer
+/// is right for the request the fill made, and stored for it, but not for this client (a CORS answer made
+/// without its `Origin`, say): the client gets an answer of its own, fetched with those fields.
+fn varies_on_more(
+    fetched: &Fetched,
+    client: &request::Parts,
+    sent: &HeaderMap,
+) -> Option<Vec<header::HeaderName>> {
+    let Fetched::Streaming { parts, .. } = fetched else {
+        return None;
+    };
+    let names = vary::names(&parts.headers)?;
+    let missing =
+        |name: &header::HeaderName| client.headers.contains_key(name) && !sent.contains_key(name);
+    names.iter().any(missing).then_some(names)
 }
