@@ -73,7 +73,8 @@ impl Proxy {
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
         // The body of a `GET` or `HEAD` means nothing (RFC 9110 §9.3.1): none of it is sent upstream.
-        let (head, _unused_body) = request.into_parts();
+        let (head, body) = request.into_parts();
+        drop(body);
         let conditions = Conditions::of(&head.method, &head.headers);
         let kind = self.rules[rule].kind;
         if kind == RuleKind::Http && conditions.head {
