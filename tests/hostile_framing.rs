@@ -1,7 +1,7 @@
 //! Request smuggling and framing, and the open-proxy rules, on raw sockets: a request whose length could be
 //! read two ways gets 400, is never forwarded, and ends its connection; a cache hit never leaves a request
 //! body behind to be read as the next request; nothing a client sends makes the proxy contact anything but
-//! the configured upstream.
+//! the configured upstream; a client that half-closes after its request still gets the answer.
 
 mod hostile;
 mod support;
@@ -494,4 +494,62 @@ async fn upstream_switching_protocols_unasked_is_not_tunnelled() {
         let body = String::from_utf8_lossy(&response.body);
         assert!(!body.contains("raw tunnel bytes"), "{body:?}");
     }
+}
+
+// 4. Half-closed clients.
+
+/// A client that sends its whole request and then shuts down its writing side (`nc -N`, some HTTP/1.0
+/// clients) has said all it will say, not gone away: it gets its answer on every path, then the close.
+#[tokio::test]
+async fn half_closed_clients_get_their_answer_on_every_path_then_the_close() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = support::ops::TestAdmin::start(&proxy).await;
+    // A miss fills the cache through hyper; the hit after it is the express lane's.
+    for (case, target, x_cache, express) in [
+        ("miss", AVATAR, Some("MISS"), 0.0),
+        ("express hit", AVATAR, Some("HIT"), 1.0),
+        ("pass-through", "/api/v4/site/ping", None, 1.0),
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        let request = format!("GET {target} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
+        raw.send(request.as_bytes()).await.unwrap();
+        raw.shutdown_write().await;
+        let response = raw.response().await;
+        assert_eq!(response.status, 200, "{case}: {response:?}");
+        assert_eq!(response.header("x-cache"), x_cache, "{case}");
+        assert!(!response.body.is_empty(), "{case}");
+        let rest = raw.closed().await;
+        assert!(
+            rest.is_empty(),
+            "{case}: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(admin.express_answers().await, express, "{case}");
+    }
+    assert_eq!(upstream.count_target(AVATAR), 1, "one fill, one hit");
+    assert_eq!(upstream.count_target("/api/v4/site/ping"), 1);
+}
+
+/// Half-closing is no way to hold a connection: one that closes its side before a whole head (or before any
+/// byte) is closed at once, and nothing of it is forwarded.
+#[tokio::test]
+async fn half_closed_connections_without_a_whole_request_are_closed() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    for (case, bytes) in [
+        ("nothing", &b""[..]),
+        (
+            "half a head",
+            b"GET /api/v4/site/ping HTTP/1.1\r\nHost: x\r\n",
+        ),
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        raw.send(bytes).await.unwrap();
+        raw.shutdown_write().await;
+        let rest = raw.closed().await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains(" 200 "), "{case}: {rest:?}");
+    }
+    assert_eq!(upstream.count(), 0);
 }

@@ -53,6 +53,15 @@ impl Raw {
         self.stream.write_all(bytes).await
     }
 
+    /// Shuts down the writing side (`shutdown(SHUT_WR)`, as `nc -N` and some HTTP/1.0 clients do after their
+    /// request): the server reads end of stream, and can still write.
+    pub async fn shutdown_write(&mut self) {
+        tokio::time::timeout(PATIENCE, self.stream.shutdown())
+            .await
+            .expect("shutdown timed out")
+            .expect("shutdown failed");
+    }
+
     /// Reads one response (a head, then a `Content-Length` body; without one, the body runs to the close).
     pub async fn response(&mut self) -> RawResponse {
         tokio::time::timeout(PATIENCE, self.read_response())
