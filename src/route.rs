@@ -6,11 +6,12 @@
 
 use std::borrow::Cow;
 
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http::{Method, Uri};
 
 use crate::cache::policy::{self, AvatarKey};
 use crate::config::{RuleConfig, RuleKind};
+use crate::host;
 
 /// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
 pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
@@ -176,11 +177,11 @@ fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<
     }
 }
 
-/// The host a request is for: the target's authority (HTTP/2, absolute form), else its `Host`.
+/// The host a request is for, as [`host::effective`] decides it (the target's authority, else its one
+/// `Host`); `None` without one. The request filter refused every request whose host that function refuses
+/// before classification, so none reaches here.
 pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    uri.authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+    host::effective(uri, headers).ok().flatten()
 }
 
 fn classify_avatar(uri: &Uri) -> Route<'_> {
@@ -313,6 +314,7 @@ impl Unescaped {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn route(method: &str, target: &str) -> String {
         route_with(method, target, &[])

@@ -1,6 +1,9 @@
-//! Fixtures for the hostile-input tests: a raw HTTP/1.1 client for bytes no well-behaved client sends, and a
-//! check that a connection was closed. Every wait is bounded by [`PATIENCE`](super::support::PATIENCE).
+//! Fixtures for the hostile-input tests: a raw HTTP/1.1 client for bytes no well-behaved client sends, a raw
+//! HTTP/2 one for header lists no well-behaved client sends (`raw_h2`), and a check that a connection was
+//! closed. Every wait is bounded by [`PATIENCE`](super::support::PATIENCE).
 #![allow(dead_code, missing_docs)]
+
+pub mod raw_h2;
 
 use std::net::SocketAddr;
 use std::time::Duration;
