@@ -165,6 +165,14 @@ pub fn key_for<'a>(
     }
 }
 
+/// Whether the rule that would cache a `GET` of `path_and_query` keys on the host: it then holds one entry
+/// per host asked, which [`key_for`] without a host does not name (the purge API drops them all).
+pub fn keyed_by_host(path_and_query: &str, rules: &[RuleConfig]) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+    rule_for(path, rules)
+        .is_some_and(|(_, rule)| rule.kind == RuleKind::Http && rule.key_includes_host)
+}
+
 fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<'a, str> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     match rule
@@ -444,7 +452,7 @@ mod tests {
         let route = classify(&Method::GET, &uri, &headers, &rules);
         assert_eq!(
             format!("{route:?}"),
-            r#"Http { rule: 1, key: "cloud.example/assets/a.js" }"#
+            r#"Http { rule: 1, key: "cloud.example /assets/a.js" }"#
         );
     }
 
