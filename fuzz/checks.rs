@@ -36,8 +36,8 @@ fn rule_sets() -> &'static [Vec<RuleConfig>; 2] {
 /// `route::classify`: never panics, and every route it gives is the one the rules call for. An avatar key is
 /// exactly the path segment, canonical, and only for `GET`/`HEAD` with a falsy `nocache`; every avatar-path
 /// `GET`/`HEAD` is cached or bypassed; an `http` key is the raw target (after the lower-cased host and a
-/// space when the rule keys on it) under the first matching rule; a client's `no-store` skips every rule; only the two
-/// avatar-changing `PUT`s are `AvatarChange`, and unsafe methods are never cached.
+/// space when the rule keys on it) under the first matching rule; a client's `no-store` skips every rule;
+/// only the two avatar-changing `PUT`s are `AvatarChange`, and unsafe methods are never cached.
 ///
 /// The first byte picks the method (its value mod 5), whether the request says `Cache-Control: no-store`
 /// (0x40) and the rule set (0x80: every rule keyed on `Host`, and a catch-all `http` rule).

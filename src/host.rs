@@ -8,7 +8,8 @@ use http::header::{self, HeaderMap};
 /// Why a request's host was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostError {
-    /// More than one `Host` field line (RFC 9112 §3.2: MUST answer 400; RFC 9113 §8.3.1 for HTTP/2).
+    /// More than one `Host` field line (RFC 9112 §3.2: MUST answer 400; in HTTP/2 too, where `Host` is
+    /// no list either, RFC 9110 §7.2, §5.3).
     Repeated,
     /// A `Host` value that is not a host (see [`valid`]).
     Invalid,

@@ -54,11 +54,11 @@
 //! # Life of a request
 //!
 //! 1. **accept** ([`server`]): TCP within `max_connections`, the PROXY header if enabled, TLS if configured
-//!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing and `Host` checked on the decrypted bytes ([`framing`]), HTTP/1.1
-//!    or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle connections
-//!    closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in progress on
-//!    the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper); everything
-//!    else goes on.
+//!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing and `Host` checked on the decrypted bytes ([`framing`]),
+//!    HTTP/1.1 or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle
+//!    connections closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in
+//!    progress on the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper);
+//!    everything else goes on.
 //! 2. **filter and classify**: an HTTP/2 field list is held to the framing guard's rules
 //!    ([`framing::check_http2`]) and every request's host checked ([`host::effective`]), so nothing after
 //!    sees an invalid one; then [`route::classify`]: the first cache rule whose prefix matches (`Avatar`,

@@ -131,7 +131,8 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<StreamExecutor> {
         .max_buf_size(config.max_request_head_size)
         .max_headers(config.max_headers)
         // A client that shuts down its writing side after a whole request (`nc -N`, some HTTP/1.0 clients)
-        // still reads: its end of stream ends the connection after the answer, not before it (RFC 9112 §9.6).
+        // still reads (TCP's half-close, RFC 9293 §3.6): its end of stream ends the connection after the
+        // answer, not before it.
         .half_close(true)
         .keep_alive(true);
     builder
