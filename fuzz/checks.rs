@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange, Limits};
 use cloudreve_edge::config::{Config, RuleConfig, RuleKind};
 use cloudreve_edge::framing::{self, Scanner};
+use cloudreve_edge::host;
 use cloudreve_edge::invalidate::{self, MAX_CONFIRMATION_SIZE};
 use cloudreve_edge::route::{self, AVATAR_PREFIX, AvatarChange, Bypass, NoCache, Route};
 use http::header::{self, HeaderMap};
@@ -35,9 +36,9 @@ fn rule_sets() -> &'static [Vec<RuleConfig>; 2] {
 
 /// `route::classify`: never panics, and every route it gives is the one the rules call for. An avatar key is
 /// exactly the path segment, canonical, and only for `GET`/`HEAD` with a falsy `nocache`; every avatar-path
-/// `GET`/`HEAD` is cached or bypassed; an `http` key is the raw target (after the lower-cased `Host` when the
-/// rule keys on it) under the first matching rule; a client's `no-store` skips every rule; only the two
-/// avatar-changing `PUT`s are `AvatarChange`, and unsafe methods are never cached.
+/// `GET`/`HEAD` is cached or bypassed; an `http` key is the raw target (after the lower-cased host and a
+/// space when the rule keys on it) under the first matching rule; a client's `no-store` skips every rule;
+/// only the two avatar-changing `PUT`s are `AvatarChange`, and unsafe methods are never cached.
 ///
 /// The first byte picks the method (its value mod 5), whether the request says `Cache-Control: no-store`
 /// (0x40) and the rule set (0x80: every rule keyed on `Host`, and a catch-all `http` rule).
@@ -65,6 +66,11 @@ pub fn route(data: &[u8]) {
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=0, no-store"),
         );
+    }
+    // The request filter refuses what `host::effective` refuses (an authority with userinfo, say) before
+    // classification: such a request never gets a route.
+    if host::effective(&uri, &headers).is_err() {
+        return;
     }
     let path = uri.path();
     let cacheable_method = method == Method::GET || method == Method::HEAD;
@@ -101,7 +107,7 @@ pub fn route(data: &[u8]) {
             let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
             let host = uri.authority().map_or("Cloud.Example", |a| a.as_str());
             let expected = if rule.key_includes_host {
-                format!("{}{target}", host.to_ascii_lowercase())
+                format!("{} {target}", host.to_ascii_lowercase())
             } else {
                 target.to_owned()
             };

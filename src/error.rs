@@ -44,6 +44,12 @@ pub enum ProxyError {
     /// `CONNECT`: this proxy tunnels nothing).
     #[error("the request target cannot be forwarded: {0}")]
     BadRequestTarget(&'static str),
+    /// The request breaks a rule the framing guard holds HTTP/1.1 heads to, seen where the guard cannot see
+    /// it (an HTTP/2 field list, an absolute-form authority): an invalid or repeated host, userinfo, a
+    /// repeated or empty `Content-Length` (RFC 9110 §7.2, RFC 9112 §3.2, RFC 9113 §8.2.2, §8.3.1). Names the
+    /// rule, for the log.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
 }
 
 impl ProxyError {
@@ -56,7 +62,9 @@ impl ProxyError {
             Self::UpstreamConnectTimeout(_)
             | Self::UpstreamHeadTimeout(_)
             | Self::UpstreamBodyTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::BadRequestTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::MalformedRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -72,6 +80,7 @@ impl ProxyError {
                 "Cloudreve closed the connection unexpectedly"
             }
             Self::BadRequestTarget(_) => "Bad request target",
+            Self::MalformedRequest(_) => "Malformed request",
             Self::ClientBody(_) => "Malformed or incomplete request body",
             Self::ClientBodyTimeout(_) => "Request body timed out",
         }
@@ -88,7 +97,10 @@ impl ProxyError {
             Self::UpstreamRequest(_) => Some("closed"),
             Self::UpstreamBody(_) => Some("body"),
             Self::UpstreamBodyTimeout(_) => Some("body_timeout"),
-            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::ClientBodyTimeout(_) => None,
+            Self::BadRequestTarget(_)
+            | Self::ClientBody(_)
+            | Self::ClientBodyTimeout(_)
+            | Self::MalformedRequest(_) => None,
         }
     }
 
@@ -105,7 +117,10 @@ impl ProxyError {
     pub fn is_client_fault(&self) -> bool {
         matches!(
             self,
-            Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::ClientBodyTimeout(_)
+            Self::BadRequestTarget(_)
+                | Self::ClientBody(_)
+                | Self::ClientBodyTimeout(_)
+                | Self::MalformedRequest(_)
         )
     }
 
@@ -202,6 +217,22 @@ mod tests {
         let err = ProxyError::BadRequestTarget("no path");
         assert_eq!(err.status(), StatusCode::BAD_REQUEST);
         assert!(err.is_client_fault());
+    }
+
+    #[tokio::test]
+    async fn malformed_request_maps_to_400_in_the_envelope_and_closes() {
+        let err = ProxyError::MalformedRequest("invalid-host");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(err.is_client_fault());
+        assert_eq!(err.upstream_kind(), None);
+        let response = err.to_response();
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (&json["code"], &json["msg"]),
+            (&400.into(), &"Malformed request".into())
+        );
     }
 
     #[test]

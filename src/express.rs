@@ -5,7 +5,8 @@
 //! nothing in progress on the connection (`framing/shortcut.rs`). It takes only requests whose answer
 //! nothing but the target decides: `GET`, HTTP/1.1, an origin-form target without a query, and header
 //! fields from the list in `harmless` only: no conditionals, ranges, `Cache-Control`, `Authorization`,
-//! `Expect`, `Connection` other than `keep-alive`, or anything unknown. Everything else, and every lookup
+//! `Expect`, `Connection` other than `keep-alive`, or anything unknown (a `Host` that is not a host never gets
+//! here: the guard refuses its head, as it does on the full path). Everything else, and every lookup
 //! that does not find a fresh avatar, goes to hyper and the full path (`proxy`), which answers the same
 //! way, only slower. The bytes are the full path's (`proxy/express.rs`), and so are the metrics and the
 //! access event.

@@ -17,12 +17,15 @@
 //!   ALPN; roots for an `https://` upstream.
 //! - [`framing`]: HTTP/1.1 request framing checked on the raw bytes before hyper (request smuggling), on
 //!   the decrypted stream after any PROXY header; also times and bounds request heads, and offers the plain
-//!   ones to the express lane while hyper is idle (`framing/shortcut.rs`).
+//!   ones to the express lane while hyper is idle (`framing/shortcut.rs`); the same rules, by the same
+//!   table, for HTTP/2 field lists (`check_http2`).
 //! - [`express`]: the express lane: plain HTTP/1.1 `GET`s of fresh avatars, answered by the framing guard
 //!   from the raw head while hyper is idle on the connection, with the full path's bytes (its `proxy`
 //!   side: `proxy/express.rs`).
 //! - [`limits`]: connection slots (`max_connections`), the idle watchdog (`idle_timeout`) and the response
 //!   body pause limit (`response_idle_timeout`).
+//! - [`host`]: what a host is (`Host` values and target authorities alike) and which one a request is for,
+//!   checked once by the framing guard (HTTP/1.1 heads) and the request filter (every protocol).
 //! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
@@ -52,13 +55,15 @@
 //! # Life of a request
 //!
 //! 1. **accept** ([`server`]): TCP within `max_connections`, the PROXY header if enabled, TLS if configured
-//!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing checked on the decrypted bytes ([`framing`]), HTTP/1.1
-//!    or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle connections
-//!    closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in progress on
-//!    the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper); everything
-//!    else goes on.
-//! 2. **classify** ([`route::classify`]): the first cache rule whose prefix matches (`Avatar`, `Http`), a
-//!    bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
+//!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing and `Host` checked on the decrypted bytes ([`framing`]),
+//!    HTTP/1.1 or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle
+//!    connections closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in
+//!    progress on the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper);
+//!    everything else goes on.
+//! 2. **filter and classify**: an HTTP/2 field list is held to the framing guard's rules
+//!    ([`framing::check_http2`]) and every request's host checked ([`host::effective`]), so nothing after
+//!    sees an invalid one; then [`route::classify`]: the first cache rule whose prefix matches (`Avatar`,
+//!    `Http`), a bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
 //! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
 //!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
@@ -89,6 +94,7 @@ pub mod error;
 pub mod express;
 pub mod framing;
 pub mod health;
+pub mod host;
 pub mod invalidate;
 pub mod limits;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //!
 //! - `POST /purge/avatar/{id}` (also `DELETE` or `PURGE`): drop one user's stored avatar.
 //! - `POST /purge/url/{path}` (the same methods): drop what is stored for that path (and query), every
-//!   variant included, under whichever rule caches it.
+//!   variant included, under whichever rule caches it (for every host, when the rule keys on it).
 //! - `POST /purge/prefix/{path prefix}` (the same methods): drop everything stored under a path prefix,
 //!   e.g. `/purge/prefix/assets/` for everything under `/assets/`.
 //! - `POST /purge/all` (the same methods): drop everything.
@@ -84,6 +84,9 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
         Action::PurgeUrl(url) if url.starts_with('/') => match route::key_for(url, None, rules) {
             Some(key) => {
                 cache.purge(&key);
+                if route::keyed_by_host(url, rules) {
+                    cache.purge_target(url);
+                }
                 tracing::info!(url, "purge API: URL dropped");
                 json(StatusCode::OK, &serde_json::json!({ "purged": url }))
             }

@@ -11,6 +11,7 @@ use http::{Method, Uri};
 
 use crate::cache::policy::{self, AvatarKey};
 use crate::config::{RuleConfig, RuleKind};
+use crate::host;
 
 /// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
 pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
@@ -173,6 +174,14 @@ pub fn key_for<'a>(
     }
 }
 
+/// Whether the rule that would cache a `GET` of `path_and_query` keys on the host: it then holds one entry
+/// per host asked, which [`key_for`] without a host does not name (the purge API drops them all).
+pub fn keyed_by_host(path_and_query: &str, rules: &[RuleConfig]) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+    rule_for(path, rules)
+        .is_some_and(|(_, rule)| rule.kind == RuleKind::Http && rule.key_includes_host)
+}
+
 fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<'a, str> {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     match rule
@@ -185,11 +194,11 @@ fn http_key_of<'a>(uri: &'a Uri, headers: &HeaderMap, rule: &RuleConfig) -> Cow<
     }
 }
 
-/// The host a request is for: the target's authority (HTTP/2, absolute form), else its `Host`.
+/// The host a request is for, as [`host::effective`] decides it (the target's authority, else its one
+/// `Host`); `None` without one. The request filter refused every request whose host that function refuses
+/// before classification, so none reaches here.
 pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    uri.authority()
-        .map(|a| a.as_str())
-        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+    host::effective(uri, headers).ok().flatten()
 }
 
 fn classify_avatar(uri: &Uri) -> Route<'_> {
@@ -322,6 +331,7 @@ impl Unescaped {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn route(method: &str, target: &str) -> String {
         route_with(method, target, &[])
@@ -464,7 +474,7 @@ mod tests {
         let route = classify(&Method::GET, &uri, &headers, &rules);
         assert_eq!(
             format!("{route:?}"),
-            r#"Http { rule: 1, key: "cloud.example/assets/a.js" }"#
+            r#"Http { rule: 1, key: "cloud.example /assets/a.js" }"#
         );
     }
 

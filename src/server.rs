@@ -130,6 +130,10 @@ fn connection_builder(config: &ServerConfig) -> auto::Builder<StreamExecutor> {
         // read through the same buffer in pieces, so this does not limit them.
         .max_buf_size(config.max_request_head_size)
         .max_headers(config.max_headers)
+        // A client that shuts down its writing side after a whole request (`nc -N`, some HTTP/1.0 clients)
+        // still reads (TCP's half-close, RFC 9293 §3.6): its end of stream ends the connection after the
+        // answer, not before it.
+        .half_close(true)
         .keep_alive(true);
     builder
         .http2()

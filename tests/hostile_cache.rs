@@ -2,11 +2,13 @@
 //! personal never changes what other clients get from the cache. (The plain storability rules are in
 //! `caching.rs`; these are the adversarial cases.)
 
+mod hostile;
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hostile::raw_h2::{H2Outcome, RawH2};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use support::*;
@@ -537,4 +539,43 @@ async fn fills_revalidations_refreshes_and_heads_carry_only_what_the_key_covers(
     for revalidation in &received[2..4] {
         assert_eq!(revalidation.header("if-none-match"), Some("\"v1\""));
     }
+}
+
+/// With `key_includes_host` the key holds the host and the target apart, and a `Host` is a host: one that
+/// would run into the target (`a/assets` + `/assets/x` spells what `a` + `/assets/assets/x` does) is refused
+/// over HTTP/1.1 and HTTP/2 alike, and never fills the entry another host's clients get.
+#[tokio::test]
+async fn a_host_that_runs_into_the_target_is_refused_and_never_poisons_another_hosts_entry() {
+    let upstream = FakeCloudreve::start(|request: Request<Incoming>| async move {
+        let host = request.headers().get("host").cloned();
+        Response::builder()
+            .header("cache-control", "public, max-age=600")
+            .body(full(format!("for {host:?}")))
+            .unwrap()
+    })
+    .await;
+    let mut config = test_config(&upstream.url());
+    config.cache.rules[1].key_includes_host = true;
+    let proxy = TestProxy::start_with(config).await;
+
+    let attack = get_with(&proxy.url("/assets/x"), &[("host", "a/assets")]).await;
+    assert_eq!(attack.status, 400, "{}", attack.cache_status());
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut h2 = RawH2::start(stream).await;
+    let fields = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/assets/x"),
+        ("host", "a/assets"),
+    ];
+    assert!(
+        matches!(h2.request(&fields, b"").await, H2Outcome::Response(400, _)),
+        "over HTTP/2"
+    );
+    assert_eq!(upstream.count(), 0, "the attack reached nothing");
+
+    let victim = get_with(&proxy.url("/assets/assets/x"), &[("host", "a")]).await;
+    assert_eq!(victim.x_cache(), "MISS");
+    assert_eq!(victim.body, r#"for Some("a")"#);
+    assert_eq!(proxy.proxy.cache().usage().0, 1, "the victim's entry only");
 }

@@ -1,7 +1,7 @@
 //! Request smuggling and framing, and the open-proxy rules, on raw sockets: a request whose length could be
 //! read two ways gets 400, is never forwarded, and ends its connection; a cache hit never leaves a request
 //! body behind to be read as the next request; nothing a client sends makes the proxy contact anything but
-//! the configured upstream.
+//! the configured upstream; a client that half-closes after its request still gets the answer.
 
 mod hostile;
 mod support;
@@ -494,4 +494,176 @@ async fn upstream_switching_protocols_unasked_is_not_tunnelled() {
         let body = String::from_utf8_lossy(&response.body);
         assert!(!body.contains("raw tunnel bytes"), "{body:?}");
     }
+}
+
+// 4. Half-closed clients.
+
+/// A client that sends its whole request and then shuts down its writing side (`nc -N`, some HTTP/1.0
+/// clients) has said all it will say, not gone away: it gets its answer on every path, then the close.
+#[tokio::test]
+async fn half_closed_clients_get_their_answer_on_every_path_then_the_close() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = support::ops::TestAdmin::start(&proxy).await;
+    // A miss fills the cache through hyper; the hit after it is the express lane's.
+    for (case, target, x_cache, express) in [
+        ("miss", AVATAR, Some("MISS"), 0.0),
+        ("express hit", AVATAR, Some("HIT"), 1.0),
+        ("pass-through", "/api/v4/site/ping", None, 1.0),
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        let request = format!("GET {target} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
+        raw.send(request.as_bytes()).await.unwrap();
+        raw.shutdown_write().await;
+        let response = raw.response().await;
+        assert_eq!(response.status, 200, "{case}: {response:?}");
+        assert_eq!(response.header("x-cache"), x_cache, "{case}");
+        assert!(!response.body.is_empty(), "{case}");
+        let rest = raw.closed().await;
+        assert!(
+            rest.is_empty(),
+            "{case}: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        assert_eq!(admin.express_answers().await, express, "{case}");
+    }
+    assert_eq!(upstream.count_target(AVATAR), 1, "one fill, one hit");
+    assert_eq!(upstream.count_target("/api/v4/site/ping"), 1);
+}
+
+/// Half-closing is no way to hold a connection: one that closes its side before a whole request (before any
+/// byte, inside a head, inside a body) is closed at once, well before `idle_timeout` (30 s, past `PATIENCE`)
+/// would, and Cloudreve never gets a complete request from it.
+#[tokio::test]
+async fn half_closed_connections_without_a_whole_request_are_closed() {
+    let upstream = Reader::start().await;
+    let proxy = TestProxy::start(&upstream.upstream.url()).await;
+    for (case, bytes) in [
+        ("nothing", &b""[..]),
+        (
+            "half a head",
+            b"GET /api/v4/site/ping HTTP/1.1\r\nHost: x\r\n",
+        ),
+        (
+            "half a body",
+            b"POST /api/v4/site/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf",
+        ),
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        raw.send(bytes).await.unwrap();
+        raw.shutdown_write().await;
+        let rest = raw.closed().await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains(" 200 "), "{case}: {rest:?}");
+    }
+    let bodies = upstream.bodies();
+    assert!(
+        bodies.iter().all(|(_, body)| body == "<broken>"),
+        "{bodies:?}"
+    );
+}
+
+// 5. Host (RFC 9110 §7.2, RFC 9112 §3.2): one `uri-host [":" port]`, no userinfo, on every path.
+
+/// Host values refused: not `uri-host [":" port]` as the proxy reads it (README, "Hostile input").
+const INVALID_HOSTS: &[&str] = &[
+    "a/b",
+    "a?b",
+    "a#b",
+    "user@a",
+    "user:secret@a",
+    "a b",
+    "a\tb",
+    "a,b",
+    "a;b",
+    "%61.example",
+    "caf\u{e9}.example",
+    "a:",
+    "a:8x",
+    "a:65536",
+    "a:1:2",
+    ":80",
+    "::1",
+    "[::1",
+    "[::1]x",
+    "[zz::1]",
+    "[v1.x]",
+    "[fe80::1%25eth0]",
+];
+
+#[tokio::test]
+async fn invalid_host_values_get_400_are_never_forwarded_and_close_the_connection() {
+    let upstream = Reader::start().await;
+    let proxy = TestProxy::start(&upstream.upstream.url()).await;
+    for host in INVALID_HOSTS {
+        let request = format!("GET /api/v4/site/ping HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_refused_and_closed(&proxy, request.as_bytes(), host).await;
+    }
+    assert_eq!(upstream.upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn valid_host_values_reach_the_upstream_as_sent() {
+    let upstream = Reader::start().await;
+    let proxy = TestProxy::start(&upstream.upstream.url()).await;
+    for host in [
+        "cloud.example",
+        "Cloud.Example:8080",
+        "127.0.0.1:5212",
+        "[::1]:8080",
+        "[2001:db8::1]",
+        "a_b-c~d.example",
+        "localhost:0",
+        // RFC 9110 §7.2: a client sends an empty Host when the target has no authority.
+        "",
+    ] {
+        let request = format!("GET /api/v4/site/ping HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let (response, _) = exchange(proxy.addr, request.as_bytes()).await;
+        assert_eq!(response.status, 200, "{host:?}");
+        let hosts: Vec<_> = upstream
+            .upstream
+            .last()
+            .headers
+            .get_all("host")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(hosts, [host], "{host:?}");
+    }
+}
+
+#[tokio::test]
+async fn absolute_form_with_userinfo_or_a_bad_authority_gets_400_and_is_never_forwarded() {
+    let upstream = Reader::start().await;
+    let proxy = TestProxy::start(&upstream.upstream.url()).await;
+    for authority in [
+        "user:secret@cloud.example",
+        "user@cloud.example",
+        "cloud.example:",
+    ] {
+        let request = format!(
+            "GET http://{authority}/api/v4/site/ping HTTP/1.1\r\nHost: cloud.example\r\n\r\n"
+        );
+        assert_refused_and_closed(&proxy, request.as_bytes(), authority).await;
+    }
+    assert_eq!(upstream.upstream.count(), 0);
+}
+
+/// The express lane answers avatar hits from the raw head; a head with an invalid Host is refused there
+/// exactly as on the full path, never answered from the cache.
+#[tokio::test]
+async fn an_invalid_host_is_refused_on_the_express_lane_as_on_the_full_path() {
+    let upstream = Reader::start().await;
+    let proxy = TestProxy::start(&upstream.upstream.url()).await;
+    warm(&proxy).await;
+    let express = format!("GET {AVATAR} HTTP/1.1\r\nHost: a/b\r\n\r\n");
+    let full = format!("GET {AVATAR} HTTP/1.1\r\nHost: a/b\r\nX-Full-Path: 1\r\n\r\n");
+    let (express, mut first) = exchange(proxy.addr, express.as_bytes()).await;
+    let (full, mut second) = exchange(proxy.addr, full.as_bytes()).await;
+    assert_eq!((express.status, full.status), (400, 400));
+    assert_eq!(express.head, full.head);
+    assert_eq!(express.body, full.body);
+    assert!(first.closed().await.is_empty());
+    assert!(second.closed().await.is_empty());
+    assert_eq!(upstream.upstream.count(), 1, "only the warming fill");
 }

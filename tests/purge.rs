@@ -344,3 +344,50 @@ async fn outcomes_of(proxy: &TestProxy, targets: &[&str]) -> Vec<String> {
     }
     outcomes
 }
+
+/// `X-Cache` of a GET of `target` with `Host: host`.
+async fn outcome_for(proxy: &TestProxy, host: &str, target: &str) -> String {
+    let request = Request::get(proxy.url(target)).header("host", host);
+    let reply = send(&client(), request.body(empty()).unwrap()).await;
+    reply.x_cache().to_owned()
+}
+
+#[tokio::test]
+async fn under_a_rule_keyed_by_host_purges_drop_the_target_for_every_host() {
+    let upstream =
+        FakeCloudreve::start(|request| async move { cloudreve_with_assets(&request) }).await;
+    let mut config = test_config(&upstream.url());
+    config.cache.rules[1].key_includes_host = true;
+    let proxy = TestProxy::start_with(config).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let stored = [
+        ("a.example", "/assets/a.js"),
+        ("b.example:8080", "/assets/a.js"),
+        ("a.example", "/assets/b.css"),
+    ];
+    for (host, target) in stored {
+        assert_eq!(outcome_for(&proxy, host, target).await, "MISS");
+        assert_eq!(outcome_for(&proxy, host, target).await, "HIT");
+    }
+    let by_url = admin_call("POST", &admin.url("/purge/url/assets/a.js"), None).await;
+    assert_eq!(by_url.status, 200);
+    let mut after_url = Vec::new();
+    for (host, target) in stored {
+        after_url.push(outcome_for(&proxy, host, target).await);
+    }
+    assert_eq!(
+        after_url,
+        ["MISS", "MISS", "HIT"],
+        "both hosts' a.js, not b.css"
+    );
+    let by_prefix = admin_call("POST", &admin.url("/purge/prefix/assets/b"), None).await;
+    assert_eq!(by_prefix.status, 200);
+    assert_eq!(
+        outcome_for(&proxy, "a.example", "/assets/b.css").await,
+        "MISS"
+    );
+    assert_eq!(
+        outcome_for(&proxy, "a.example", "/assets/a.js").await,
+        "HIT"
+    );
+}

@@ -195,6 +195,15 @@ impl Cache {
         self.store.remove(primary);
     }
 
+    /// Drops what is stored for the request target `target` under every host (a rule that keys on the host
+    /// holds one entry per host), every variant included.
+    pub fn purge_target(&self, target: &str) {
+        let target = target.to_owned();
+        self.store.remove_if(move |key| {
+            policy::key_target(vary::primary_of(key)) == Some(target.as_str())
+        });
+    }
+
     /// Drops every entry whose path starts with `path_prefix` (raw, as requested).
     pub fn purge_prefix(&self, path_prefix: &str) {
         let path_prefix = path_prefix.to_owned();

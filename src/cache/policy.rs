@@ -47,9 +47,9 @@ impl<'a> AvatarKey<'a> {
 }
 
 /// The cache key of a response under an `http` rule: the raw path and query, byte for byte, never decoded
-/// (RFC 9111 §4.1 "the target URI"), preceded by the lower-cased `Host` when the rule keys on it. The method
-/// class is always `GET` (only `GET` fills the cache; `HEAD` is answered from the stored `GET`), so it is
-/// not spelled out.
+/// (RFC 9111 §4.1 "the target URI"); when the rule keys on the host, the lower-cased host, a space, then
+/// that target. The method class is always `GET` (only `GET` fills the cache; `HEAD` is answered from the
+/// stored `GET`), so it is not spelled out.
 ///
 /// # Security invariant
 ///
@@ -58,6 +58,11 @@ impl<'a> AvatarKey<'a> {
 ///   are different keys, and the upstream is always asked for exactly the bytes keyed.
 /// - Without `key_includes_host`, the rule asserts that the upstream serves one site for every `Host`; with
 ///   it, every host has its own entries.
+/// - The host and the target cannot run into each other: the host is one `crate::host::valid` accepts (the
+///   request filter refused any other), which holds no space and no `/`, and a request target holds no space
+///   (the request line ends it at one, RFC 9112 §3; `http::Uri` refuses one in an HTTP/2 `:path`). So the
+///   first space of a key ends its host, and two (host, target) pairs share a key only when both parts are
+///   equal; a key without host starts with the target's `/`, one with a host never does.
 /// - Every http key contains a `/` (the path's first byte); an avatar key never does, so the two kinds can
 ///   never name each other's entries. Variant keys extend a primary key after a newline, which no target and
 ///   no header value contains.
@@ -66,15 +71,25 @@ impl<'a> AvatarKey<'a> {
 pub fn http_key<'a>(path_and_query: &'a str, host: Option<&str>) -> Cow<'a, str> {
     match host {
         None => Cow::Borrowed(path_and_query),
-        Some(host) => Cow::Owned(format!("{}{path_and_query}", host.to_ascii_lowercase())),
+        Some(host) => Cow::Owned(format!("{} {path_and_query}", host.to_ascii_lowercase())),
     }
 }
 
+/// The request target an http key names, read back as [`http_key`] wrote it: the key itself when it starts
+/// with `/`, else what follows the host and its space. `None` for an avatar key. A variant key's target
+/// runs on into its variant part (see `vary::primary_of` for the primary key alone).
+pub fn key_target(key: &str) -> Option<&str> {
+    if key.starts_with('/') {
+        return Some(key);
+    }
+    key.split_once(' ').map(|(_, target)| target)
+}
+
 /// Whether a stored key's path starts with `prefix` (for purge by prefix). An avatar key stands for
-/// `/api/v4/user/avatar/{id}`; an http key's path starts at its first `/`, after an optional host.
+/// `/api/v4/user/avatar/{id}`; an http key's path is its target ([`key_target`]).
 pub fn key_path_starts_with(key: &str, prefix: &str) -> bool {
-    match key.find('/') {
-        Some(start) => key[start..].starts_with(prefix),
+    match key_target(key) {
+        Some(target) => target.starts_with(prefix),
         None => {
             let avatar = crate::route::AVATAR_PREFIX;
             match prefix.strip_prefix(avatar) {
@@ -1299,7 +1314,7 @@ mod tests {
     #[test]
     fn keys_of_the_two_kinds_never_meet() {
         assert_eq!(http_key("/assets/a.js?v=1", None), "/assets/a.js?v=1");
-        assert_eq!(http_key("/a", Some("Cloud.Example")), "cloud.example/a");
+        assert_eq!(http_key("/a", Some("Cloud.Example")), "cloud.example /a");
         assert!(http_key("/a", Some("h")).contains('/'));
         assert!(
             !AvatarKey::from_path_segment("lpua")
@@ -1310,9 +1325,52 @@ mod tests {
     }
 
     #[test]
+    fn host_and_target_never_run_into_each_other() {
+        // Before the space, `a/assets` + `/assets/x` and `a` + `/assets/assets/x` were one key.
+        assert_ne!(
+            http_key("/assets/x", Some("a/assets")),
+            http_key("/assets/assets/x", Some("a"))
+        );
+        // Over valid hosts (with ports, IPv6, empty) and targets, a key is equal only for equal parts, and
+        // gives its target back.
+        let hosts = [
+            None,
+            Some(""),
+            Some("a"),
+            Some("a:80"),
+            Some("[::1]:80"),
+            Some("a.b"),
+        ];
+        let targets = ["/", "/b", "/a/b", "/:80/b", "/b?a b=%20", "/é"];
+        for (host, target) in hosts
+            .iter()
+            .flat_map(|h| targets.iter().map(move |t| (h, t)))
+        {
+            let key = http_key(target, *host);
+            assert_eq!(key_target(&key), Some(*target), "{key:?}");
+            for (other_host, other_target) in hosts
+                .iter()
+                .flat_map(|h| targets.iter().map(move |t| (h, t)))
+            {
+                let same = (host, target) == (other_host, other_target);
+                assert_eq!(key == http_key(other_target, *other_host), same, "{key:?}");
+            }
+        }
+        // What the invariant rests on: a host has no space, and neither has a target.
+        assert!(!crate::host::valid(b"a b"));
+        assert!(http::uri::PathAndQuery::try_from("/a b").is_err());
+        assert_eq!(key_target("lpua"), None);
+    }
+
+    #[test]
     fn prefixes_match_key_paths() {
         assert!(key_path_starts_with("/assets/a.js", "/assets/"));
-        assert!(key_path_starts_with("host.example/assets/a.js", "/assets/"));
+        assert!(key_path_starts_with(
+            "host.example /assets/a.js",
+            "/assets/"
+        ));
+        assert!(key_path_starts_with(" /assets/a.js", "/assets/"));
+        assert!(!key_path_starts_with("assets.example /f/x", "/assets/"));
         assert!(!key_path_starts_with("/f/x", "/assets/"));
         assert!(key_path_starts_with("lpua", "/api/v4/user/avatar/"));
         assert!(key_path_starts_with("lpua", "/api/v4/user/avatar/lp"));

@@ -85,7 +85,7 @@ impl<IO> FramingGuard<IO> {
             tracing::info!(
                 client = %self.peer,
                 reason = violation.as_str(),
-                "request refused: ambiguous HTTP/1.1 framing"
+                "request refused by the HTTP/1.1 framing guard"
             );
         }
     }

@@ -13,14 +13,16 @@
 //!   (RFC 9112 §6.3 lets a server reject this; it must close the connection either way);
 //! - `Transfer-Encoding` only as exactly one `chunked` (§6.1: the proxy decodes no other coding, and
 //!   forwarding one it dropped would corrupt the body), and only in HTTP/1.1;
-//! - exactly one `Host` in HTTP/1.1, at most one in HTTP/1.0 (§3.2: MUST answer 400).
+//! - exactly one `Host` in HTTP/1.1, at most one in HTTP/1.0 (§3.2: MUST answer 400), and that one a host
+//!   (`host::valid`: RFC 9110 §7.2 `uri-host [":" port]`, strictly).
 //!
 //! A head that fails is never given to hyper: in its place hyper gets a line it answers with `400` (or a head
 //! it answers with `431` when the head is too large), then end of stream, so the connection closes after
 //! that answer (§9.6: its state is unknown). The body framing of accepted heads is followed (length or
 //! chunks, §7.1) so the next head is found where hyper will look for it; a chunked body that breaks the
 //! grammar makes the read fail, which aborts the request and closes the connection. An HTTP/2 preface
-//! turns the guard off: HTTP/2 frames every message itself.
+//! turns the guard off: HTTP/2 frames every message itself, and the request filter holds its field lists to
+//! the same rules with the same code ([`check_http2`]).
 //!
 //! Because it sees each head whole before hyper, the guard is also where the express lane (`express.rs`)
 //! answers a [`Scanner::plain_head`] request beside hyper, through a [`Shortcut`], when hyper has nothing in
@@ -33,6 +35,11 @@ mod shortcut;
 pub use guard::{FramingGuard, HeadLimits};
 pub use scanner::Scanner;
 pub use shortcut::{Answer, Shortcut};
+
+use http::Uri;
+use http::header::{self, HeaderMap};
+
+use crate::host;
 
 /// What hyper is given in place of a rejected head: not a request line (a NUL is not a token), so it answers
 /// `400 Bad Request` and closes.
@@ -62,6 +69,10 @@ pub enum Violation {
     TransferEncoding,
     /// No `Host` in HTTP/1.1, or more than one (RFC 9112 §3.2).
     Host,
+    /// A `Host` value that is not a host (RFC 9110 §7.2; see `host::valid`).
+    InvalidHost,
+    /// An HTTP/2 `host` field that differs from `:authority` (RFC 9113 §8.3.1).
+    HostMismatch,
     /// An HTTP/2 preface after an HTTP/1.1 request.
     LatePreface,
     /// The head is larger than `server.max_request_head_size`.
@@ -83,6 +94,8 @@ impl Violation {
             Self::LengthAndTransferEncoding => "content-length-with-transfer-encoding",
             Self::TransferEncoding => "transfer-encoding",
             Self::Host => "host",
+            Self::InvalidHost => "invalid-host",
+            Self::HostMismatch => "host-mismatch",
             Self::LatePreface => "late-http2-preface",
             Self::HeadTooLarge => "head-too-large",
             Self::Chunk => "chunk",
@@ -109,12 +122,52 @@ pub fn check_head(head: &[u8]) -> Result<Framing, Violation> {
     if request_line == H2_PREFACE_LINE {
         return Ok(Framing::Http2);
     }
-    let http11 = request_line.ends_with(b" HTTP/1.1");
+    let protocol = if request_line.ends_with(b" HTTP/1.1") {
+        Protocol::Http11
+    } else {
+        Protocol::Http10
+    };
     let mut fields = FieldCounts::default();
     for line in lines.take_while(|line| !line.is_empty()) {
         fields.add(line)?;
     }
-    fields.framing(http11)
+    fields.framing(protocol)
+}
+
+/// The guard's rules for the field list of an HTTP/2 request, as hyper hands it over, by the same table
+/// (`FieldCounts`) with HTTP/2's differences (RFC 9113 §8.2.2, §8.3.1): `Transfer-Encoding` is malformed
+/// in any form (h2 refuses it first, like the other connection-specific fields), `Host` may be absent
+/// (`:authority` names the host), and a `host` that differs from `:authority` is malformed. h2 itself
+/// refuses a `Content-Length` that is not a number, or two that differ; a repeated equal one, an empty one,
+/// two `host` fields and an invalid host are refused here.
+pub fn check_http2(uri: &Uri, headers: &HeaderMap) -> Result<(), Violation> {
+    let mut fields = FieldCounts::default();
+    for (name, value) in headers {
+        fields.field(name.as_str().as_bytes(), value.as_bytes())?;
+    }
+    fields.framing(Protocol::Http2)?;
+    match (uri.authority(), headers.get(header::HOST)) {
+        (Some(authority), Some(host))
+            if !authority
+                .as_str()
+                .as_bytes()
+                .eq_ignore_ascii_case(host.as_bytes()) =>
+        {
+            Err(Violation::HostMismatch)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whose framing rules a request's fields are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP/1.0 (and anything but HTTP/1.1 on a request line): `Host` optional, no chunked coding.
+    Http10,
+    /// HTTP/1.1: exactly one `Host`; chunked is the one transfer coding.
+    Http11,
+    /// HTTP/2: `Host` optional, no `Transfer-Encoding` at all.
+    Http2,
 }
 
 /// The lines of `head` split at each LF, a CR before it dropped; after the last LF, the rest. Found with
@@ -147,6 +200,7 @@ struct FieldCounts {
 }
 
 impl FieldCounts {
+    /// One HTTP/1.1 field line; the whitespace around its value is not part of it (RFC 9112 §5.1).
     fn add(&mut self, line: &[u8]) -> Result<(), Violation> {
         if line.starts_with(b" ") || line.starts_with(b"\t") {
             return Err(Violation::ObsFold);
@@ -156,6 +210,11 @@ impl FieldCounts {
         if name.is_empty() || name.ends_with(b" ") || name.ends_with(b"\t") {
             return Err(Violation::MalformedField);
         }
+        self.field(name, value)
+    }
+
+    /// One field, by name and value, whatever the protocol carried it.
+    fn field(&mut self, name: &[u8], value: &[u8]) -> Result<(), Violation> {
         // The length first: most names are none of the three.
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
@@ -168,13 +227,19 @@ impl FieldCounts {
                     return Err(Violation::TransferEncoding);
                 }
             }
-            4 if name.eq_ignore_ascii_case(b"host") => self.hosts += 1,
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.hosts += 1;
+                if !host::valid(value) {
+                    return Err(Violation::InvalidHost);
+                }
+            }
             _ => {}
         }
         Ok(())
     }
 
-    fn framing(&self, http11: bool) -> Result<Framing, Violation> {
+    fn framing(&self, protocol: Protocol) -> Result<Framing, Violation> {
+        let http11 = protocol == Protocol::Http11;
         if self.hosts > 1 || (http11 && self.hosts == 0) {
             return Err(Violation::Host);
         }
@@ -184,6 +249,7 @@ impl FieldCounts {
         match (self.content_length, self.transfer_encodings) {
             (Some(_), 1..) => Err(Violation::LengthAndTransferEncoding),
             (_, 2..) => Err(Violation::TransferEncoding),
+            // Chunked is HTTP/1.1's alone (RFC 9112 §6.1, RFC 9113 §8.2.2).
             (None, 1) if !http11 => Err(Violation::TransferEncoding),
             (None, 1) => Ok(Framing::Chunked),
             (length, _) => Ok(Framing::Length(length.unwrap_or(0))),
@@ -202,6 +268,73 @@ fn decimal(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_field_must_hold_a_host() {
+        let head = |version: &str, host: &str| {
+            check_head(format!("GET / HTTP/{version}\r\nHost:{host}\r\n\r\n").as_bytes())
+        };
+        assert_eq!(head("1.1", " a/b"), Err(Violation::InvalidHost));
+        assert_eq!(head("1.0", " a b"), Err(Violation::InvalidHost));
+        assert_eq!(head("1.1", " user@a"), Err(Violation::InvalidHost));
+        // The whitespace around a value is not part of it (RFC 9112 §5.1).
+        assert_eq!(
+            head("1.1", "\t cloud.example:8080 "),
+            Ok(Framing::Length(0))
+        );
+        assert_eq!(head("1.1", ""), Ok(Framing::Length(0)));
+    }
+
+    fn h2(authority: Option<&str>, fields: &[(&str, &str)]) -> Result<(), Violation> {
+        let uri: Uri = match authority {
+            Some(authority) => format!("http://{authority}/x").parse().unwrap(),
+            None => "/x".parse().unwrap(),
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        check_http2(&uri, &headers)
+    }
+
+    #[test]
+    fn http2_field_lists_follow_the_guards_table() {
+        assert_eq!(h2(Some("a.example"), &[]), Ok(()));
+        assert_eq!(h2(None, &[]), Ok(()), "no host at all is HTTP/1.0's case");
+        assert_eq!(h2(None, &[("host", "a.example")]), Ok(()));
+        assert_eq!(h2(Some("a.example"), &[("host", "A.Example")]), Ok(()));
+        assert_eq!(h2(Some("a"), &[("content-length", "5")]), Ok(()));
+        for (fields, violation) in [
+            (&[("host", "a"), ("host", "a")][..], Violation::Host),
+            (&[("host", "a/b")], Violation::InvalidHost),
+            (
+                &[("content-length", "1"), ("content-length", "1")],
+                Violation::DuplicateContentLength,
+            ),
+            (&[("content-length", "")], Violation::InvalidContentLength),
+            (
+                &[("content-length", "1, 1")],
+                Violation::InvalidContentLength,
+            ),
+            (
+                &[("transfer-encoding", "chunked")],
+                Violation::TransferEncoding,
+            ),
+            (
+                &[("content-length", "1"), ("transfer-encoding", "chunked")],
+                Violation::LengthAndTransferEncoding,
+            ),
+        ] {
+            assert_eq!(h2(None, fields), Err(violation), "{fields:?}");
+        }
+        assert_eq!(
+            h2(Some("a.example"), &[("host", "b.example")]),
+            Err(Violation::HostMismatch)
+        );
+    }
 
     #[test]
     fn lines_split_at_each_lf_and_drop_one_cr_before_it() {

@@ -1,7 +1,9 @@
 //! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`] and
 //! `Proxy::route`; each phase is a short function, here or in the two files beside this one.
 //!
-//! 1. request filter (`route`): classify the request (`route.rs`) and take its path.
+//! 1. request filter (`route`): refuse what no path may see (`check_request`: an HTTP/2 field list the
+//!    framing guard's rules refuse, an invalid host on any protocol), classify the request (`route.rs`) and
+//!    take its path.
 //! 2. cache lookup (`avatar.rs`): a fresh avatar is answered from memory, a stale one within
 //!    `stale-while-revalidate` too (refreshed in the background); otherwise one request per key fills it.
 //! 3. forward upstream: everything else streams through (`forward`); a fill asks for the whole avatar, with
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header;
-use http::{Request, Response, response};
+use http::{Request, Response, Version, response};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, LoggedBody};
@@ -35,7 +37,9 @@ use crate::cache::status::Outcome;
 use crate::cache::{Cache, CacheStatus, Clock};
 use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
+use crate::framing;
 use crate::health::Health;
+use crate::host;
 use crate::metrics::Metrics;
 use crate::reload::Live;
 use crate::route::{self, Bypass, Route};
@@ -156,6 +160,7 @@ impl Proxy {
         client: &ClientInfo,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
+        check_request(&request)?;
         // The route borrows the target; a Uri clone shares its bytes.
         let uri = request.uri().clone();
         match route::classify(request.method(), &uri, request.headers(), &self.rules) {
@@ -284,6 +289,20 @@ impl Proxy {
             self.metrics.upstream_error(kind);
         }
     }
+}
+
+/// Phase 1, first: what no path may see. An HTTP/2 field list is held to the rules the framing guard holds
+/// HTTP/1.1 heads to (the guard sees no HTTP/2), and every request's host is checked ([`host::effective`]),
+/// so the cache key, invalidation and the upstream `Host` only ever read a valid one. A few comparisons,
+/// no allocation.
+fn check_request<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    if request.version() == Version::HTTP_2 {
+        framing::check_http2(request.uri(), request.headers())
+            .map_err(|violation| ProxyError::MalformedRequest(violation.as_str()))?;
+    }
+    host::effective(request.uri(), request.headers())
+        .map_err(|err| ProxyError::MalformedRequest(err.as_str()))?;
+    Ok(())
 }
 
 /// Phase 6: every avatar response says what the cache did.

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+use crate::host;
 use crate::tls;
 use crate::upload::{ClientBodyError, UploadBody};
 
@@ -135,7 +136,7 @@ impl Upstream {
         client: &ClientInfo,
     ) -> Result<(), ProxyError> {
         let received = parts.version;
-        set_host(parts, &self.authority);
+        set_host(parts, &self.authority)?;
         parts.uri = Self::upstream_uri(&parts.uri)?;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
@@ -193,20 +194,22 @@ pub fn prepare_response(parts: &mut response::Parts) {
         .append(header::VIA, via_value(Version::HTTP_11));
 }
 
-/// `Host` as the client meant it: the request target's authority when it has one (absolute-form,
-/// HTTP/2 `:authority`; RFC 9112 §3.2.3), else the client's `Host`, else the upstream's own.
-fn set_host(parts: &mut request::Parts, upstream: &Authority) {
-    let from_target = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    if let Some(host) = from_target {
-        parts.headers.insert(header::HOST, host);
-    } else if !parts.headers.contains_key(header::HOST) {
-        let host =
-            HeaderValue::from_str(upstream.as_str()).expect("an authority is a valid header value");
-        parts.headers.insert(header::HOST, host);
-    }
+/// `Host` as the client meant it, exactly one line: the host [`host::effective`] decides (the request
+/// target's authority when it has one: absolute form, HTTP/2 `:authority`, RFC 9112 §3.2.3; else the
+/// client's one `Host`), else the upstream's own. A request whose host that function refuses is never
+/// sent (the request filter refused it already; this holds every request the proxy builds to it too).
+fn set_host(parts: &mut request::Parts, upstream: &Authority) -> Result<(), ProxyError> {
+    let host = host::effective(&parts.uri, &parts.headers)
+        .map_err(|err| ProxyError::MalformedRequest(err.as_str()))?;
+    let value = match host {
+        // The client's one line is that host already: nothing to copy.
+        Some(_) if parts.uri.authority().is_none() => return Ok(()),
+        Some(host) => HeaderValue::from_str(host),
+        None => HeaderValue::from_str(upstream.as_str()),
+    };
+    let value = value.expect("a valid host and an authority are valid header values");
+    parts.headers.insert(header::HOST, value);
+    Ok(())
 }
 
 /// Headers that a `Connection` option may not remove: without them the message cannot be routed or framed.
@@ -498,6 +501,31 @@ mod tests {
         assert_eq!(parts.headers["host"], "cloud.example");
         assert_eq!(parts.headers["via"], "2 cloudreve-edge");
         assert_eq!(parts.version, Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn host_goes_upstream_as_one_validated_line_or_not_at_all() {
+        let parts = prepared(
+            Request::get("http://cloud.example/x")
+                .version(Version::HTTP_2)
+                .header("host", "cloud.example")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(parts.headers.get_all("host").iter().count(), 1);
+        for request in [
+            Request::get("/x")
+                .header("host", "a.example")
+                .header("host", "b.example"),
+            Request::get("/x").header("host", "a/b"),
+            Request::get("http://user:secret@cloud.example/x"),
+        ] {
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            let err = upstream()
+                .prepare_request(&mut parts, &client())
+                .unwrap_err();
+            assert_eq!(err.status(), http::StatusCode::BAD_REQUEST, "{parts:?}");
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,9 @@
-//! Fixtures for the hostile-input tests: a raw HTTP/1.1 client for bytes no well-behaved client sends, and a
-//! check that a connection was closed. Every wait is bounded by [`PATIENCE`](super::support::PATIENCE).
+//! Fixtures for the hostile-input tests: a raw HTTP/1.1 client for bytes no well-behaved client sends, a raw
+//! HTTP/2 one for header lists no well-behaved client sends (`raw_h2`), and a check that a connection was
+//! closed. Every wait is bounded by [`PATIENCE`](super::support::PATIENCE).
 #![allow(dead_code, missing_docs)]
+
+pub mod raw_h2;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,6 +54,15 @@ impl Raw {
     /// Writes bytes; the server may already have closed, so a failure is returned, not a panic.
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await
+    }
+
+    /// Shuts down the writing side (`shutdown(SHUT_WR)`, as `nc -N` and some HTTP/1.0 clients do after their
+    /// request): the server reads end of stream, and can still write.
+    pub async fn shutdown_write(&mut self) {
+        tokio::time::timeout(PATIENCE, self.stream.shutdown())
+            .await
+            .expect("shutdown timed out")
+            .expect("shutdown failed");
     }
 
     /// Reads one response (a head, then a `Content-Length` body; without one, the body runs to the close).
