@@ -1,0 +1,237 @@
+//! What one client can hold (RFC 9113 §10.5): a response it takes nothing of is aborted after
+//! `server.send_timeout` and its upstream connection freed (HTTP/1.1, HTTP/2 with a zero stream window, TLS,
+//! the express lane), and the upstream connections all clients together hold are capped
+//! (`upstream.max_connections`).
+
+mod support;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use support::ops::{TempDir, TestAdmin, TestCa};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const LONG: Duration = Duration::from_secs(60);
+const SEND: Duration = Duration::from_secs(1);
+const DOWNLOAD: &str = "/api/v4/file/content/big";
+
+/// A response body the fake upstream streams without end, 64 KiB a frame as fast as it is taken; counts
+/// itself in `aborted` when hyper drops it, which for a body without end means its connection was dropped.
+struct Endless(Arc<AtomicUsize>);
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &[b'x'; 64 * 1024],
+        )))))
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A fake Cloudreve answering every request with an [`Endless`] download, and the count of those aborted.
+async fn endless_upstream() -> (FakeCloudreve, Arc<AtomicUsize>) {
+    let aborted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&aborted);
+    let upstream = FakeCloudreve::start(move |_| {
+        let body = Endless(Arc::clone(&counter)).boxed();
+        async move {
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .unwrap()
+        }
+    })
+    .await;
+    (upstream, aborted)
+}
+
+/// The test configuration with `send_timeout` short and every other client timeout long, so only the
+/// send timeout can close a connection within the test.
+fn send_config(upstream: &str) -> cloudreve_edge::Config {
+    let mut config = test_config(upstream);
+    config.server.send_timeout = SEND;
+    config.server.idle_timeout = LONG;
+    config.server.header_read_timeout = LONG;
+    config
+}
+
+/// A client connection with a small receive buffer, so the proxy's writes block soon after it stops reading.
+async fn tight_client(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .unwrap()
+}
+
+/// Reads (bounded by [`PATIENCE`]) until the proxy closes: whatever it had sent comes first, then the end
+/// (or a reset).
+async fn assert_closed(mut stream: TcpStream) {
+    let mut sink = vec![0u8; 64 * 1024];
+    let drained = async { while stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
+    tokio::time::timeout(PATIENCE, drained)
+        .await
+        .expect("the connection was left open");
+}
+
+/// Scrapes `/metrics` until the public listener has no connection open, within [`PATIENCE`]; for a client
+/// that must not read, so cannot see the close itself.
+async fn no_connection_open(admin: &TestAdmin) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = admin.scrape().await;
+        if metrics.value("cloudreve_edge_open_connections", &[]) == 0.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still open: {}", metrics.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn http1_client_that_never_reads_is_cut_after_send_timeout_and_the_upstream_freed() {
+    let (upstream, aborted) = endless_upstream().await;
+    let proxy = TestProxy::start_with(send_config(&upstream.url())).await;
+    let mut client = tight_client(proxy.addr).await;
+    let since = Instant::now();
+    let head = format!("GET {DOWNLOAD} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    // The client reads nothing: the proxy fills the socket, its buffer, and stops taking from the upstream.
+    eventually("the upstream response aborted", || {
+        aborted.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(since.elapsed() >= SEND, "cut before send_timeout");
+    assert_closed(client).await;
+    assert_eq!(upstream.count(), 1);
+}
+
+/// Opens `streams` requests for the endless download on an HTTP/2 connection whose stream window is 0 (the
+/// proxy may send no byte of any body) and goes quiet; returns when the proxy closed the connection.
+async fn zero_window_streams<IO>(io: IO, url: &str, streams: usize)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = tokio::time::timeout(PATIENCE, client.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        client = tokio::time::timeout(PATIENCE, client.ready())
+            .await
+            .unwrap()
+            .unwrap();
+        let request = Request::get(url).body(()).unwrap();
+        open.push(client.send_request(request, true).unwrap());
+    }
+    // Kept open (not reset) and never read from: the streams wait on this client alone.
+    let _ = tokio::time::timeout(PATIENCE, connection)
+        .await
+        .expect("the proxy kept the connection open");
+    drop(open);
+}
+
+#[tokio::test]
+async fn http2_streams_with_a_zero_window_free_their_upstream_connections_after_send_timeout() {
+    const STREAMS: usize = 8;
+    let (upstream, aborted) = endless_upstream().await;
+    let proxy = TestProxy::start_with(send_config(&upstream.url())).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let since = Instant::now();
+    zero_window_streams(stream, &proxy.url(DOWNLOAD), STREAMS).await;
+    assert!(since.elapsed() >= SEND, "closed before send_timeout");
+    eventually("every upstream response aborted", || {
+        aborted.load(Ordering::SeqCst) == STREAMS
+    })
+    .await;
+    assert_eq!(upstream.count(), STREAMS);
+    no_connection_open(&admin).await;
+}
+
+#[tokio::test]
+async fn http2_over_tls_with_a_zero_window_is_closed_after_send_timeout() {
+    const STREAMS: usize = 4;
+    let (upstream, aborted) = endless_upstream().await;
+    let ca = TestCa::new("send-timeout CA");
+    let dir = TempDir::new("send-timeout");
+    let leaf = ca.leaf("edge");
+    let mut config = send_config(&upstream.url());
+    let cert = dir.write("cert.pem", &leaf.cert_pem);
+    let key = dir.write("key.pem", &leaf.key_pem);
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    config.tls = cloudreve_edge::Config::from_toml(&tls).unwrap().tls;
+    let proxy = TestProxy::start_with(config).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio::time::timeout(PATIENCE, ca.connector(&[b"h2"]).connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("https://localhost:{}{DOWNLOAD}", proxy.addr.port());
+    zero_window_streams(stream, &url, STREAMS).await;
+    eventually("every upstream response aborted", || {
+        aborted.load(Ordering::SeqCst) == STREAMS
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_large_express_answer_the_client_never_reads_is_cut_after_send_timeout() {
+    // 16 MiB: more than the kernel buffers on both ends of a loopback connection take.
+    const SIZE: usize = 16 << 20;
+    let upstream =
+        FakeCloudreve::image(Bytes::from(vec![b'p'; SIZE]), "public, max-age=86400").await;
+    let mut config = send_config(&upstream.url());
+    config.cache.avatar_limits_mut().max_object_size = SIZE;
+    let proxy = TestProxy::start_with(config).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let path = "/api/v4/user/avatar/imgbig";
+    assert_eq!(get(&proxy.url(path)).await.body.len(), SIZE, "stored");
+    let mut client = tight_client(proxy.addr).await;
+    let since = Instant::now();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    // Not read until the proxy has let go of it: the metrics show when.
+    no_connection_open(&admin).await;
+    assert!(since.elapsed() >= SEND, "cut before send_timeout");
+    assert_eq!(
+        admin.express_answers().await,
+        1.0,
+        "the express lane took it"
+    );
+    assert_closed(client).await;
+    assert_eq!(upstream.count(), 1);
+}
