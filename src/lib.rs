@@ -28,8 +28,8 @@
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
 //!   `observe` file the invalidation signals.
-//! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`), header
-//!   rewriting, timeouts.
+//! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
+//!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an

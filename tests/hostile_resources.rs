@@ -235,3 +235,116 @@ async fn a_large_express_answer_the_client_never_reads_is_cut_after_send_timeout
     assert_closed(client).await;
     assert_eq!(upstream.count(), 1);
 }
+
+// upstream.max_connections
+
+const HELD: &str = "/api/v4/file/held";
+
+/// A fake Cloudreve that holds every request to [`HELD`] until `gate` gives it a permit, and answers the
+/// rest at once.
+async fn gated_upstream(gate: &Arc<tokio::sync::Semaphore>) -> FakeCloudreve {
+    let gate = Arc::clone(gate);
+    FakeCloudreve::start(move |request| {
+        let gate = Arc::clone(&gate);
+        async move {
+            if request.uri().path() == HELD {
+                gate.acquire().await.unwrap().forget();
+            }
+            json_response(r#"{"code":0,"data":"ok","msg":""}"#)
+        }
+    })
+    .await
+}
+
+/// The test configuration with at most `max` upstream connections, and `wait` as the connect timeout (the
+/// time a request waits for one to free).
+fn capped_config(upstream: &str, max: usize, wait: Duration) -> cloudreve_edge::Config {
+    let mut config = test_config(upstream);
+    config.upstream.max_connections = max;
+    config.upstream.connect_timeout = wait;
+    config
+}
+
+/// Starts a `GET` of `path` on its own connection, its whole reply read in a task.
+fn spawn_get(proxy: &TestProxy, path: &str) -> tokio::task::JoinHandle<Reply> {
+    let url = proxy.url(path);
+    tokio::spawn(async move { get(&url).await })
+}
+
+/// Scrapes `/metrics` until `cloudreve_edge_upstream_in_flight` is `n`, within [`PATIENCE`].
+async fn upstream_in_flight(admin: &TestAdmin, n: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = admin.scrape().await;
+        if metrics.value("cloudreve_edge_upstream_in_flight", &[]) == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "in flight: {}", metrics.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_upstream_max_connections_waits_then_gets_503_in_cloudreves_envelope() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = gated_upstream(&gate).await;
+    let wait = Duration::from_millis(500);
+    let proxy = TestProxy::start_with(capped_config(&upstream.url(), 2, wait)).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let held = [spawn_get(&proxy, HELD), spawn_get(&proxy, HELD)];
+    eventually("both held requests reach the upstream", || {
+        upstream.count() == 2
+    })
+    .await;
+    let since = Instant::now();
+    let refused = get(&proxy.url("/api/v4/site/ping")).await;
+    assert!(since.elapsed() >= wait, "refused without waiting");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.json()["code"], 503);
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    assert_eq!(upstream.count(), 2, "no third upstream connection");
+    let metrics = admin.scrape().await;
+    let labels = [("kind", "saturated")];
+    assert_eq!(
+        metrics.value("cloudreve_edge_upstream_errors_total", &labels),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    gate.add_permits(2);
+    for held in held {
+        let reply = tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+        assert_eq!(reply.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_request_past_upstream_max_connections_gets_a_connection_that_frees_in_time() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream = gated_upstream(&gate).await;
+    let proxy = TestProxy::start_with(capped_config(&upstream.url(), 2, PATIENCE / 2)).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let held = [spawn_get(&proxy, HELD), spawn_get(&proxy, HELD)];
+    eventually("both held requests reach the upstream", || {
+        upstream.count() == 2
+    })
+    .await;
+    let waiting = spawn_get(&proxy, "/api/v4/site/ping");
+    upstream_in_flight(&admin, 3.0).await;
+    // Absence takes time to show: the third stays inside the proxy while both connections are busy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upstream.count(), 2, "a third connection was opened");
+    // One held request finishes; its connection, kept for reuse, takes the waiting one.
+    gate.add_permits(1);
+    let reply = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(upstream.count(), 3);
+    gate.add_permits(1);
+    for held in held {
+        let reply = tokio::time::timeout(PATIENCE, held).await.unwrap().unwrap();
+        assert_eq!(reply.status, 200);
+    }
+}
