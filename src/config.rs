@@ -32,8 +32,10 @@ pub const DEFAULT_WORKER_THREADS: usize = 0;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a whole request head (HTTP/1.1), from its first byte.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent streams allowed on one HTTP/2 client connection.
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Concurrent streams allowed on one HTTP/2 client connection: nginx's `http2_max_concurrent_streams`. Each
+/// stream may hold an upstream connection while it lasts, so this is what one client connection can ask of
+/// `upstream.max_connections` (RFC 9113 §10.5).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// A client connection with no request in progress is closed after this long (keep-alive, HTTP/2, or a
 /// connection that never sends a request).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -781,6 +783,7 @@ mod tests {
     #[test]
     fn resource_limits_default_as_documented() {
         let config = Config::default();
+        assert_eq!(config.server.h2_max_concurrent_streams, 100);
         assert_eq!(config.server.send_timeout, Duration::from_secs(60));
         assert_eq!(config.upstream.max_connections, 1024);
     }

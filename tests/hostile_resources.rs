@@ -348,3 +348,30 @@ async fn a_request_past_upstream_max_connections_gets_a_connection_that_frees_in
         assert_eq!(reply.status, 200);
     }
 }
+
+// server.h2_max_concurrent_streams
+
+#[tokio::test]
+async fn http2_settings_allow_100_concurrent_streams_by_default() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = tokio::time::timeout(PATIENCE, client.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    // One exchange, so the proxy's SETTINGS have arrived and been applied.
+    let request = Request::get(proxy.url("/api/v4/site/ping"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // RFC 9113 §6.5.2 SETTINGS_MAX_CONCURRENT_STREAMS, as nginx's http2_max_concurrent_streams.
+    assert_eq!(client.current_max_send_streams(), 100);
+}
