@@ -127,6 +127,30 @@ async fn http1_client_that_never_reads_is_cut_after_send_timeout_and_the_upstrea
     assert_eq!(upstream.count(), 1);
 }
 
+#[tokio::test]
+async fn a_whole_response_the_client_never_reads_leaves_the_connection_idle() {
+    // Handed whole to the socket, a response is over for the proxy: the connection is idle, not stalled,
+    // and closes after idle_timeout however long send_timeout is.
+    let upstream = FakeCloudreve::start(|_| async {
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(full(vec![b'x'; 64 * 1024]))
+            .unwrap()
+    })
+    .await;
+    let mut config = send_config(&upstream.url());
+    config.server.send_timeout = LONG;
+    config.server.idle_timeout = Duration::from_millis(300);
+    let proxy = TestProxy::start_with(config).await;
+    let admin = TestAdmin::start(&proxy).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!("GET {DOWNLOAD} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    eventually("the upstream answered", || upstream.count() == 1).await;
+    no_connection_open(&admin).await;
+    assert_closed(client).await;
+}
+
 /// Opens `streams` requests for the endless download on an HTTP/2 connection whose stream window is 0 (the
 /// proxy may send no byte of any body) and goes quiet; returns when the proxy closed the connection.
 async fn zero_window_streams<IO>(io: IO, url: &str, streams: usize)
