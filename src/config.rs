@@ -32,14 +32,25 @@ pub const DEFAULT_WORKER_THREADS: usize = 0;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a whole request head (HTTP/1.1), from its first byte.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent streams allowed on one HTTP/2 client connection.
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Concurrent streams allowed on one HTTP/2 client connection: nginx's `http2_max_concurrent_streams`. Each
+/// stream may hold an upstream connection while it lasts, so this is what one client connection can ask of
+/// `upstream.max_connections` (RFC 9113 §10.5).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// A client connection with no request in progress is closed after this long (keep-alive, HTTP/2, or a
 /// connection that never sends a request).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A response body with nothing from the upstream for this long is aborted. Above Cloudreve's 30 s
 /// server-sent-event keep-alive, so event streams are never cut.
 pub const DEFAULT_RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A response the client takes nothing of for this long is aborted and its connection closed: nginx's
+/// `send_timeout`.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The shortest `server.send_timeout`: the watchdog looks four times per timeout on every connection, and a
+/// client on a slow network pauses for longer than a fraction of a second.
+pub const MIN_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `server.send_timeout`: longer lets a client that reads nothing hold an upstream connection
+/// for longer than anything else in the proxy waits.
+pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Largest request head (request line and header fields) accepted; larger ones get 431.
 pub const DEFAULT_MAX_REQUEST_HEAD_SIZE: ByteSize = ByteSize::kib(64);
 /// Most header fields accepted in one request head; more get 431.
@@ -60,6 +71,13 @@ pub const DEFAULT_REQUEST_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// At most this many idle keep-alive connections to the upstream are kept.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// Connections to the upstream open at once (one descriptor each); a request that needs one more waits up to
+/// `upstream.connect_timeout`, then gets 503. Far above what one Cloudreve serves at once, far below the
+/// descriptors a default `server.max_connections` leaves under a 65536 limit.
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 1024;
+/// The most `upstream.max_connections` (and `server.max_connections`) can usefully be: Linux's `fs.nr_open`
+/// default, the most descriptors any one process may hold.
+pub const MAX_DESCRIPTORS: usize = 1 << 20;
 
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone)]
@@ -99,6 +117,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A response body with nothing from the upstream for this long is aborted.
     pub response_idle_timeout: Duration,
+    /// A response the client takes nothing of for this long closes its connection.
+    pub send_timeout: Duration,
     /// Largest request head in bytes (HTTP/1.1 head; HTTP/2 header list).
     pub max_request_head_size: usize,
     /// Most header fields in one HTTP/1.1 request head.
@@ -128,6 +148,8 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// Most connections kept for reuse (idle, or finishing a response body).
     pub pool_max_idle: usize,
+    /// Most connections open at once.
+    pub max_connections: usize,
 }
 
 /// `[log]`
@@ -218,6 +240,8 @@ struct RawServer {
     idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     response_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    send_timeout: Duration,
     max_request_head_size: ByteSize,
     max_headers: usize,
     max_connections: usize,
@@ -236,6 +260,7 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             response_idle_timeout: DEFAULT_RESPONSE_IDLE_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             max_request_head_size: DEFAULT_MAX_REQUEST_HEAD_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -257,6 +282,7 @@ struct RawUpstream {
     #[serde(with = "humantime_serde")]
     pool_idle_timeout: Duration,
     pool_max_idle: usize,
+    max_connections: usize,
     ca_file: String,
 }
 
@@ -269,6 +295,7 @@ impl Default for RawUpstream {
             request_body_idle_timeout: DEFAULT_REQUEST_BODY_IDLE_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+            max_connections: DEFAULT_UPSTREAM_MAX_CONNECTIONS,
             ca_file: String::new(),
         }
     }
@@ -375,12 +402,13 @@ impl RawServer {
         non_zero("server.header_read_timeout", self.header_read_timeout)?;
         non_zero("server.idle_timeout", self.idle_timeout)?;
         non_zero("server.response_idle_timeout", self.response_idle_timeout)?;
+        send_timeout(self.send_timeout)?;
         at_least_one(
             "server.h2_max_concurrent_streams",
             self.h2_max_concurrent_streams as usize,
         )?;
         at_least_one("server.max_headers", self.max_headers)?;
-        at_least_one("server.max_connections", self.max_connections)?;
+        descriptors("server.max_connections", self.max_connections)?;
         let max_request_head_size = request_head_size(self.max_request_head_size)?;
         Ok(ServerConfig {
             listen: parse_listen(&self.listen)?,
@@ -392,6 +420,7 @@ impl RawServer {
             trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)?,
             idle_timeout: self.idle_timeout,
             response_idle_timeout: self.response_idle_timeout,
+            send_timeout: self.send_timeout,
             max_request_head_size,
             max_headers: self.max_headers,
             max_connections: self.max_connections,
@@ -411,6 +440,7 @@ impl RawUpstream {
             "upstream.request_body_idle_timeout",
             self.request_body_idle_timeout,
         )?;
+        descriptors("upstream.max_connections", self.max_connections)?;
         let (scheme, authority) = parse_upstream_url(&self.url)?;
         let tls = ops::upstream_roots(scheme == Scheme::HTTPS, &self.ca_file)?;
         Ok(UpstreamConfig {
@@ -422,6 +452,7 @@ impl RawUpstream {
             request_body_idle_timeout: self.request_body_idle_timeout,
             pool_idle_timeout: self.pool_idle_timeout,
             pool_max_idle: self.pool_max_idle,
+            max_connections: self.max_connections,
         })
     }
 }
@@ -464,6 +495,29 @@ fn at_least_one(key: &'static str, value: usize) -> Result<(), ConfigError> {
         return Err(invalid(key, "must be at least 1"));
     }
     Ok(())
+}
+
+/// A count of connections, each a file descriptor: at least one, at most what a process can hold.
+fn descriptors(key: &'static str, value: usize) -> Result<(), ConfigError> {
+    at_least_one(key, value)?;
+    if value > MAX_DESCRIPTORS {
+        return Err(invalid(
+            key,
+            format!("{value} is more than a process can open ({MAX_DESCRIPTORS} descriptors)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `server.send_timeout` within [`MIN_SEND_TIMEOUT`] and [`MAX_SEND_TIMEOUT`].
+fn send_timeout(value: Duration) -> Result<(), ConfigError> {
+    if (MIN_SEND_TIMEOUT..=MAX_SEND_TIMEOUT).contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        "server.send_timeout",
+        format!("{value:?} is outside 1s to 1h"),
+    ))
 }
 
 /// hyper bounds an HTTP/1.1 head by its read buffer, which cannot be smaller than 8 KiB; HTTP/2 takes the
@@ -734,6 +788,44 @@ mod tests {
             let err = Config::from_toml(&format!("[server]\n{line}\n")).unwrap_err();
             assert_eq!(key_of(err), key, "{line}");
         }
+    }
+
+    #[test]
+    fn resource_limits_default_as_documented() {
+        let config = Config::default();
+        assert_eq!(config.server.h2_max_concurrent_streams, 100);
+        assert_eq!(config.server.send_timeout, Duration::from_secs(60));
+        assert_eq!(config.upstream.max_connections, 1024);
+    }
+
+    #[test]
+    fn zero_or_absurd_resource_limits_are_rejected() {
+        for (key, text) in [
+            ("server.send_timeout", "[server]\nsend_timeout = \"0s\""),
+            ("server.send_timeout", "[server]\nsend_timeout = \"500ms\""),
+            ("server.send_timeout", "[server]\nsend_timeout = \"2h\""),
+            (
+                "upstream.max_connections",
+                "[upstream]\nmax_connections = 0",
+            ),
+            (
+                "upstream.max_connections",
+                "[upstream]\nmax_connections = 1048577",
+            ),
+            (
+                "server.max_connections",
+                "[server]\nmax_connections = 1048577",
+            ),
+        ] {
+            let err = Config::from_toml(&format!("{text}\n")).unwrap_err();
+            assert_eq!(key_of(err), key, "{text}");
+        }
+        let config = Config::from_toml(
+            "[server]\nsend_timeout = \"1s\"\n[upstream]\nmax_connections = 1048576\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.send_timeout, Duration::from_secs(1));
+        assert_eq!(config.upstream.max_connections, 1 << 20);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum ProxyError {
     /// The TCP connection to the upstream did not open in time.
     #[error("timed out connecting to the upstream")]
     UpstreamConnectTimeout(#[source] BoxError),
+    /// `upstream.max_connections` connections to the upstream were open and none freed within this long.
+    #[error("no upstream connection free within {0:?} (upstream.max_connections)")]
+    UpstreamSaturated(Duration),
     /// The upstream did not send a response head in time.
     #[error("the upstream sent no response head within {0:?}")]
     UpstreamHeadTimeout(Duration),
@@ -62,6 +65,8 @@ impl ProxyError {
             Self::UpstreamConnectTimeout(_)
             | Self::UpstreamHeadTimeout(_)
             | Self::UpstreamBodyTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            // RFC 9110 §15.6.4: a temporary overload; the proxy, not Cloudreve, is out of connections.
+            Self::UpstreamSaturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequestTarget(_) | Self::ClientBody(_) | Self::MalformedRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -79,6 +84,7 @@ impl ProxyError {
             Self::UpstreamRequest(_) | Self::UpstreamBody(_) => {
                 "Cloudreve closed the connection unexpectedly"
             }
+            Self::UpstreamSaturated(_) => "Too many requests to Cloudreve at once; try again",
             Self::BadRequestTarget(_) => "Bad request target",
             Self::MalformedRequest(_) => "Malformed request",
             Self::ClientBody(_) => "Malformed or incomplete request body",
@@ -97,6 +103,7 @@ impl ProxyError {
             Self::UpstreamRequest(_) => Some("closed"),
             Self::UpstreamBody(_) => Some("body"),
             Self::UpstreamBodyTimeout(_) => Some("body_timeout"),
+            Self::UpstreamSaturated(_) => Some("saturated"),
             Self::BadRequestTarget(_)
             | Self::ClientBody(_)
             | Self::ClientBodyTimeout(_)
@@ -209,6 +216,32 @@ mod tests {
         assert_eq!(
             ProxyError::ClientBodyTimeout(io_error()).upstream_kind(),
             None
+        );
+    }
+
+    #[test]
+    fn no_upstream_connection_free_maps_to_503_counted_as_saturated() {
+        let err = ProxyError::UpstreamSaturated(Duration::from_secs(5));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.upstream_kind(), Some("saturated"));
+        assert!(!err.is_client_fault());
+        assert!(
+            !err.is_upstream_unreachable(),
+            "Cloudreve answers; the proxy is busy"
+        );
+    }
+
+    #[tokio::test]
+    async fn saturated_body_is_cloudreve_envelope_with_503() {
+        let response = ProxyError::UpstreamSaturated(Duration::from_secs(5)).to_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["code"], 503);
+        assert_eq!(
+            json["msg"],
+            "Too many requests to Cloudreve at once; try again"
         );
     }
 

@@ -22,16 +22,17 @@
 //! - [`express`]: the express lane: plain HTTP/1.1 `GET`s of fresh avatars, answered by the framing guard
 //!   from the raw head while hyper is idle on the connection, with the full path's bytes (its `proxy`
 //!   side: `proxy/express.rs`).
-//! - [`limits`]: connection slots (`max_connections`), the idle watchdog (`idle_timeout`) and the response
-//!   body pause limit (`response_idle_timeout`).
+//! - [`limits`]: connection slots (`max_connections`), the connection watchdog (`limits/watchdog.rs`:
+//!   `idle_timeout`, and `send_timeout` for a response the client takes nothing of) and the response body
+//!   pause limit (`response_idle_timeout`).
 //! - [`host`]: what a host is (`Host` values and target authorities alike) and which one a request is for,
 //!   checked once by the framing guard (HTTP/1.1 heads) and the request filter (every protocol).
 //! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
 //!   `observe` file the invalidation signals.
-//! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`), header
-//!   rewriting, timeouts.
+//! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
+//!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
@@ -82,7 +83,8 @@
 //!    answer to an unsafe method drops what it names (RFC 9111 §4.4).
 //! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on responses a rule matched, one access
 //!    event, request metrics; a response body Cloudreve stops feeding for `server.response_idle_timeout` is
-//!    aborted ([`limits`]).
+//!    aborted, and a connection whose client takes nothing of a response for `server.send_timeout` is
+//!    closed ([`limits`]).
 
 pub mod access_log;
 pub mod admin;

@@ -137,7 +137,8 @@ pub fn apply(live: &Live, mut new: Config) -> Reloaded {
     );
     // The connection slots are one semaphore sized at start, and the head limits are hyper's (its connection
     // builder is built once); the framing guard reads the same values so the two always agree. The
-    // per-connection timeouts (`header_read_timeout`, `idle_timeout`, `response_idle_timeout`) are read
+    // per-connection timeouts (`header_read_timeout`, `idle_timeout`, `response_idle_timeout`,
+    // `send_timeout`) are read
     // when a connection is accepted: a reload applies to the connections accepted after it.
     keep(
         &mut restart,

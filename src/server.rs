@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::express::Express;
 use crate::framing::{FramingGuard, HeadLimits, Shortcut};
-use crate::limits::{Activity, ConnectionSlots, Tracked};
+use crate::limits::{Activity, Closing, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
 use crate::tls;
@@ -175,6 +175,8 @@ struct ConnectionLimits {
     head: HeadLimits,
     /// A response body with nothing from its source for this long is aborted.
     response_idle_timeout: Duration,
+    /// A response the client takes nothing of for this long closes the connection (`server.send_timeout`).
+    send_timeout: Duration,
     /// Fresh avatar hits are answered beside hyper.
     express_lane: bool,
 }
@@ -192,13 +194,18 @@ impl Connections {
                 read_timeout: server.header_read_timeout,
             },
             response_idle_timeout: server.response_idle_timeout,
+            send_timeout: server.send_timeout,
             express_lane: server.express_lane,
         }
     }
 }
 
 /// One task per connection, holding its `slot` until it ends; ended early when the server closes (`closed`
-/// sees its sender dropped) or when the connection has had no request in progress for `idle_timeout`.
+/// sees its sender dropped), when the connection has had no request in progress for `idle_timeout`, or when
+/// one of its responses has waited on the client for `send_timeout`. Ending it drops the connection with
+/// its response bodies, and so their upstream connections, which close rather than wait on this client.
+/// It is the whole connection, as nginx's `send_timeout` does for HTTP/1.1 and HTTP/2: a client that left
+/// one response unread for that long is not reading.
 fn spawn_connection(
     connections: &Arc<Connections>,
     stream: TcpStream,
@@ -218,7 +225,13 @@ fn spawn_connection(
             () = connections.serve(stream, peer, watcher, limits, activity.clone()) => {}
             // Nothing is ever sent: this completes when the server drops the sender.
             _ = closed.changed() => tracing::debug!(client = %peer, "connection closed by the server"),
-            () = activity.idle_for(limits.idle_timeout) => tracing::debug!(client = %peer, "idle connection closed"),
+            closing = activity.watch(limits.idle_timeout, limits.send_timeout) => match closing {
+                Closing::Idle => tracing::debug!(client = %peer, "idle connection closed"),
+                Closing::ClientStalled => tracing::debug!(
+                    client = %peer,
+                    "connection closed: the client took nothing of a response for server.send_timeout"
+                ),
+            },
         }
         drop(slot);
     });

@@ -1,11 +1,13 @@
 //! The checked-in deployment files agree with the code: the Grafana dashboard only queries metrics the proxy
-//! exports, and the systemd unit gives the drain its time.
+//! exports, and the systemd unit gives the drain its time and the default limits their descriptors.
 
 use std::collections::BTreeSet;
 
 use cloudreve_edge::access_log::AccessRecord;
 use cloudreve_edge::cache::status::Outcome;
-use cloudreve_edge::config::DEFAULT_DRAIN_TIMEOUT;
+use cloudreve_edge::config::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UPSTREAM_MAX_CONNECTIONS,
+};
 use cloudreve_edge::metrics::{CacheUsage, Metrics};
 use http::{Method, StatusCode, Uri, Version};
 
@@ -118,4 +120,22 @@ fn systemd_unit_waits_longer_than_the_drain_and_reloads_with_sighup() {
     let stop: u64 = stop.trim_end_matches('s').parse().unwrap();
     assert!(stop > DEFAULT_DRAIN_TIMEOUT.as_secs(), "{stop}");
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+}
+
+#[test]
+fn systemd_unit_gives_the_default_limits_their_descriptors() {
+    // README, "Sizing": client connections, upstream connections, and a margin for the rest.
+    const MARGIN: usize = 64;
+    let unit = deploy_file("cloudreve-edge.service");
+    let limit: usize = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE")
+        .parse()
+        .unwrap();
+    let needed = DEFAULT_MAX_CONNECTIONS + DEFAULT_UPSTREAM_MAX_CONNECTIONS + MARGIN;
+    assert!(
+        limit >= needed,
+        "LimitNOFILE={limit}, the defaults need {needed}"
+    );
 }

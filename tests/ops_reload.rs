@@ -104,6 +104,8 @@ async fn reload_applies_connection_timeouts_to_new_connections_and_keeps_the_lim
     changed.server.idle_timeout = Duration::from_millis(200);
     changed.server.header_read_timeout = Duration::from_secs(1);
     changed.server.response_idle_timeout = Duration::from_secs(1);
+    changed.server.send_timeout = Duration::from_secs(2);
+    changed.upstream.max_connections = 3;
     changed.server.max_connections = 7;
     changed.server.max_request_head_size = 16 * 1024;
     changed.server.max_headers = 10;
@@ -123,6 +125,11 @@ async fn reload_applies_connection_timeouts_to_new_connections_and_keeps_the_lim
         Duration::from_millis(200)
     );
     assert_eq!(running.config.server.max_connections, 10_000);
+    assert_eq!(running.config.server.send_timeout, Duration::from_secs(2));
+    assert_eq!(
+        running.config.upstream.max_connections, 3,
+        "the new upstream pool has its own cap"
+    );
 
     // A connection accepted after the reload gets the new idle timeout; the one before keeps its own.
     let mut after = Raw::connect(proxy.addr).await;

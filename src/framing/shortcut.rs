@@ -5,13 +5,13 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
 use super::Scanner;
-use crate::limits::Activity;
+use crate::limits::{Activity, RequestGuard};
 
 /// Answers some requests itself, from the raw head, in place of hyper (the express lane, `express.rs`).
 ///
@@ -58,6 +58,10 @@ pub(super) struct Express {
     activity: Activity,
     /// The answer being written, and how much of it is out.
     writing: Option<(Answer, usize)>,
+    /// While the answer under way waits on a client that does not take it (the socket is full), it counts
+    /// as a request in progress whose response waits on the client, timed by `server.send_timeout` as
+    /// hyper's are. Most answers go out in one write and never need one.
+    blocked: Option<RequestGuard>,
     /// hyper has written since it last flushed: a response of its may still be on its way.
     pub(super) hyper_unflushed: bool,
 }
@@ -69,6 +73,7 @@ impl Express {
             shortcut,
             activity,
             writing: None,
+            blocked: None,
             hyper_unflushed: false,
         }
     }
@@ -111,20 +116,44 @@ impl Express {
                 None => (&[][..], &answer.body[*written - answer.head.len()..]),
             };
             let slices = [IoSlice::new(head), IoSlice::new(body)];
-            match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)) {
+            let Poll::Ready(result) = Pin::new(&mut *io).poll_write_vectored(cx, &slices) else {
+                return self.client_turn();
+            };
+            match result {
                 Ok(0) => return Poll::Ready(Err(self.abandon(io::ErrorKind::WriteZero.into()))),
-                Ok(n) => *written += n,
+                Ok(n) => {
+                    *written += n;
+                    // The client took some: its wait, if any, starts again.
+                    if let Some(blocked) = &mut self.blocked {
+                        blocked.client_turn();
+                    }
+                }
                 Err(err) => return Poll::Ready(Err(self.abandon(err))),
             }
         }
         // As hyper does after its writes: a stream that buffers (TLS may) sends what it holds.
-        if let Err(err) = ready!(Pin::new(io).poll_flush(cx)) {
+        let Poll::Ready(flushed) = Pin::new(io).poll_flush(cx) else {
+            return self.client_turn();
+        };
+        if let Err(err) = flushed {
             return Poll::Ready(Err(self.abandon(err)));
         }
         if let Some((answer, written)) = self.writing.take() {
             answer.finish(written);
         }
+        // Out: the connection is idle from now.
+        self.blocked = None;
         Poll::Ready(Ok(()))
+    }
+
+    /// The answer under way waits on the client, which takes no more for now.
+    fn client_turn(&mut self) -> Poll<io::Result<()>> {
+        if self.blocked.is_none() {
+            let mut blocked = self.activity.begin();
+            blocked.client_turn();
+            self.blocked = Some(blocked);
+        }
+        Poll::Pending
     }
 
     /// The client cannot be written to: the answer under way is reported as far as it got.
@@ -132,6 +161,7 @@ impl Express {
         if let Some((answer, written)) = self.writing.take() {
             answer.finish(written);
         }
+        self.blocked = None;
         err
     }
 }

@@ -21,7 +21,7 @@ use crate::upload::{ClientBodyError, UploadBody};
 
 mod pool;
 
-use pool::{Pool, PoolError};
+use pool::{Pool, PoolError, PoolLimits};
 
 /// The pseudonym this proxy gives itself in `Via` (RFC 9110 §7.6.3).
 pub const VIA_NAME: &str = "cloudreve-edge";
@@ -83,12 +83,14 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .expect("scheme and authority were validated with the config");
-        let pool = Pool::new(
-            connector,
-            target,
-            config.pool_idle_timeout,
-            config.pool_max_idle,
-        );
+        let limits = PoolLimits {
+            idle_timeout: config.pool_idle_timeout,
+            max_pooled: config.pool_max_idle,
+            max_open: config.max_connections,
+            // A request at the cap waits as long as it would for a connection to open.
+            open_wait: config.connect_timeout,
+        };
+        let pool = Pool::new(connector, target, limits);
         Self {
             pool,
             authority: config.authority.clone(),
@@ -308,8 +310,8 @@ fn via_value(received: Version) -> HeaderValue {
     })
 }
 
-/// Sorts a client error into where it happened: connecting (refused or timed out), the client's own request
-/// body, or the upstream later.
+/// Sorts a client error into where it happened: connecting (refused or timed out), no connection free within
+/// `upstream.max_connections`, the client's own request body, or the upstream later.
 fn classify_error(err: PoolError) -> ProxyError {
     let client_body = std::iter::successors(err.source(), |e| (*e).source())
         .find_map(|e| e.downcast_ref::<ClientBodyError>());
@@ -318,8 +320,10 @@ fn classify_error(err: PoolError) -> ProxyError {
         Some(ClientBodyError::Broken(_)) => return ProxyError::ClientBody(Box::new(err)),
         None => {}
     }
-    if !matches!(err, PoolError::Connect(_)) {
-        return ProxyError::UpstreamRequest(Box::new(err));
+    match err {
+        PoolError::Saturated(waited) => return ProxyError::UpstreamSaturated(waited),
+        PoolError::Request(_) => return ProxyError::UpstreamRequest(Box::new(err)),
+        PoolError::Connect(_) => {}
     }
     let timed_out = std::iter::successors(err.source(), |e| (*e).source())
         .filter_map(|e| e.downcast_ref::<std::io::Error>())

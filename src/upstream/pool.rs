@@ -10,6 +10,11 @@
 //! A pooled connection the upstream closed while it sat idle fails before the request is written; the
 //! request comes back unsent and is tried on another connection, then on a new one (as hyper-util does).
 //! A request that was already written is never sent twice.
+//!
+//! Every open connection holds a permit (`upstream.max_connections`) until its driver task ends, so what all
+//! clients together hold of the upstream is bounded, however many streams HTTP/2 multiplies onto a client
+//! connection (RFC 9113 §10.5). At the cap a request waits for a permit or a pooled connection turning idle,
+//! at most `open_wait`, then fails as [`PoolError::Saturated`].
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -20,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_service::Service as _;
 
@@ -27,6 +33,11 @@ use crate::upload::UploadBody;
 
 /// Pooled connections found closed before the request is given a new one.
 const MAX_STALE_ATTEMPTS: usize = 4;
+
+/// At the cap, how often a waiting request looks for a pooled connection turning idle: nothing signals it
+/// (hyper marks a connection ready once its response body has been read), while a closing connection's
+/// permit wakes the waiter at once.
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// Why a request got no response head.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +48,28 @@ pub enum PoolError {
     /// The connection failed while the request was sent or the response head awaited.
     #[error("upstream request failed")]
     Request(#[source] hyper::Error),
+    /// `upstream.max_connections` were open and none freed within this long.
+    #[error("no upstream connection freed within {0:?}")]
+    Saturated(Duration),
+}
+
+/// How many connections a [`Pool`] keeps and opens.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// An idle connection is closed after this long (`upstream.pool_idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Connections kept for reuse (`upstream.pool_max_idle`).
+    pub max_pooled: usize,
+    /// Connections open at once (`upstream.max_connections`).
+    pub max_open: usize,
+    /// How long a request waits at `max_open` for a connection to free (`upstream.connect_timeout`).
+    pub open_wait: Duration,
+}
+
+/// A connection for one request: a pooled one, ready, or room to open a new one.
+enum Slot {
+    Pooled(http1::SendRequest<UploadBody>),
+    New(OwnedSemaphorePermit),
 }
 
 /// Connections to the configured upstream. The state sits behind an `Arc` so that the task closing idle
@@ -53,6 +86,10 @@ struct Inner {
     conns: Mutex<Conns>,
     idle_timeout: Duration,
     max_pooled: usize,
+    /// One permit per open connection, held by its driver task until the connection closes.
+    open: Arc<Semaphore>,
+    /// How long a request waits for a permit or a pooled connection at the cap.
+    open_wait: Duration,
 }
 
 #[derive(Default)]
@@ -69,21 +106,17 @@ struct Conn {
 }
 
 impl Pool {
-    /// A pool for `target` (`scheme://authority/`). At most `max_pooled` connections are kept for reuse;
-    /// one idle for `idle_timeout` is closed.
-    pub fn new(
-        connector: HttpsConnector<HttpConnector>,
-        target: Uri,
-        idle_timeout: Duration,
-        max_pooled: usize,
-    ) -> Self {
+    /// A pool for `target` (`scheme://authority/`) within `limits`.
+    pub fn new(connector: HttpsConnector<HttpConnector>, target: Uri, limits: PoolLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
                 connector,
                 target,
                 conns: Mutex::new(Conns::default()),
-                idle_timeout,
-                max_pooled,
+                idle_timeout: limits.idle_timeout,
+                max_pooled: limits.max_pooled,
+                open: Arc::new(Semaphore::new(limits.max_open)),
+                open_wait: limits.open_wait,
             }),
         }
     }
@@ -95,8 +128,9 @@ impl Pool {
         mut request: Request<UploadBody>,
     ) -> Result<Response<Incoming>, PoolError> {
         for _ in 0..MAX_STALE_ATTEMPTS {
-            let Some(mut sender) = self.inner.checkout() else {
-                break;
+            let mut sender = match self.inner.slot().await? {
+                Slot::Pooled(sender) => sender,
+                Slot::New(permit) => return self.send_new(permit, request).await,
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -110,7 +144,17 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.inner.connect().await?;
+        let permit = self.inner.permit().await?;
+        self.send_new(permit, request).await
+    }
+
+    /// Sends `request` on a new connection, which holds `permit` while it is open.
+    async fn send_new(
+        &self,
+        permit: OwnedSemaphorePermit,
+        request: Request<UploadBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        let mut sender = self.inner.connect(permit).await?;
         let response = sender
             .send_request(request)
             .await
@@ -164,7 +208,42 @@ impl Inner {
         None
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<UploadBody>, PoolError> {
+    /// A pooled connection that is ready, else room for a new one; at the cap, whichever comes first within
+    /// `open_wait`.
+    async fn slot(&self) -> Result<Slot, PoolError> {
+        if let Some(sender) = self.checkout() {
+            return Ok(Slot::Pooled(sender));
+        }
+        if let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() {
+            return Ok(Slot::New(permit));
+        }
+        let deadline = Instant::now() + self.open_wait;
+        while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            let open = Arc::clone(&self.open).acquire_owned();
+            if let Ok(permit) = tokio::time::timeout(wait.min(RECHECK), open).await {
+                return Ok(Slot::New(permit.expect("the semaphore is never closed")));
+            }
+            if let Some(sender) = self.checkout() {
+                return Ok(Slot::Pooled(sender));
+            }
+        }
+        Err(PoolError::Saturated(self.open_wait))
+    }
+
+    /// Room for a new connection, waiting at the cap for at most `open_wait`.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, PoolError> {
+        let open = Arc::clone(&self.open).acquire_owned();
+        match tokio::time::timeout(self.open_wait, open).await {
+            Ok(permit) => Ok(permit.expect("the semaphore is never closed")),
+            Err(_) => Err(PoolError::Saturated(self.open_wait)),
+        }
+    }
+
+    /// Opens a connection; its driver task holds `permit` until the connection closes.
+    async fn connect(
+        &self,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<http1::SendRequest<UploadBody>, PoolError> {
         let io = self
             .connector
             .clone()
@@ -179,6 +258,7 @@ impl Inner {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "upstream connection closed with an error");
             }
+            drop(permit);
         });
         Ok(sender)
     }
@@ -223,6 +303,15 @@ mod tests {
     use crate::body::Body;
 
     fn pool(addr: std::net::SocketAddr, idle_timeout: Duration, max_pooled: usize) -> Pool {
+        capped_pool(addr, idle_timeout, max_pooled, 1024)
+    }
+
+    fn capped_pool(
+        addr: std::net::SocketAddr,
+        idle_timeout: Duration,
+        max_pooled: usize,
+        max_open: usize,
+    ) -> Pool {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -231,7 +320,13 @@ mod tests {
             .enable_http1()
             .wrap_connector(http);
         let target = format!("http://{addr}/").parse().unwrap();
-        Pool::new(connector, target, idle_timeout, max_pooled)
+        let limits = PoolLimits {
+            idle_timeout,
+            max_pooled,
+            max_open,
+            open_wait: Duration::from_millis(300),
+        };
+        Pool::new(connector, target, limits)
     }
 
     fn get(path: &str) -> Request<UploadBody> {
@@ -354,6 +449,39 @@ mod tests {
         // The next request opens a new connection.
         body_of(pool.send(get("/")).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_request_waits_then_fails_and_an_idle_connection_is_still_reused() {
+        let (addr, accepted) = upstream().await;
+        let pool = capped_pool(addr, Duration::from_secs(90), 8, 1);
+        // The one connection is busy while its large response is held unread.
+        let held = pool.send(get("/big/0")).await.unwrap();
+        let err = pool.send(get("/second")).await.unwrap_err();
+        assert!(matches!(err, PoolError::Saturated(_)), "{err:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Read to its end, it turns idle; a request waiting at the cap takes it.
+        let waiting = tokio::spawn(async move {
+            let response = pool.send(get("/third")).await;
+            (pool, response)
+        });
+        assert_eq!(body_of(held).await.len(), 4 << 20);
+        let (pool, response) = waiting.await.unwrap();
+        assert_eq!(body_of(response.unwrap()).await, "/third");
+        body_of(pool.send(get("/fourth")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "never past the cap");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_gives_its_room_back() {
+        let (addr, accepted) = upstream().await;
+        // Nothing is kept for reuse: each connection closes after its response.
+        let pool = capped_pool(addr, Duration::from_secs(90), 0, 1);
+        for i in 0..3 {
+            let response = pool.send(get(&format!("/n/{i}"))).await.unwrap();
+            assert_eq!(body_of(response).await, format!("/n/{i}"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
