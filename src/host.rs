@@ -41,10 +41,8 @@ impl HostError {
 /// (`!$&'()*+,;=`), IPvFuture, IPv6 zone ids, an empty port (`host:`). Refused as not a host at all:
 /// userinfo (`@`), a path, query or fragment (`/`, `?`, `#`), whitespace, anything not ASCII.
 pub fn valid(value: &[u8]) -> bool {
-    if value.is_empty() {
-        return true;
-    }
     let (host, port) = match value {
+        [] => return true,
         [b'[', ..] => match memchr::memchr(b']', value) {
             Some(close) => value.split_at(close + 1),
             None => return false,
@@ -54,31 +52,43 @@ pub fn valid(value: &[u8]) -> bool {
     valid_name(host) && valid_port(port)
 }
 
+/// The bytes of a host name: RFC 3986 `unreserved` (letters, digits, `-`, `.`, `_`, `~`). A table, because
+/// every HTTP/1.1 head's `Host` is checked on the express lane's hit path too.
+static NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
+
 /// A bracketed IPv6 address, or a non-empty name of `unreserved` characters.
 fn valid_name(host: &[u8]) -> bool {
     match host {
         [b'[', address @ .., b']'] => std::str::from_utf8(address)
             .is_ok_and(|address| address.parse::<std::net::Ipv6Addr>().is_ok()),
-        _ => {
-            !host.is_empty()
-                && host
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-        }
+        _ => !host.is_empty() && host.iter().all(|&b| NAME_BYTE[usize::from(b)]),
     }
 }
 
 /// Nothing, or `:` and 1 to 5 digits naming a port (at most 65535).
 fn valid_port(port: &[u8]) -> bool {
-    match port {
-        [] => true,
-        [b':', digits @ ..] => {
-            digits.len() <= 5
-                && digits.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(digits).is_ok_and(|d| d.parse::<u16>().is_ok())
+    let digits = match port {
+        [] => return true,
+        [b':', digits @ ..] if (1..=5).contains(&digits.len()) => digits,
+        _ => return false,
+    };
+    let mut number = 0_u32;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return false;
         }
-        _ => false,
+        number = number * 10 + u32::from(digit - b'0');
     }
+    number <= u32::from(u16::MAX)
 }
 
 /// The host a request is for, the one decision every reader of it shares (the cache key, invalidation, the
