@@ -223,6 +223,7 @@ const LIMITS: Limits = Limits {
     negative_ttl: Duration::from_secs(60),
     stale_while_revalidate: Duration::from_secs(60),
     stale_if_error: Duration::from_secs(86_400),
+    keep: Duration::from_secs(86_400),
     heuristic_fraction: 0.1,
     heuristic_max: Duration::from_secs(86_400),
 };
@@ -232,7 +233,7 @@ const LIMITS: Limits = Limits {
 /// `Authorization` without `public`/`s-maxage`/`must-revalidate`; `no-cache` only with a validator and
 /// never served stale), nor what the rule should not: `Set-Cookie`, `Vary: *`, over-size or stale-on-arrival
 /// answers, 404/410 past `negative_ttl`; for avatars only image 200s, 301, 302 and 404, never with `Vary`;
-/// for `http` rules no 1xx, 206 or 304. The directives checked are those in force: `CDN-Cache-Control` when
+/// for `http` rules no 1xx, 206 or 304; a 5xx never stands in for a failing upstream. The directives checked are those in force: `CDN-Cache-Control` when
 /// it has a value (RFC 9213), else `Cache-Control`.
 pub fn admit(data: &[u8]) {
     let Some((parts, exchange)) = response_from(data) else {
@@ -323,6 +324,12 @@ fn admit_as(kind: RuleKind, parts: &http::response::Parts, exchange: Exchange) {
     if has(&["no-cache"]) {
         assert!(validator, "stored a no-cache answer with no validator");
         assert!(freshness.fresh_for.is_zero(), "no-cache stored as fresh");
+    }
+    if status >= 500 {
+        assert!(
+            freshness.stale_if_error.is_zero(),
+            "a stored {status} may stand in for a failing upstream"
+        );
     }
     if has(&["no-cache", "must-revalidate", "proxy-revalidate"]) {
         assert!(

@@ -50,6 +50,7 @@ fn touch(
                 initial_age: Duration::ZERO,
                 stale_while_revalidate: Duration::ZERO,
                 stale_if_error: Duration::ZERO,
+                revalidatable: false,
             };
             let now = cache.clock().now();
             let entry = CachedResponse::new(parts, body.clone(), freshness, limits, &request, now);

@@ -279,9 +279,13 @@ async fn upstream_that_never_completes_the_connection_maps_to_504_after_connect_
 async fn background_refresh_that_stalls_mid_body_releases_the_fill() {
     const ASSET: &str = "/assets/app.js";
     let upstream = Switchable::start().await;
-    let proxy = proxy_for(&upstream).await;
+    let mut config = test_config(&upstream.upstream.url());
+    config.upstream.response_header_timeout = TIMEOUT;
+    config.server.response_idle_timeout = TIMEOUT;
+    config.cache.rules[1].limits.stale_while_revalidate = Duration::from_secs(60);
+    let proxy = TestProxy::start_with(config).await;
     assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "MISS");
-    // Past max-age (86400 s), within the http rule's default stale-while-revalidate (60 s).
+    // Past max-age (86400 s), within the stale-while-revalidate the rule sets (60 s).
     proxy.clock.advance(Duration::from_secs(86_400 + 10));
     upstream.set(Some(Fault::StallMidBody));
     let stale = get(&proxy.url(ASSET)).await;

@@ -713,3 +713,153 @@ async fn a_minted_etag_never_goes_upstream_even_after_a_refresh() {
         );
     }
 }
+
+/// An `ETag`-validated answer with the given `Cache-Control`, honouring `If-None-Match`.
+fn validated(status: u16, cache_control: &str) -> Answer {
+    Answer {
+        status,
+        ..Answer::ok(
+            &[("cache-control", cache_control), ("etag", "\"v1\"")],
+            b"stored",
+        )
+    }
+}
+
+#[tokio::test]
+async fn with_its_defaults_an_http_rule_serves_nothing_stale_the_origin_did_not_allow() {
+    // #13, RFC 9111 §4.2.4: `kind` and `prefix` alone gave 60 s of stale-while-revalidate and 24 h of
+    // stale-if-error the origin never allowed.
+    let scripted = Scripted::start(validated(200, "max-age=10")).await;
+    let proxy = TestProxy::start(&scripted.upstream.url()).await;
+    assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "MISS");
+    proxy.clock.advance(Duration::from_secs(11));
+    let expired = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        expired.x_cache(),
+        "REVALIDATED",
+        "{}",
+        expired.cache_status()
+    );
+    assert_eq!(scripted.upstream.count(), 2);
+    assert_eq!(
+        scripted.upstream.last().header("if-none-match"),
+        Some("\"v1\"")
+    );
+    proxy.clock.advance(Duration::from_secs(11));
+    scripted.upstream.stop();
+    let down = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        down.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        down.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn the_origins_own_stale_directives_still_apply_under_an_http_rule() {
+    let scripted = Scripted::start(validated(
+        200,
+        "max-age=10, stale-while-revalidate=30, stale-if-error=600",
+    ))
+    .await;
+    let proxy = TestProxy::start(&scripted.upstream.url()).await;
+    get(&proxy.url(ASSET)).await;
+    proxy.clock.advance(Duration::from_secs(20));
+    assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "STALE");
+    eventually("the background refresh stored", || {
+        proxy
+            .proxy
+            .cache()
+            .fresh(ASSET, proxy.clock.now())
+            .is_some()
+    })
+    .await;
+    assert_eq!(scripted.upstream.count(), 2);
+    proxy.clock.advance(Duration::from_secs(100));
+    scripted.upstream.stop();
+    let down = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        (down.status, down.x_cache()),
+        (StatusCode::OK, "STALE"),
+        "{}",
+        down.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn a_kept_entry_is_revalidated_and_never_served_stale() {
+    // #13: `keep` holds an entry with a validator for revalidation, apart from any permission to serve it
+    // stale. (How long the store holds it runs on the store's own clock, not the test's: the unit test
+    // `entries_are_kept_for_stale_use_and_with_a_validator_for_revalidation` pins that.)
+    let scripted = Scripted::start(validated(200, "max-age=10")).await;
+    let mut config = test_config(&scripted.upstream.url());
+    config.cache.rules[1].limits.stale_if_error = Duration::ZERO;
+    config.cache.rules[1].limits.stale_while_revalidate = Duration::ZERO;
+    let proxy = TestProxy::start_with(config).await;
+    get(&proxy.url(ASSET)).await;
+    proxy.clock.advance(Duration::from_secs(3600));
+    let later = get(&proxy.url(ASSET)).await;
+    assert_eq!(later.x_cache(), "REVALIDATED", "{}", later.cache_status());
+    assert_eq!(
+        scripted.upstream.last().header("if-none-match"),
+        Some("\"v1\"")
+    );
+    assert_eq!(later.body.as_ref(), b"stored");
+    proxy.clock.advance(Duration::from_secs(3600));
+    scripted.upstream.stop();
+    let down = get(&proxy.url(ASSET)).await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY, "kept is not servable");
+}
+
+#[tokio::test]
+async fn a_stored_server_error_never_answers_for_a_failing_upstream() {
+    // #13: a stored 500 was served as a stale-if-error answer; a 5xx revalidated to another gets the new one.
+    let scripted = Scripted::start(validated(500, "max-age=10, stale-if-error=600")).await;
+    let proxy = TestProxy::start(&scripted.upstream.url()).await;
+    assert_eq!(get(&proxy.url(ASSET)).await.status, 500);
+    assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "HIT");
+    proxy.clock.advance(Duration::from_secs(20));
+    scripted.set(Answer {
+        body: b"new failure",
+        honour_conditionals: false,
+        ..validated(503, "no-store")
+    });
+    let failing = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        (failing.status, failing.body.as_ref()),
+        (StatusCode::SERVICE_UNAVAILABLE, &b"new failure"[..]),
+        "{}",
+        failing.cache_status()
+    );
+    scripted.upstream.stop();
+    let down = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        down.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        down.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn an_error_kept_only_for_its_validator_never_answers_for_a_failing_upstream() {
+    // A 403 is not heuristically cacheable: stored with no lifetime, only to be revalidated, it stands in for
+    // nothing, whatever stale-if-error says.
+    let scripted = Scripted::start(Answer {
+        honour_conditionals: false,
+        ..validated(403, "stale-if-error=600")
+    })
+    .await;
+    let proxy = TestProxy::start(&scripted.upstream.url()).await;
+    assert_eq!(get(&proxy.url(ASSET)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(proxy.proxy.cache().usage().0, 1, "stored for revalidation");
+    scripted.upstream.stop();
+    let down = get(&proxy.url(ASSET)).await;
+    assert_eq!(
+        down.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        down.cache_status()
+    );
+}

@@ -183,9 +183,12 @@ impl CachedResponse {
         }
     }
 
-    /// Whether it may answer for an upstream that failed, at `now` (RFC 5861 §4 `stale-if-error`).
+    /// Whether it may answer for an upstream that failed, at `now` (RFC 5861 §4 `stale-if-error`): fresh, or
+    /// stale within a window it has. With none, never: an entry stale for no time yet (stored with no
+    /// lifetime) is stale all the same.
     pub fn may_serve_on_error(&self, now: Instant) -> bool {
-        self.is_fresh(now) || self.stale_for(now) <= self.freshness.stale_if_error
+        let sie = self.freshness.stale_if_error;
+        self.is_fresh(now) || (!sie.is_zero() && self.stale_for(now) <= sie)
     }
 
     /// Current age at `now` (RFC 9111 §4.2.3: age on arrival plus time resident here), in whole seconds.
@@ -462,6 +465,7 @@ mod tests {
         negative_ttl: Duration::from_secs(60),
         stale_while_revalidate: Duration::from_secs(10),
         stale_if_error: Duration::from_secs(100),
+        keep: Duration::from_secs(100),
         heuristic_fraction: 0.1,
         heuristic_max: Duration::from_secs(3600),
     };
@@ -472,6 +476,7 @@ mod tests {
             initial_age: Duration::from_secs(5),
             stale_while_revalidate: Duration::from_secs(10),
             stale_if_error: Duration::from_secs(100),
+            revalidatable: true,
         }
     }
 

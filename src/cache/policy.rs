@@ -111,6 +111,9 @@ pub struct Limits {
     pub stale_while_revalidate: Duration,
     /// `stale-if-error` applied when the upstream sends none (Cloudreve never does).
     pub stale_if_error: Duration,
+    /// How long past freshness (and past its stale windows) an entry with a validator is kept to be
+    /// revalidated; not a permission to serve it stale.
+    pub keep: Duration,
     /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since `Last-Modified`...
     pub heuristic_fraction: f64,
     /// ...capped at this.
@@ -123,6 +126,7 @@ impl PartialEq for Limits {
             && self.negative_ttl == other.negative_ttl
             && self.stale_while_revalidate == other.stale_while_revalidate
             && self.stale_if_error == other.stale_if_error
+            && self.keep == other.keep
             && self.heuristic_fraction.to_bits() == other.heuristic_fraction.to_bits()
             && self.heuristic_max == other.heuristic_max
     }
@@ -140,6 +144,8 @@ pub struct Freshness {
     pub stale_while_revalidate: Duration,
     /// How long past freshness it may be served when the upstream fails (RFC 5861 §4).
     pub stale_if_error: Duration,
+    /// It has a validator, so once stale it can still be revalidated (and is kept for `keep`).
+    pub revalidatable: bool,
 }
 
 #[cfg(test)]
@@ -151,16 +157,23 @@ impl Freshness {
             initial_age: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            revalidatable: false,
         }
     }
 }
 
 impl Freshness {
-    /// How long the store keeps the entry: while fresh, and as long as it may still be served stale or be
-    /// revalidated. A revalidatable entry is worth keeping even when it may not be served stale.
+    /// How long the store keeps the entry: while fresh, and as long as it may still be served stale or, with
+    /// a validator, be revalidated (`keep`). Keeping is not serving: past its stale windows an entry is only
+    /// ever revalidated, never sent as it is.
     pub fn retain_for(&self, limits: &Limits) -> Duration {
+        let keep = if self.revalidatable {
+            limits.keep
+        } else {
+            Duration::ZERO
+        };
         let stale_use = self.stale_while_revalidate.max(self.stale_if_error);
-        self.fresh_for + stale_use.max(limits.stale_if_error)
+        self.fresh_for + stale_use.max(keep)
     }
 }
 
@@ -287,27 +300,39 @@ pub fn admit(
     // A no-cache response is revalidated before every use, so it needs no lifetime of its own; it is only
     // worth storing with a validator to revalidate with.
     let lifetime = if cc.no_cache {
-        validator
-            .then_some(Duration::ZERO)
-            .ok_or(NotStored::NoCache)?
+        validator.then_some(None).ok_or(NotStored::NoCache)?
     } else {
         freshness_lifetime(&cc, res, exchange.response_time, limits, validator)?
     };
     let initial_age = initial_age(&res.headers, exchange);
-    let mut fresh_for = lifetime.saturating_sub(initial_age);
+    let mut fresh_for = lifetime.unwrap_or_default().saturating_sub(initial_age);
     if matches!(res.status, StatusCode::NOT_FOUND | StatusCode::GONE) {
         fresh_for = fresh_for.min(limits.negative_ttl);
     }
     if fresh_for.is_zero() && !validator {
         return Err(NotStored::StaleOnArrival);
     }
+    let stale_if_error = if may_stand_in_for_errors(res.status, lifetime.is_none()) {
+        cc.stale_window(cc.stale_if_error, limits.stale_if_error)
+    } else {
+        Duration::ZERO
+    };
     Ok(Freshness {
         fresh_for,
         initial_age,
         stale_while_revalidate: cc
             .stale_window(cc.stale_while_revalidate, limits.stale_while_revalidate),
-        stale_if_error: cc.stale_window(cc.stale_if_error, limits.stale_if_error),
+        stale_if_error,
+        revalidatable: validator,
     })
+}
+
+/// Whether a stored response may answer in place of a failing upstream at all (RFC 5861 §4), whatever
+/// `stale-if-error` says: never a server error (the upstream's own new answer says more than an old one),
+/// nor a status that is not heuristically cacheable stored with no lifetime, only to be revalidated (a 403
+/// kept for its `ETag` is no answer to stand in for anything).
+fn may_stand_in_for_errors(status: StatusCode, revalidate_only: bool) -> bool {
+    !status.is_server_error() && (heuristically_cacheable(status) || !revalidate_only)
 }
 
 /// The header fields of a stored response after a 304 validated it (RFC 9111 §4.3.4, §3.2): every field the
@@ -453,11 +478,11 @@ fn freshness_lifetime(
     response_time: SystemTime,
     limits: &Limits,
     validator: bool,
-) -> Result<Duration, NotStored> {
+) -> Result<Option<Duration>, NotStored> {
     let headers = &res.headers;
     if let Some(lifetime) = cc.s_maxage.or(cc.max_age) {
         return lifetime
-            .map(Duration::from_secs)
+            .map(|seconds| Some(Duration::from_secs(seconds)))
             .ok_or(NotStored::NoFreshness);
     }
     let date = single_value(headers, header::DATE)
@@ -466,17 +491,15 @@ fn freshness_lifetime(
     if let Some(expires) = single_value(headers, header::EXPIRES).filter(|_| !cc.targeted) {
         // An invalid Expires (e.g. "0") means "already expired" (RFC 9111 §5.3).
         return match http_date(expires) {
-            Some(expires) => Ok(expires.duration_since(date).unwrap_or_default()),
-            None if validator => Ok(Duration::ZERO),
+            Some(expires) => Ok(Some(expires.duration_since(date).unwrap_or_default())),
+            None if validator => Ok(None),
             None => Err(NotStored::StaleOnArrival),
         };
     }
     if let Some(lifetime) = heuristic_lifetime(res, date, limits) {
-        return Ok(lifetime);
+        return Ok(Some(lifetime));
     }
-    validator
-        .then_some(Duration::ZERO)
-        .ok_or(NotStored::NoFreshness)
+    validator.then_some(None).ok_or(NotStored::NoFreshness)
 }
 
 /// RFC 9111 §4.2.2: for a status heuristically cacheable by default (RFC 9110 §15.1) with a
@@ -486,9 +509,7 @@ fn heuristic_lifetime(
     date: SystemTime,
     limits: &Limits,
 ) -> Option<Duration> {
-    const HEURISTICALLY_CACHEABLE: [u16; 12] =
-        [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
-    if !HEURISTICALLY_CACHEABLE.contains(&res.status.as_u16()) {
+    if !heuristically_cacheable(res.status) {
         return None;
     }
     let last_modified = single_value(&res.headers, header::LAST_MODIFIED).and_then(http_date)?;
@@ -498,6 +519,13 @@ fn heuristic_lifetime(
             .mul_f64(limits.heuristic_fraction)
             .min(limits.heuristic_max),
     )
+}
+
+/// The statuses RFC 9110 §15.1 makes heuristically cacheable.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    const HEURISTICALLY_CACHEABLE: [u16; 12] =
+        [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501];
+    HEURISTICALLY_CACHEABLE.contains(&status.as_u16())
 }
 
 /// `corrected_initial_age` of RFC 9111 §4.2.3: the larger of what the clocks say (`Date`) and what the
@@ -602,6 +630,7 @@ mod tests {
         negative_ttl: Duration::from_secs(60),
         stale_while_revalidate: Duration::from_secs(60),
         stale_if_error: Duration::from_secs(86400),
+        keep: Duration::from_secs(86400),
         heuristic_fraction: 0.1,
         heuristic_max: Duration::from_secs(86400),
     };
@@ -1065,18 +1094,61 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_kept_for_stale_use_and_revalidation() {
-        let freshness = admit(
-            RuleKind::Avatar,
-            &png("max-age=10, stale-if-error=5"),
-            exchange(),
-            &LIMITS,
-        )
-        .unwrap();
+    fn entries_are_kept_for_stale_use_and_with_a_validator_for_revalidation() {
+        let limits = Limits {
+            keep: Duration::from_secs(3600),
+            ..LIMITS
+        };
+        let kept = |res: &response::Parts| {
+            let freshness = admit(RuleKind::Http, res, exchange(), &limits).unwrap();
+            freshness.retain_for(&limits).as_secs()
+        };
+        // No validator: nothing to revalidate with, kept only while it may be served stale (the larger
+        // window: the rule's stale-while-revalidate, 60 s).
+        assert_eq!(kept(&png("max-age=10, stale-if-error=5")), 10 + 60);
+        // A validator: kept for `keep` past freshness too, to be revalidated (#13).
+        let mut validated = png("max-age=10, stale-if-error=5");
+        validated
+            .headers
+            .insert("etag", HeaderValue::from_static("\"v1\""));
+        assert_eq!(kept(&validated), 10 + 3600);
+        // `keep` is not a stale window: with none at all the entry is kept, and never served stale.
+        let none = Limits {
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            ..limits
+        };
+        let freshness = admit(RuleKind::Http, &validated, exchange(), &none).unwrap();
+        assert_eq!(freshness.retain_for(&none).as_secs(), 10 + 3600);
         assert_eq!(
-            freshness.retain_for(&LIMITS),
-            Duration::from_secs(10 + 86400)
+            (freshness.stale_while_revalidate, freshness.stale_if_error),
+            (Duration::ZERO, Duration::from_secs(5)),
+            "only the origin's own window"
         );
+    }
+
+    #[test]
+    fn stored_errors_never_stand_in_for_a_failing_upstream() {
+        let sie = |status: u16, headers: &[(&str, &str)]| {
+            let res = response(status, headers);
+            admit(RuleKind::Http, &res, exchange(), &LIMITS)
+                .unwrap()
+                .stale_if_error
+                .as_secs()
+        };
+        let explicit = [("cache-control", "max-age=10, stale-if-error=600")];
+        assert_eq!(sie(200, &explicit), 600);
+        assert_eq!(
+            sie(403, &explicit),
+            600,
+            "explicitly fresh: the origin chose"
+        );
+        assert_eq!(sie(500, &explicit), 0, "a server error, never");
+        assert_eq!(sie(503, &explicit), 0);
+        // Stored with no lifetime, only for its validator.
+        let revalidate_only = [("cache-control", "stale-if-error=600"), ("etag", "\"v\"")];
+        assert_eq!(sie(403, &revalidate_only), 0, "not heuristically cacheable");
+        assert_eq!(sie(200, &revalidate_only), 600, "heuristically cacheable");
     }
 
     #[test]

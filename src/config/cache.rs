@@ -17,10 +17,21 @@ pub const DEFAULT_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(1);
 pub const DEFAULT_ASSETS_MAX_OBJECT_SIZE: ByteSize = ByteSize::mib(8);
 /// A stored 404 or 410 is kept at most this long, whatever the upstream's max-age says.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(60);
-/// Past freshness, a stored response is still served this long while one request refreshes it (RFC 5861).
-pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(60);
-/// Past freshness, a stored response is still served this long when the upstream is down or failing (RFC 5861).
-pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+/// The avatar rule: past freshness, a stored avatar is still served this long while one request refreshes it
+/// (RFC 5861 §3). Cloudreve sends no `stale-while-revalidate` and an avatar a minute old is as good as a new
+/// one to every page that shows it; this rule is the operator's out-of-band permission (RFC 9111 §4.2.4).
+pub const DEFAULT_AVATAR_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(60);
+/// The avatar rule: past freshness, a stored avatar is still served this long when Cloudreve is down or
+/// failing (RFC 5861 §4), so a Cloudreve restart does not break every avatar on a page.
+pub const DEFAULT_AVATAR_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+/// An `http` rule serves nothing stale the origin did not allow (RFC 9111 §4.2.4): its own RFC 5861
+/// directives still apply; a rule that sets a window is the operator's permission.
+pub const DEFAULT_HTTP_STALE_WHILE_REVALIDATE: Duration = Duration::ZERO;
+/// As [`DEFAULT_HTTP_STALE_WHILE_REVALIDATE`], for `stale-if-error`.
+pub const DEFAULT_HTTP_STALE_IF_ERROR: Duration = Duration::ZERO;
+/// Past freshness and every stale window, an entry with a validator is kept this long to be revalidated
+/// (a 304 then refreshes it without its body crossing the network again): Varnish's `keep`.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since `Last-Modified`...
 pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.1;
 /// ...and never more than this.
@@ -58,6 +69,25 @@ pub enum RuleKind {
     Avatar,
     /// A plain RFC 9111 shared cache.
     Http,
+}
+
+impl RuleKind {
+    /// `stale_while_revalidate` when the rule sets none: the avatar rule's Cloudreve-aware window, none for
+    /// an `http` rule (RFC 9111 §4.2.4).
+    pub fn default_stale_while_revalidate(self) -> Duration {
+        match self {
+            Self::Avatar => DEFAULT_AVATAR_STALE_WHILE_REVALIDATE,
+            Self::Http => DEFAULT_HTTP_STALE_WHILE_REVALIDATE,
+        }
+    }
+
+    /// `stale_if_error` when the rule sets none, likewise.
+    pub fn default_stale_if_error(self) -> Duration {
+        match self {
+            Self::Avatar => DEFAULT_AVATAR_STALE_IF_ERROR,
+            Self::Http => DEFAULT_HTTP_STALE_IF_ERROR,
+        }
+    }
 }
 
 impl CacheConfig {
@@ -108,10 +138,14 @@ struct RawRule {
     max_object_size: ByteSize,
     #[serde(default = "default_negative_ttl", with = "humantime_serde")]
     negative_ttl: Duration,
-    #[serde(default = "default_stale_while_revalidate", with = "humantime_serde")]
-    stale_while_revalidate: Duration,
-    #[serde(default = "default_stale_if_error", with = "humantime_serde")]
-    stale_if_error: Duration,
+    /// Unset: the kind's default ([`RuleKind::default_stale_while_revalidate`]).
+    #[serde(default, with = "humantime_serde")]
+    stale_while_revalidate: Option<Duration>,
+    /// Unset: the kind's default ([`RuleKind::default_stale_if_error`]).
+    #[serde(default, with = "humantime_serde")]
+    stale_if_error: Option<Duration>,
+    #[serde(default = "default_keep", with = "humantime_serde")]
+    keep: Duration,
     #[serde(default)]
     key_includes_host: bool,
     #[serde(default = "default_heuristic_fraction")]
@@ -126,11 +160,8 @@ fn default_max_object_size() -> ByteSize {
 fn default_negative_ttl() -> Duration {
     DEFAULT_NEGATIVE_TTL
 }
-fn default_stale_while_revalidate() -> Duration {
-    DEFAULT_STALE_WHILE_REVALIDATE
-}
-fn default_stale_if_error() -> Duration {
-    DEFAULT_STALE_IF_ERROR
+fn default_keep() -> Duration {
+    DEFAULT_KEEP
 }
 fn default_heuristic_fraction() -> f64 {
     DEFAULT_HEURISTIC_FRACTION
@@ -146,8 +177,9 @@ impl RawRule {
             prefix: None,
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
-            stale_while_revalidate: DEFAULT_STALE_WHILE_REVALIDATE,
-            stale_if_error: DEFAULT_STALE_IF_ERROR,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            keep: DEFAULT_KEEP,
             key_includes_host: false,
             heuristic_fraction: DEFAULT_HEURISTIC_FRACTION,
             heuristic_max: DEFAULT_HEURISTIC_MAX,
@@ -236,8 +268,13 @@ impl RawRule {
             limits: Limits {
                 max_object_size: max_object_size as usize,
                 negative_ttl: self.negative_ttl,
-                stale_while_revalidate: self.stale_while_revalidate,
-                stale_if_error: self.stale_if_error,
+                stale_while_revalidate: self
+                    .stale_while_revalidate
+                    .unwrap_or(self.kind.default_stale_while_revalidate()),
+                stale_if_error: self
+                    .stale_if_error
+                    .unwrap_or(self.kind.default_stale_if_error()),
+                keep: self.keep,
                 heuristic_fraction: self.heuristic_fraction,
                 heuristic_max: self.heuristic_max,
             },
