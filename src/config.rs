@@ -761,6 +761,29 @@ mod tests {
     }
 
     #[test]
+    fn fill_fields_take_field_names_but_never_framing_or_preconditions() {
+        let rule = |fields: &str| {
+            Config::from_toml(&format!(
+                "[[cache.rules]]\nkind = \"http\"\nprefix = \"/a/\"\nfill_fields = {fields}\n"
+            ))
+        };
+        let config = rule(r#"["X-Request-Id", "traceparent"]"#).unwrap();
+        assert_eq!(
+            config.cache.rules[0].fill_fields,
+            ["x-request-id", "traceparent"]
+        );
+        for refused in [
+            r#"["content-length"]"#,
+            r#"["If-None-Match"]"#,
+            r#"["range"]"#,
+            r#"["bad name"]"#,
+        ] {
+            let err = rule(refused).unwrap_err();
+            assert_eq!(key_of(err), "cache.rules[0].fill_fields", "{refused}");
+        }
+    }
+
+    #[test]
     fn zero_timeouts_are_rejected() {
         let err = Config::from_toml("[upstream]\nconnect_timeout = \"0s\"\n").unwrap_err();
         assert_eq!(key_of(err), "upstream.connect_timeout");

@@ -863,3 +863,16 @@ async fn an_error_kept_only_for_its_validator_never_answers_for_a_failing_upstre
         down.cache_status()
     );
 }
+
+#[tokio::test]
+async fn a_fill_carries_the_rules_fill_fields_and_nothing_else_unkeyed() {
+    let scripted = Scripted::start(immutable()).await;
+    let mut config = test_config(&scripted.upstream.url());
+    config.cache.rules[1].fill_fields = vec![http::HeaderName::from_static("x-request-id")];
+    let proxy = TestProxy::start_with(config).await;
+    let fields = [("x-request-id", "r-7"), ("x-custom", "1")];
+    assert_eq!(get_with(&proxy.url(ASSET), &fields).await.x_cache(), "MISS");
+    let seen = scripted.upstream.last();
+    assert_eq!(seen.header("x-request-id"), Some("r-7"));
+    assert_eq!(seen.header("x-custom"), None);
+}

@@ -47,12 +47,14 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 /// The request the cache sends for `client`'s request, for `purpose`: `GET` (or `HEAD`) of the same target,
 /// with no body, carrying the [`CARRIED`] fields, the fields named by `keyed` (the `Vary` the cache has
 /// seen for this URL; fields nothing stored varies on are not sent, so a first fill stores the answer to a
-/// request without them, under a variant that says so), and the stored validators when it revalidates.
+/// request without them, under a variant that says so), the rule's `fill_fields` (`also`: fields the
+/// operator vouches change no answer, such as request ids), and the stored validators when it revalidates.
 /// Nothing else of the client's request is kept: not its other fields, body, framing or extensions.
 pub fn build(
     client: &request::Parts,
     purpose: Purpose<'_>,
     keyed: &[HeaderName],
+    also: &[HeaderName],
 ) -> request::Parts {
     let method = match purpose {
         Purpose::Head => Method::HEAD,
@@ -63,7 +65,7 @@ pub fn build(
     parts.uri = client.uri.clone();
     // The version the client spoke, for `Via`; the upstream request itself is always HTTP/1.1.
     parts.version = client.version;
-    parts.headers = carried(&client.headers, keyed);
+    parts.headers = carried(&client.headers, keyed, also);
     if let Purpose::Revalidate(kind, validators) = purpose {
         for (name, value) in policy::revalidation_headers(kind, validators) {
             parts.headers.insert(name, value);
@@ -72,10 +74,10 @@ pub fn build(
     parts
 }
 
-/// The client's lines of the carried and the keyed fields, in that order.
-fn carried(client: &HeaderMap, keyed: &[HeaderName]) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(CARRIED.len() + keyed.len() + 2);
-    for name in CARRIED.into_iter().chain(keyed) {
+/// The client's lines of the carried, the keyed and the `also` fields, in that order.
+fn carried(client: &HeaderMap, keyed: &[HeaderName], also: &[HeaderName]) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(CARRIED.len() + keyed.len() + also.len() + 2);
+    for name in CARRIED.into_iter().chain(keyed).chain(also) {
         if headers.contains_key(name) {
             continue;
         }
@@ -126,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_fetch_carries_the_allow_list_only() {
-        let sent = build(&hostile(), Purpose::Fetch, &[]);
+        let sent = build(&hostile(), Purpose::Fetch, &[], &[]);
         assert_eq!(sent.method, Method::GET);
         assert_eq!(sent.uri, "/assets/app.js?v=1");
         assert_eq!(sent.version, Version::HTTP_2);
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_head_has_no_framing_of_the_clients() {
-        let sent = build(&hostile(), Purpose::Head, &[]);
+        let sent = build(&hostile(), Purpose::Head, &[], &[]);
         assert_eq!(sent.method, Method::HEAD);
         for framing in ["content-length", "transfer-encoding", "expect"] {
             assert!(!sent.headers.contains_key(framing), "{framing}");
@@ -153,7 +155,7 @@ mod tests {
             .headers
             .append(header::ACCEPT_LANGUAGE, HeaderValue::from_static("fr"));
         let keyed = [header::ACCEPT_LANGUAGE, header::COOKIE];
-        let sent = build(&client, Purpose::Fetch, &keyed);
+        let sent = build(&client, Purpose::Fetch, &keyed, &[]);
         let languages: Vec<_> = sent
             .headers
             .get_all(header::ACCEPT_LANGUAGE)
@@ -166,8 +168,20 @@ mod tests {
             "not keyed"
         );
         // A keyed field that is also carried is not sent twice.
-        let sent = build(&client, Purpose::Fetch, &[header::HOST]);
+        let sent = build(&client, Purpose::Fetch, &[header::HOST], &[]);
         assert_eq!(sent.headers.get_all(header::HOST).iter().count(), 1);
+    }
+
+    #[test]
+    fn the_rules_fill_fields_travel_too() {
+        let mut client = hostile();
+        client
+            .headers
+            .insert("x-request-id", HeaderValue::from_static("r-1"));
+        let also = [HeaderName::from_static("x-request-id")];
+        let sent = build(&client, Purpose::Fetch, &[], &also);
+        assert_eq!(sent.headers["x-request-id"], "r-1");
+        assert!(!sent.headers.contains_key("x-custom"));
     }
 
     #[test]
@@ -180,6 +194,7 @@ mod tests {
             &hostile(),
             Purpose::Revalidate(RuleKind::Http, &validators),
             &[],
+            &[],
         );
         assert_eq!(sent.method, Method::GET);
         assert_eq!(sent.headers[header::IF_NONE_MATCH], "\"stored\"");
@@ -191,6 +206,7 @@ mod tests {
         let avatar = build(
             &hostile(),
             Purpose::Revalidate(RuleKind::Avatar, &validators),
+            &[],
             &[],
         );
         assert!(!avatar.headers.contains_key(header::IF_NONE_MATCH));

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use http::header::HeaderName;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
@@ -59,6 +60,9 @@ pub struct RuleConfig {
     pub limits: Limits,
     /// The `Host` the client sent is part of the key (for upstreams that serve several sites).
     pub key_includes_host: bool,
+    /// Request fields a fill carries besides what the key covers (`cache::request`), for fields the
+    /// upstream's answer never depends on: request ids, trace context.
+    pub fill_fields: Vec<HeaderName>,
 }
 
 /// The kinds of cache rule.
@@ -148,6 +152,8 @@ struct RawRule {
     keep: Duration,
     #[serde(default)]
     key_includes_host: bool,
+    #[serde(default)]
+    fill_fields: Vec<String>,
     #[serde(default = "default_heuristic_fraction")]
     heuristic_fraction: f64,
     #[serde(default = "default_heuristic_max", with = "humantime_serde")]
@@ -181,6 +187,7 @@ impl RawRule {
             stale_if_error: None,
             keep: DEFAULT_KEEP,
             key_includes_host: false,
+            fill_fields: Vec::new(),
             heuristic_fraction: DEFAULT_HEURISTIC_FRACTION,
             heuristic_max: DEFAULT_HEURISTIC_MAX,
         }
@@ -279,6 +286,47 @@ impl RawRule {
                 heuristic_max: self.heuristic_max,
             },
             key_includes_host: self.key_includes_host,
+            fill_fields: fill_fields(&self.fill_fields)
+                .map_err(|why| invalid(key("fill_fields"), why))?,
         })
     }
+}
+
+/// Fields a fill never carries, whatever `fill_fields` says: its framing and the hop-by-hop fields (a fill has
+/// no body, and its connection is the proxy's), the client's preconditions and ranges (a fill fetches the
+/// whole current representation for everyone), and `Host` (carried already).
+const NEVER_ON_A_FILL: [&str; 18] = [
+    "connection",
+    "content-length",
+    "expect",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "range",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+];
+
+/// `fill_fields`, as field names: valid ones, and none a fill may not carry.
+fn fill_fields(names: &[String]) -> Result<Vec<HeaderName>, String> {
+    names
+        .iter()
+        .map(|name| {
+            let field = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{name:?} is not a field name"))?;
+            if NEVER_ON_A_FILL.contains(&field.as_str()) {
+                return Err(format!("{name:?} is never sent on a fill"));
+            }
+            Ok(field)
+        })
+        .collect()
 }

@@ -139,7 +139,8 @@ impl Proxy {
                 let fetched = match varies_on_more(&fetched, head, &context.request) {
                     Some(keyed) => {
                         self.finish_in_background(fetched);
-                        let parts = cache_request::build(head, Purpose::Fetch, &keyed);
+                        let also = &self.rules[rule].fill_fields;
+                        let parts = cache_request::build(head, Purpose::Fetch, &keyed, also);
                         self.fetch_alone(parts, rule, client, record).await
                     }
                     None => fetched,
@@ -370,7 +371,8 @@ impl Proxy {
             ));
         }
         let keyed = self.cache.keyed_fields(primary);
-        let parts = cache_request::build(head, Purpose::Head, &keyed);
+        let also = &self.rules[rule].fill_fields;
+        let parts = cache_request::build(head, Purpose::Head, &keyed, also);
         let request_headers = parts.headers.clone();
         let (answered, elapsed) = self.fetch(parts, client).await;
         record.upstream_time = elapsed;
@@ -433,7 +435,8 @@ impl Proxy {
             Some(validators) => Purpose::Revalidate(self.rules[rule].kind, validators),
             None => Purpose::Fetch,
         };
-        cache_request::build(head, purpose, &self.cache.keyed_fields(primary))
+        let keyed = self.cache.keyed_fields(primary);
+        cache_request::build(head, purpose, &keyed, &self.rules[rule].fill_fields)
     }
 
     /// A response fetched for this client alone, because the fill it waited for stored nothing it can use.
