@@ -324,7 +324,13 @@ fn admit_as(kind: RuleKind, parts: &http::response::Parts, exchange: Exchange) {
         assert!(validator, "stored a no-cache answer with no validator");
         assert!(freshness.fresh_for.is_zero(), "no-cache stored as fresh");
     }
-    if has(&["no-cache", "must-revalidate", "proxy-revalidate"]) {
+    // `s-maxage` carries `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10).
+    if has(&[
+        "no-cache",
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage",
+    ]) {
         assert!(
             freshness.stale_while_revalidate.is_zero() && freshness.stale_if_error.is_zero(),
             "may serve stale despite {names:?}"

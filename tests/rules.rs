@@ -364,6 +364,74 @@ async fn cdn_cache_control_takes_precedence() {
     );
 }
 
+/// A proxy whose rules would serve a stale response for a minute while refreshing it and for ten minutes
+/// while the upstream fails, unless the response forbids it: what a test of a prohibition must rule out.
+async fn proxy_with_stale_defaults(upstream: &FakeCloudreve) -> TestProxy {
+    let mut config = test_config(&upstream.url());
+    for rule in &mut config.cache.rules {
+        rule.limits.stale_while_revalidate = Duration::from_secs(60);
+        rule.limits.stale_if_error = Duration::from_secs(600);
+    }
+    TestProxy::start_with(config).await
+}
+
+fn server_error() -> Answer {
+    Answer {
+        status: 503,
+        headers: vec![("content-type", "text/plain".to_owned())],
+        body: b"down",
+        honour_conditionals: false,
+    }
+}
+
+/// #13: `s-maxage` carries `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10), in
+/// `CDN-Cache-Control` as in `Cache-Control` (RFC 9213 §2.2): past its `s-maxage` the entry is revalidated,
+/// never served stale, though the response names stale windows and the rule has defaults of its own; and
+/// a failing upstream's answer goes through instead of the stored copy.
+#[tokio::test]
+async fn s_maxage_is_revalidated_and_never_served_stale() {
+    let scripted = Scripted::start(immutable()).await;
+    let proxy = proxy_with_stale_defaults(&scripted.upstream).await;
+    let permissive = "s-maxage=1, stale-while-revalidate=60, stale-if-error=600";
+    for (field, target) in [
+        ("cache-control", "/assets/a.js"),
+        ("cdn-cache-control", "/assets/b.js"),
+    ] {
+        let fresh = Answer::ok(&[(field, permissive), ("etag", "\"v1\"")], b"body");
+        scripted.set(fresh.clone());
+        let before = scripted.upstream.count();
+        get(&proxy.url(target)).await;
+        proxy.clock.advance(Duration::from_secs(2)); // past s-maxage, inside every stale window
+        let revalidated = get(&proxy.url(target)).await;
+        assert_eq!(revalidated.x_cache(), "REVALIDATED", "{field}");
+        assert_eq!(revalidated.body.as_ref(), b"body", "{field}");
+        assert_eq!(scripted.upstream.count(), before + 2, "{field}");
+        assert_eq!(
+            scripted.upstream.last().header("if-none-match"),
+            Some("\"v1\""),
+            "{field}: revalidated with the stored ETag"
+        );
+        scripted.set(server_error());
+        proxy.clock.advance(Duration::from_secs(2));
+        let failed = get(&proxy.url(target)).await;
+        assert_eq!(
+            (failed.status, failed.body.as_ref()),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"down"[..]),
+            "{field}: the upstream's 503, not the stale copy"
+        );
+        assert_eq!(scripted.upstream.count(), before + 3, "{field}");
+        scripted.set(fresh);
+    }
+    scripted.upstream.stop();
+    proxy.clock.advance(Duration::from_secs(2));
+    let unreachable = get(&proxy.url("/assets/a.js")).await;
+    assert_eq!(
+        (unreachable.status, unreachable.x_cache()),
+        (StatusCode::BAD_GATEWAY, "MISS"),
+        "an unreachable upstream gets a 502, not the stale copy"
+    );
+}
+
 #[tokio::test]
 async fn head_is_answered_from_a_fresh_get() {
     let scripted = Scripted::start(immutable()).await;

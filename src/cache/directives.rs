@@ -102,12 +102,19 @@ impl CacheControl {
     }
 
     /// A stale-serving window: the upstream's own, else the configured default; none at all when the
-    /// response forbids serving it stale (`must-revalidate`, `proxy-revalidate`, `no-cache`; RFC 9111 §4.2.4).
+    /// response forbids serving it stale (RFC 9111 §4.2.4). This is the one place that decides it.
     pub fn stale_window(&self, directive: Option<u64>, default: Duration) -> Duration {
-        if self.must_revalidate || self.no_cache {
+        if self.forbids_stale_use() {
             return Duration::ZERO;
         }
         directive.map_or(default, Duration::from_secs)
+    }
+
+    /// `must-revalidate` and `proxy-revalidate` (RFC 9111 §5.2.2.2, §5.2.2.8), `no-cache` (§5.2.2.4), and
+    /// `s-maxage`, which carries `proxy-revalidate` for a shared cache (§5.2.2.10), whatever stale windows
+    /// the response or the rule give: such a response is revalidated once stale, never served stale.
+    fn forbids_stale_use(&self) -> bool {
+        self.must_revalidate || self.no_cache || self.s_maxage.is_some()
     }
 
     /// RFC 9111 §3 (and §3.5 for requests with `Authorization`), for a shared cache.
@@ -199,5 +206,45 @@ mod tests {
         let cc = CacheControl::of_response(&headers);
         assert_eq!(cc.max_age, Some(Some(5)));
         assert!(!cc.targeted);
+    }
+
+    /// The stale windows (`stale-while-revalidate`, `stale-if-error`) of a response with these fields, when
+    /// the rule's defaults are 60 s and 600 s.
+    fn windows(fields: &[(&'static str, &str)]) -> (u64, u64) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(*name, value.parse().unwrap());
+        }
+        let cc = CacheControl::of_response(&headers);
+        let window = |directive, default| cc.stale_window(directive, Duration::from_secs(default));
+        (
+            window(cc.stale_while_revalidate, 60).as_secs(),
+            window(cc.stale_if_error, 600).as_secs(),
+        )
+    }
+
+    /// RFC 9111 §5.2.2.10: `s-maxage` carries `proxy-revalidate` for a shared cache, whatever the response's
+    /// RFC 5861 directives or the rule's defaults say; in `CDN-Cache-Control` too (RFC 9213 §2.2: the same
+    /// semantics as in `Cache-Control`).
+    #[test]
+    fn s_maxage_forbids_stale_use() {
+        let permissive = "s-maxage=1, stale-while-revalidate=60, stale-if-error=600";
+        assert_eq!(windows(&[("cache-control", permissive)]), (0, 0));
+        assert_eq!(windows(&[("cdn-cache-control", permissive)]), (0, 0));
+        assert_eq!(windows(&[("cache-control", "s-maxage=1")]), (0, 0));
+        assert_eq!(windows(&[("cache-control", "s-maxage=soon")]), (0, 0));
+        assert_eq!(
+            windows(&[("cache-control", "max-age=1, stale-if-error=9")]),
+            (60, 9),
+            "without s-maxage the windows apply"
+        );
+        assert_eq!(
+            windows(&[
+                ("cache-control", permissive),
+                ("cdn-cache-control", "max-age=1, stale-if-error=9"),
+            ]),
+            (60, 9),
+            "a valid CDN-Cache-Control replaces the Cache-Control that had s-maxage"
+        );
     }
 }

@@ -1064,6 +1064,23 @@ mod tests {
         }
     }
 
+    /// RFC 9111 §5.2.2.10 (#13): `s-maxage` carries `proxy-revalidate`: stored and fresh for its
+    /// `s-maxage`, then revalidated, never served stale, whatever windows the response or the rule give.
+    #[test]
+    fn s_maxage_forbids_stale_use() {
+        let res = png("public, s-maxage=10, stale-while-revalidate=5, stale-if-error=7");
+        assert_eq!(fresh_for(&res), Ok(10));
+        assert_eq!(windows(&res), (0, 0));
+        let targeted = response(
+            200,
+            &[
+                ("content-type", "image/png"),
+                ("cdn-cache-control", "s-maxage=10, stale-if-error=7"),
+            ],
+        );
+        assert_eq!(windows(&targeted), (0, 0), "in CDN-Cache-Control too");
+    }
+
     #[test]
     fn entries_are_kept_for_stale_use_and_revalidation() {
         let freshness = admit(
