@@ -432,6 +432,46 @@ async fn s_maxage_is_revalidated_and_never_served_stale() {
     );
 }
 
+/// #13: `CDN-Cache-Control` is a Structured Field Dictionary (RFC 9213 §2.1, RFC 8941 §3.2). A `max-age`
+/// given as a String makes it invalid, so it is ignored whole and `Cache-Control` says how long the
+/// response is fresh; a valid one still takes `Cache-Control`'s place.
+#[tokio::test]
+async fn an_invalid_cdn_cache_control_is_ignored_and_a_valid_one_wins() {
+    let scripted = Scripted::start(immutable()).await;
+    let proxy = proxy_without_stale(&scripted.upstream).await;
+    let answer = |targeted: &str| {
+        Answer::ok(
+            &[
+                ("cache-control", "max-age=5"),
+                ("cdn-cache-control", targeted),
+            ],
+            b"body",
+        )
+    };
+    let (invalid, valid) = ("/assets/invalid.js", "/assets/valid.js");
+    scripted.set(answer("max-age=\"60\""));
+    get(&proxy.url(invalid)).await;
+    scripted.set(answer("max-age=60"));
+    get(&proxy.url(valid)).await;
+    proxy.clock.advance(Duration::from_secs(4));
+    assert_eq!(get(&proxy.url(invalid)).await.x_cache(), "HIT");
+    assert_eq!(get(&proxy.url(valid)).await.x_cache(), "HIT");
+    assert_eq!(scripted.upstream.count(), 2);
+    proxy.clock.advance(Duration::from_secs(2)); // 6 s: past Cache-Control's max-age only
+    assert_eq!(
+        get(&proxy.url(invalid)).await.x_cache(),
+        "MISS",
+        "fresh for Cache-Control's 5 s, not the invalid field's 60"
+    );
+    assert_eq!(scripted.upstream.count_target(invalid), 2);
+    assert_eq!(
+        get(&proxy.url(valid)).await.x_cache(),
+        "HIT",
+        "fresh for CDN-Cache-Control's 60 s"
+    );
+    assert_eq!(scripted.upstream.count_target(valid), 1);
+}
+
 #[tokio::test]
 async fn head_is_answered_from_a_fresh_get() {
     let scripted = Scripted::start(immutable()).await;

@@ -1,5 +1,7 @@
 //! Response caching directives: `Cache-Control` (RFC 9111 §5.2), or `CDN-Cache-Control` (RFC 9213) when
-//! the upstream targets CDNs, parsed once into the few facts the policy needs. Pure.
+//! the upstream targets CDNs with a valid one, parsed once into the few facts the policy needs. Pure.
+
+mod targeted;
 
 use std::time::Duration;
 
@@ -7,18 +9,25 @@ use http::header::{self, HeaderMap};
 
 use super::policy::NotStored;
 
+/// The largest `delta-seconds` kept: values past 2^31 are taken as 2^31 (RFC 9111 §1.2.2).
+const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
 /// `delta-seconds` (RFC 9111 §1.2.2): digits only; values past 2^31 are taken as 2^31.
 pub(super) fn delta_seconds(value: &str) -> Option<u64> {
-    const CAP: u64 = 1 << 31;
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(value.parse::<u64>().map_or(CAP, |v| v.min(CAP)))
+    Some(
+        value
+            .parse::<u64>()
+            .map_or(DELTA_SECONDS_MAX, |v| v.min(DELTA_SECONDS_MAX)),
+    )
 }
 
-/// The response directives this cache acts on (RFC 9111 §5.2.2, RFC 5861). Names are case-insensitive;
-/// unknown directives are ignored. A duration given twice with different values, or given an invalid value,
-/// is `Some(None)`: present but invalid, which makes the response stale (§4.2.1).
+/// The response directives this cache acts on (RFC 9111 §5.2.2, RFC 5861); unknown directives are ignored.
+/// In `Cache-Control`, names are case-insensitive, and a duration given twice with different values, or
+/// given an invalid value, is `Some(None)`: present but invalid, which makes the response stale (§4.2.1).
+/// `CDN-Cache-Control` follows the Structured Field rules instead (see `targeted`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct CacheControl {
     pub no_store: bool,
@@ -30,30 +39,16 @@ pub(super) struct CacheControl {
     pub s_maxage: Option<Option<u64>>,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
-    /// The directives came from `CDN-Cache-Control`, so `Expires` is to be ignored (RFC 9213 §2.1).
+    /// The directives came from `CDN-Cache-Control`, so `Expires` is to be ignored (RFC 9213 §2.2).
     pub targeted: bool,
 }
 
-/// The targeted field for CDNs (RFC 9213): when present with a value, it replaces `Cache-Control` (and
-/// `Expires`) for this cache.
-pub(super) const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
-
 impl CacheControl {
-    /// The directives of a response: its `CDN-Cache-Control` when present and non-empty (RFC 9213 §2.1),
-    /// else its `Cache-Control`.
+    /// The directives of a response: its `CDN-Cache-Control` when that is valid and not empty, else its
+    /// `Cache-Control` (RFC 9213 §2.2: an empty or unparsable targeted field is as if absent).
     pub fn of_response(headers: &HeaderMap) -> Self {
-        let targeted = headers
-            .get_all(CDN_CACHE_CONTROL)
-            .iter()
-            .any(|v| !v.as_bytes().trim_ascii().is_empty());
-        if targeted {
-            Self {
-                targeted: true,
-                ..Self::parse_field(headers, CDN_CACHE_CONTROL)
-            }
-        } else {
-            Self::parse_field(headers, header::CACHE_CONTROL.as_str())
-        }
+        targeted::directives(headers)
+            .unwrap_or_else(|| Self::parse_field(headers, header::CACHE_CONTROL.as_str()))
     }
 
     /// The directives of a request's `Cache-Control` (RFC 9111 §5.2.1; of those, this cache acts on
@@ -78,15 +73,20 @@ impl CacheControl {
     }
 
     fn apply(&mut self, name: &str, arg: Option<&str>) {
+        self.set(&name.to_ascii_lowercase(), arg.and_then(delta_seconds));
+    }
+
+    /// One directive, by its lower-case name; `seconds` is its argument as `delta-seconds`, `None` when it
+    /// has none or an invalid one.
+    fn set(&mut self, name: &str, seconds: Option<u64>) {
         let set_duration = |slot: &mut Option<Option<u64>>| {
-            let parsed = arg.and_then(delta_seconds);
             *slot = match *slot {
-                None => Some(parsed),
-                Some(previous) if previous == parsed => Some(parsed),
+                None => Some(seconds),
+                Some(previous) if previous == seconds => Some(seconds),
                 Some(_) => Some(None),
             };
         };
-        match name.to_ascii_lowercase().as_str() {
+        match name {
             "no-store" => self.no_store = true,
             "no-cache" => self.no_cache = true,
             "private" => self.private = true,
@@ -95,8 +95,8 @@ impl CacheControl {
             "max-age" => set_duration(&mut self.max_age),
             "s-maxage" => set_duration(&mut self.s_maxage),
             // RFC 5861: an invalid value is ignored like an unknown directive.
-            "stale-while-revalidate" => self.stale_while_revalidate = arg.and_then(delta_seconds),
-            "stale-if-error" => self.stale_if_error = arg.and_then(delta_seconds),
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds,
+            "stale-if-error" => self.stale_if_error = seconds,
             _ => {}
         }
     }
@@ -185,27 +185,6 @@ mod tests {
     fn quoted_commas_do_not_split_directives() {
         let names: Vec<_> = directives("private=\"a, b\", max-age=3").collect();
         assert_eq!(names, [("private", Some("a, b")), ("max-age", Some("3"))]);
-    }
-
-    #[test]
-    fn cdn_cache_control_replaces_cache_control() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CACHE_CONTROL, "no-store".parse().unwrap());
-        headers.insert(CDN_CACHE_CONTROL, "max-age=600".parse().unwrap());
-        let cc = CacheControl::of_response(&headers);
-        assert!(!cc.no_store);
-        assert_eq!(cc.max_age, Some(Some(600)));
-        assert!(cc.targeted);
-    }
-
-    #[test]
-    fn empty_cdn_cache_control_is_ignored() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CACHE_CONTROL, "max-age=5".parse().unwrap());
-        headers.insert(CDN_CACHE_CONTROL, "".parse().unwrap());
-        let cc = CacheControl::of_response(&headers);
-        assert_eq!(cc.max_age, Some(Some(5)));
-        assert!(!cc.targeted);
     }
 
     /// The stale windows (`stale-while-revalidate`, `stale-if-error`) of a response with these fields, when

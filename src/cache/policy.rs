@@ -1277,6 +1277,34 @@ mod tests {
                 Ok(30),
             ),
             (
+                "RFC 9213 an invalid CDN-Cache-Control is ignored (a String max-age)",
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=\"60\""),
+                ],
+                Ok(5),
+            ),
+            (
+                "RFC 9213 an invalid CDN-Cache-Control leaves Expires in force",
+                200,
+                vec![
+                    ("cdn-cache-control", "max-age=60.0"),
+                    ("expires", &in_90s),
+                    ("date", &date),
+                ],
+                Ok(90),
+            ),
+            (
+                "RFC 9213 an invalid CDN-Cache-Control cannot lift no-store",
+                200,
+                vec![
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=600, public=?0"),
+                ],
+                Err(NotStored::NoStore),
+            ),
+            (
                 "RFC 9213 Expires is ignored with CDN-Cache-Control",
                 200,
                 vec![
