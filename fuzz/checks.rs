@@ -331,7 +331,13 @@ fn admit_as(kind: RuleKind, parts: &http::response::Parts, exchange: Exchange) {
             "a stored {status} may stand in for a failing upstream"
         );
     }
-    if has(&["no-cache", "must-revalidate", "proxy-revalidate"]) {
+    // `s-maxage` carries `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10).
+    if has(&[
+        "no-cache",
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage",
+    ]) {
         assert!(
             freshness.stale_while_revalidate.is_zero() && freshness.stale_if_error.is_zero(),
             "may serve stale despite {names:?}"
@@ -339,16 +345,11 @@ fn admit_as(kind: RuleKind, parts: &http::response::Parts, exchange: Exchange) {
     }
 }
 
-/// The lower-cased directive names of the caching field in force; `None` when a value has a quote.
+/// The lower-cased directive names of the caching field in force; `None` when a value has a quote, or when
+/// this plain reading cannot tell which field is in force.
 fn directives_in_force(headers: &HeaderMap) -> Option<Vec<String>> {
-    let cdn = HeaderName::from_static("cdn-cache-control");
-    let targeted = headers
-        .get_all(&cdn)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().is_empty());
-    let field = if targeted { cdn } else { header::CACHE_CONTROL };
     let mut names = Vec::new();
-    for value in headers.get_all(field) {
+    for value in headers.get_all(field_in_force(headers)?) {
         let Ok(value) = value.to_str() else {
             panic!("stored with an unreadable {value:?}");
         };
@@ -361,6 +362,62 @@ fn directives_in_force(headers: &HeaderMap) -> Option<Vec<String>> {
         }
     }
     Some(names)
+}
+
+/// RFC 9213 §2.1: `CDN-Cache-Control` when it is a valid, non-empty Dictionary whose directives have the
+/// types inferred for them, else `Cache-Control`. Read plainly, not with the crate's parser: members that
+/// are a lower-case name alone or with an Integer are told apart; anything else (parameters, strings, inner
+/// lists, other items) gives `None`.
+fn field_in_force(headers: &HeaderMap) -> Option<HeaderName> {
+    let cdn = HeaderName::from_static("cdn-cache-control");
+    let lines: Vec<&[u8]> = headers
+        .get_all(&cdn)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii())
+        .collect();
+    if lines.iter().all(|line| line.is_empty()) {
+        return Some(header::CACHE_CONTROL);
+    }
+    let joined = lines.join(&b", "[..]);
+    if !joined.is_ascii() {
+        return Some(header::CACHE_CONTROL);
+    }
+    let joined = String::from_utf8(joined).expect("ASCII");
+    let mut valid = true;
+    for member in joined.split(',') {
+        valid &= member_is_valid(member.trim_matches([' ', '\t']))?;
+    }
+    Some(if valid { cdn } else { header::CACHE_CONTROL })
+}
+
+/// Whether one Dictionary member is valid, with the type RFC 9213 §2.1 infers for its directive: a name
+/// alone is Boolean true (wrong for a duration), `name=digits` an Integer (wrong for a flag). An empty
+/// member or an upper-case letter in a name fails the parse. `None` when this reading cannot tell.
+fn member_is_valid(member: &str) -> Option<bool> {
+    let (name, value) = match member.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (member, None),
+    };
+    let key = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    if !key {
+        return (name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase())).then_some(false);
+    }
+    let duration = matches!(
+        name,
+        "max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error"
+    );
+    let flag = matches!(
+        name,
+        "no-store" | "no-cache" | "private" | "public" | "must-revalidate" | "proxy-revalidate"
+    );
+    match value {
+        None => Some(!duration),
+        Some(v) if (1..=15).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(!flag)
+        }
+        Some(_) => None,
+    }
 }
 
 /// Builds a response head from bytes: two bytes of status, one of timing, then `name:value` lines.

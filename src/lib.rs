@@ -36,7 +36,8 @@
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
 //! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
-//!   unsafe method invalidates), [`cache::vary`] (variants), [`cache::request`] (every request the cache
+//!   unsafe method invalidates; the response directives it reads are `Cache-Control`, or a valid
+//!   `CDN-Cache-Control` parsed as an RFC 8941 Dictionary with `sfv`), [`cache::vary`] (variants), [`cache::request`] (every request the cache
 //!   sends upstream, built from what the key covers),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),

@@ -133,6 +133,8 @@ fn cache_policy_never_admits_what_it_must_not_on_random_heads() {
         b"\x00\x64\x00content-type:image/gif\ncache-control:max-age=9\ncontent-length:99999",
         b"\x00\x64\x00content-type:text/css\ncache-control:no-cache\nlast-modified:Thu, 01 Jan 1970 00:00:00 GMT",
         b"\x00\x64\x00content-type:image/png\ncache-control:no-store\ncdn-cache-control:max-age=600",
+        b"\x00\x64\x00content-type:image/png\ncache-control:no-store\ncdn-cache-control:Max-Age=600",
+        b"\x00\x64\x00content-type:image/png\ncdn-cache-control:s-maxage=60, stale-if-error=600",
         b"\x00\x64\x80cache-control:public, max-age=60, must-revalidate\nvary:accept-encoding\netag:\"a\"",
         b"\x00\x6a\x00content-range:bytes 0-1/9\ncache-control:max-age=60",
         b"\x01\x36\x00cache-control:max-age=600\ncontent-type:text/html",

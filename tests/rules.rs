@@ -364,6 +364,114 @@ async fn cdn_cache_control_takes_precedence() {
     );
 }
 
+/// A proxy whose rules would serve a stale response for a minute while refreshing it and for ten minutes
+/// while the upstream fails, unless the response forbids it: what a test of a prohibition must rule out.
+async fn proxy_with_stale_defaults(upstream: &FakeCloudreve) -> TestProxy {
+    let mut config = test_config(&upstream.url());
+    for rule in &mut config.cache.rules {
+        rule.limits.stale_while_revalidate = Duration::from_secs(60);
+        rule.limits.stale_if_error = Duration::from_secs(600);
+    }
+    TestProxy::start_with(config).await
+}
+
+fn server_error() -> Answer {
+    Answer {
+        status: 503,
+        headers: vec![("content-type", "text/plain".to_owned())],
+        body: b"down",
+        honour_conditionals: false,
+    }
+}
+
+/// #13: `s-maxage` carries `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10), in
+/// `CDN-Cache-Control` as in `Cache-Control` (RFC 9213 §2.2): past its `s-maxage` the entry is revalidated,
+/// never served stale, though the response names stale windows and the rule has defaults of its own; and
+/// a failing upstream's answer goes through instead of the stored copy.
+#[tokio::test]
+async fn s_maxage_is_revalidated_and_never_served_stale() {
+    let scripted = Scripted::start(immutable()).await;
+    let proxy = proxy_with_stale_defaults(&scripted.upstream).await;
+    let permissive = "s-maxage=1, stale-while-revalidate=60, stale-if-error=600";
+    for (field, target) in [
+        ("cache-control", "/assets/a.js"),
+        ("cdn-cache-control", "/assets/b.js"),
+    ] {
+        let fresh = Answer::ok(&[(field, permissive), ("etag", "\"v1\"")], b"body");
+        scripted.set(fresh.clone());
+        let before = scripted.upstream.count();
+        get(&proxy.url(target)).await;
+        proxy.clock.advance(Duration::from_secs(2)); // past s-maxage, inside every stale window
+        let revalidated = get(&proxy.url(target)).await;
+        assert_eq!(revalidated.x_cache(), "REVALIDATED", "{field}");
+        assert_eq!(revalidated.body.as_ref(), b"body", "{field}");
+        assert_eq!(scripted.upstream.count(), before + 2, "{field}");
+        assert_eq!(
+            scripted.upstream.last().header("if-none-match"),
+            Some("\"v1\""),
+            "{field}: revalidated with the stored ETag"
+        );
+        scripted.set(server_error());
+        proxy.clock.advance(Duration::from_secs(2));
+        let failed = get(&proxy.url(target)).await;
+        assert_eq!(
+            (failed.status, failed.body.as_ref()),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"down"[..]),
+            "{field}: the upstream's 503, not the stale copy"
+        );
+        assert_eq!(scripted.upstream.count(), before + 3, "{field}");
+        scripted.set(fresh);
+    }
+    scripted.upstream.stop();
+    proxy.clock.advance(Duration::from_secs(2));
+    let unreachable = get(&proxy.url("/assets/a.js")).await;
+    assert_eq!(
+        (unreachable.status, unreachable.x_cache()),
+        (StatusCode::BAD_GATEWAY, "MISS"),
+        "an unreachable upstream gets a 502, not the stale copy"
+    );
+}
+
+/// #13: `CDN-Cache-Control` is a Structured Field Dictionary (RFC 9213 §2.1, RFC 8941 §3.2). A `max-age`
+/// given as a String makes it invalid, so it is ignored whole and `Cache-Control` says how long the
+/// response is fresh; a valid one still takes `Cache-Control`'s place.
+#[tokio::test]
+async fn an_invalid_cdn_cache_control_is_ignored_and_a_valid_one_wins() {
+    let scripted = Scripted::start(immutable()).await;
+    let proxy = proxy_without_stale(&scripted.upstream).await;
+    let answer = |targeted: &str| {
+        Answer::ok(
+            &[
+                ("cache-control", "max-age=5"),
+                ("cdn-cache-control", targeted),
+            ],
+            b"body",
+        )
+    };
+    let (invalid, valid) = ("/assets/invalid.js", "/assets/valid.js");
+    scripted.set(answer("max-age=\"60\""));
+    get(&proxy.url(invalid)).await;
+    scripted.set(answer("max-age=60"));
+    get(&proxy.url(valid)).await;
+    proxy.clock.advance(Duration::from_secs(4));
+    assert_eq!(get(&proxy.url(invalid)).await.x_cache(), "HIT");
+    assert_eq!(get(&proxy.url(valid)).await.x_cache(), "HIT");
+    assert_eq!(scripted.upstream.count(), 2);
+    proxy.clock.advance(Duration::from_secs(2)); // 6 s: past Cache-Control's max-age only
+    assert_eq!(
+        get(&proxy.url(invalid)).await.x_cache(),
+        "MISS",
+        "fresh for Cache-Control's 5 s, not the invalid field's 60"
+    );
+    assert_eq!(scripted.upstream.count_target(invalid), 2);
+    assert_eq!(
+        get(&proxy.url(valid)).await.x_cache(),
+        "HIT",
+        "fresh for CDN-Cache-Control's 60 s"
+    );
+    assert_eq!(scripted.upstream.count_target(valid), 1);
+}
+
 #[tokio::test]
 async fn head_is_answered_from_a_fresh_get() {
     let scripted = Scripted::start(immutable()).await;

@@ -1093,6 +1093,23 @@ mod tests {
         }
     }
 
+    /// RFC 9111 §5.2.2.10 (#13): `s-maxage` carries `proxy-revalidate`: stored and fresh for its
+    /// `s-maxage`, then revalidated, never served stale, whatever windows the response or the rule give.
+    #[test]
+    fn s_maxage_forbids_stale_use() {
+        let res = png("public, s-maxage=10, stale-while-revalidate=5, stale-if-error=7");
+        assert_eq!(fresh_for(&res), Ok(10));
+        assert_eq!(windows(&res), (0, 0));
+        let targeted = response(
+            200,
+            &[
+                ("content-type", "image/png"),
+                ("cdn-cache-control", "s-maxage=10, stale-if-error=7"),
+            ],
+        );
+        assert_eq!(windows(&targeted), (0, 0), "in CDN-Cache-Control too");
+    }
+
     #[test]
     fn entries_are_kept_for_stale_use_and_with_a_validator_for_revalidation() {
         let limits = Limits {
@@ -1330,6 +1347,34 @@ mod tests {
                     ("cdn-cache-control", "max-age=30"),
                 ],
                 Ok(30),
+            ),
+            (
+                "RFC 9213 an invalid CDN-Cache-Control is ignored (a String max-age)",
+                200,
+                vec![
+                    ("cache-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=\"60\""),
+                ],
+                Ok(5),
+            ),
+            (
+                "RFC 9213 an invalid CDN-Cache-Control leaves Expires in force",
+                200,
+                vec![
+                    ("cdn-cache-control", "max-age=60.0"),
+                    ("expires", &in_90s),
+                    ("date", &date),
+                ],
+                Ok(90),
+            ),
+            (
+                "RFC 9213 an invalid CDN-Cache-Control cannot lift no-store",
+                200,
+                vec![
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=600, public=?0"),
+                ],
+                Err(NotStored::NoStore),
             ),
             (
                 "RFC 9213 Expires is ignored with CDN-Cache-Control",
