@@ -2,14 +2,20 @@
 //! client before the final response, on the pass-through path and on the request that leads a cache fill;
 //! never an HTTP/1.0 client, never a request that waited for another's fill, and never the cache: the
 //! stored entry is the final response alone. hyper's server cannot send a 1xx, so the fake upstream here
-//! speaks raw TCP, and so does the client, to read exactly what the proxy sends.
+//! speaks raw TCP, and so does the client, to read exactly what the proxy sends (over TLS, hyper's client,
+//! which reports each 1xx it reads).
 
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use cloudreve_edge::Config;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use support::ops::{TempDir, TestCa};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -318,4 +324,59 @@ async fn an_http2_client_gets_the_final_response() {
     assert_eq!(reply.status, http::StatusCode::OK);
     assert_eq!(reply.body, format!("body={PASS}"));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn early_hints_reach_a_client_over_tls() {
+    // The guard sits on the decrypted stream: what it writes goes out in TLS records, flushed as it goes.
+    let upstream = Hinting::held().await;
+    let (dir, ca) = (TempDir::new("interim-tls"), TestCa::new("interim CA"));
+    let leaf = ca.leaf("edge");
+    let (cert, key) = (
+        dir.write("cert.pem", &leaf.cert_pem),
+        dir.write("key.pem", &leaf.key_pem),
+    );
+    let mut config = test_config(&upstream.url());
+    let section = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    config.tls = Config::from_toml(&section).unwrap().tls;
+    let proxy = TestProxy::start_with(config).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = timeout(PATIENCE, ca.connector(&[b"http/1.1"]).connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    // hyper's client reports each 1xx; the upstream's final response waits until the client has one.
+    let mut request = http::Request::get(PASS)
+        .header("host", "edge")
+        .body(empty())
+        .unwrap();
+    let hints = Arc::new(Mutex::new(Vec::new()));
+    let (seen, release) = (Arc::clone(&hints), Arc::clone(&upstream.release));
+    hyper::ext::on_informational(&mut request, move |response| {
+        let link = response.headers().get("link").cloned();
+        seen.lock()
+            .unwrap()
+            .push((response.status().as_u16(), link));
+        release.notify_one();
+    });
+    let response = answered(sender.send_request(request)).await;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let body = timeout(PATIENCE, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, format!("body={PASS}"));
+    let link = format!("<{PASS}.css>; rel=preload");
+    assert_eq!(*hints.lock().unwrap(), [(103, Some(link.parse().unwrap()))]);
 }
