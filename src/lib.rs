@@ -22,6 +22,9 @@
 //! - [`express`]: the express lane: plain HTTP/1.1 `GET`s of fresh avatars, answered by the framing guard
 //!   from the raw head while hyper is idle on the connection, with the full path's bytes (its `proxy`
 //!   side: `proxy/express.rs`).
+//! - [`interim`]: the upstream's 1xx interim responses (`103 Early Hints`) on their way to an HTTP/1.1
+//!   client: queued by the request in progress, written by the framing guard beside hyper, before the
+//!   final response and after every earlier one.
 //! - [`limits`]: connection slots (`max_connections`), the connection watchdog (`limits/watchdog.rs`:
 //!   `idle_timeout`, and `send_timeout` for a response the client takes nothing of) and the response body
 //!   pause limit (`response_idle_timeout`).
@@ -72,7 +75,8 @@
 //! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced
 //!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways
 //!    ([`upload`]: a request body pausing past `upstream.request_body_idle_timeout` gets `408`; the
-//!    response-head timeout starts once it is sent whole). A fill is a new request ([`cache::request`]):
+//!    response-head timeout starts once it is sent whole); a 1xx interim response goes on to an HTTP/1.1
+//!    client as it arrives ([`interim`]), never into the cache. A fill is a new request ([`cache::request`]):
 //!    the target, `Host`, `User-Agent`, the `Vary`-named fields, the forwarding fields, and the stored
 //!    validators when it revalidates.
 //!    Every upstream exchange is timed for the metrics and readiness.
@@ -98,6 +102,7 @@ pub mod express;
 pub mod framing;
 pub mod health;
 pub mod host;
+pub mod interim;
 pub mod invalidate;
 pub mod limits;
 pub mod metrics;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ServerConfig;
 use crate::express::Express;
 use crate::framing::{FramingGuard, HeadLimits, Shortcut};
+use crate::interim;
 use crate::limits::{Activity, Closing, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
@@ -269,6 +272,7 @@ impl Connections {
             addr,
             tls: false,
             trusted,
+            interim: None,
         };
         let Some(acceptor) = &self.tls else {
             return self
@@ -328,18 +332,27 @@ impl Connections {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs), and fresh
-        // avatar hits answered there while hyper is idle (express.rs).
-        let mut io = FramingGuard::new(io, limits.head, client.addr);
+        // HTTP/1.1 heads are checked for ambiguous framing before hyper reads them (framing.rs), fresh
+        // avatar hits answered there while hyper is idle (express.rs), and the upstream's 1xx interim
+        // responses written there for the request in progress (interim.rs).
+        let slot = interim::Slot::new();
+        let mut io =
+            FramingGuard::new(io, limits.head, client.addr).with_interim(Arc::clone(&slot));
         if limits.express_lane {
             io = io.with_shortcut(Arc::clone(&self.express), activity.clone());
         }
         let proxy = Arc::clone(&self.proxy);
         let response_idle_timeout = limits.response_idle_timeout;
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
             // Counted in progress (not idle) from its head until its response body ends or is dropped.
             let in_progress = activity.begin();
+            // The connection's request from here: hyper hands one over only once the response before it is
+            // wholly in its write buffer, so the guard can tell when the request may get interim responses.
+            let client = ClientInfo {
+                interim: slot.begin(request.version()),
+                ..client
+            };
             async move {
                 let response = proxy.handle(request, client).await?;
                 Ok::<_, Infallible>(

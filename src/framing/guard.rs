@@ -1,5 +1,6 @@
 //! The framing guard: the client connection as hyper reads it, with the [`Scanner`] between the socket and
-//! hyper, the request head timed from its first byte, and the requests a [`Shortcut`] answers beside hyper.
+//! hyper, the request head timed from its first byte, the requests a [`Shortcut`] answers beside hyper, and
+//! the upstream's 1xx interim responses written beside hyper (`interim.rs`).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -16,6 +17,7 @@ use tokio::time::Sleep;
 
 use super::Scanner;
 use super::shortcut::{Express, Shortcut};
+use crate::interim;
 use crate::limits::Activity;
 
 /// Bytes read from the socket at a time, into a buffer on the stack: an idle connection holds no buffer of
@@ -55,6 +57,8 @@ pub struct FramingGuard<IO> {
     express: Option<Express>,
     /// Client bytes read behind a head answered beside hyper, not looked at until that answer is out.
     unread: Bytes,
+    /// The upstream's interim responses to the request in progress, when a slot is set.
+    interim: Option<interim::Writer>,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -70,7 +74,14 @@ impl<IO> FramingGuard<IO> {
             logged: false,
             express: None,
             unread: Bytes::new(),
+            interim: None,
         }
+    }
+
+    /// Writes the interim responses the requests of this connection queue in `slot`.
+    pub fn with_interim(mut self, slot: Arc<interim::Slot>) -> Self {
+        self.interim = Some(interim::Writer::new(slot));
+        self
     }
 
     /// Lets `shortcut` answer the requests it knows while hyper has none of `activity`'s in progress.
@@ -226,6 +237,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_answer(cx))?;
+        // hyper flushes only with its write buffer empty: the request in progress may have its interim
+        // responses now (`interim.rs`), and this flush sends them too.
+        let this = &mut *self;
+        if let Some(interim) = &mut this.interim {
+            interim.hyper_flushes(cx);
+            ready!(interim.poll_write(&mut this.io, cx))?;
+        }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         if let Some(express) = &mut self.express {
             express.hyper_unflushed = false;
@@ -240,9 +258,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for FramingGuard<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> FramingGuard<IO> {
-    /// hyper is about to write: any answer under way goes first, and hyper counts as busy until it flushes.
+    /// hyper is about to write: any answer under way goes first, then the interim responses that may precede
+    /// hyper's bytes, and hyper counts as busy until it flushes.
     fn before_hyper_writes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_answer(cx))?;
+        if let Some(interim) = &mut self.interim {
+            ready!(interim.poll_write(&mut self.io, cx))?;
+            interim.hyper_writes();
+        }
         if let Some(express) = &mut self.express {
             express.hyper_unflushed = true;
         }

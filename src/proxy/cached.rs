@@ -94,7 +94,7 @@ impl Proxy {
                         primary,
                         fill,
                         Arc::clone(&entry),
-                        *client,
+                        client.without_interim(),
                     );
                 }
                 let status = CacheStatus {

@@ -135,6 +135,10 @@ impl Proxy {
                 err.to_response()
             }
         };
+        // The final response is decided: an upstream 1xx from now on would follow it (RFC 9110 §15.2).
+        if let Some(interim) = &client.interim {
+            interim.seal();
+        }
         let (mut parts, body) = response.into_parts();
         if let Some(status) = &record.cache {
             self.cache.count(status.outcome);

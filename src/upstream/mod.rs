@@ -16,6 +16,7 @@ use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 use crate::host;
+use crate::interim::Interim;
 use crate::tls;
 use crate::upload::{ClientBodyError, UploadBody};
 
@@ -45,7 +46,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 ];
 
 /// Who sent a request, as this proxy saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// The peer address of the client connection.
     pub addr: SocketAddr,
@@ -53,6 +54,20 @@ pub struct ClientInfo {
     pub tls: bool,
     /// The peer is a trusted proxy (`server.trusted_proxies`): the forwarding headers it sent are kept.
     pub trusted: bool,
+    /// Where the upstream's 1xx interim responses to this request go: an HTTP/1.1 client's connection, while
+    /// the client waits for this request's answer (`interim.rs`).
+    pub interim: Option<Interim>,
+}
+
+impl ClientInfo {
+    /// The same client, for a request whose answer it does not wait for (a background refresh): no interim
+    /// response of that request's is its.
+    pub fn without_interim(&self) -> Self {
+        Self {
+            interim: None,
+            ..*self
+        }
+    }
 }
 
 /// The client to the one configured upstream.
@@ -144,6 +159,9 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         set_forwarded(&mut parts.headers, client);
         parts.headers.append(header::VIA, via_value(received));
+        if let Some(interim) = &client.interim {
+            forward_interim(parts, interim.clone());
+        }
         Ok(())
     }
 
@@ -186,6 +204,22 @@ fn refuse_unasked_upgrade(response: Response<Incoming>) -> Result<Response<Incom
         return Err(ProxyError::UpstreamRequest(Box::new(err)));
     }
     Ok(response)
+}
+
+/// Has hyper's client hand each 1xx interim response to the request's client (RFC 9110 §15.2: a proxy
+/// forwards them), rewritten as a final response is: hop-by-hop fields out, `Via` in. hyper calls this on
+/// the upstream connection's task as each one is read, before the final response; it never returns one as
+/// the response, so none reaches the cache.
+fn forward_interim(parts: &mut request::Parts, interim: Interim) {
+    let mut carrier = Request::new(());
+    hyper::ext::on_informational(&mut carrier, move |response| {
+        let mut headers = response.headers().clone();
+        strip_hop_by_hop(&mut headers);
+        headers.append(header::VIA, via_value(Version::HTTP_11));
+        interim.send(response.status(), &headers);
+    });
+    // hyper takes the callback from the request's extensions; `Parts` has no way to put it there itself.
+    parts.extensions.extend(carrier.into_parts().0.extensions);
 }
 
 /// Turns an upstream response head into the client's: hop-by-hop headers removed, `Via` added.
@@ -370,6 +404,7 @@ mod tests {
             addr: "192.0.2.7:40000".parse().unwrap(),
             tls: false,
             trusted: false,
+            interim: None,
         }
     }
 
