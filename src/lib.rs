@@ -30,7 +30,8 @@
 //!   pause limit (`response_idle_timeout`).
 //! - [`host`]: what a host is (`Host` values and target authorities alike) and which one a request is for,
 //!   checked once by the framing guard (HTTP/1.1 heads) and the request filter (every protocol).
-//! - [`route`]: request classification (the cache rules, Cloudreve's paths and its `nocache` parsing), pure.
+//! - [`cloudreve`]: Cloudreve's paths (the avatar route, the avatar changes), a leaf every layer may name.
+//! - [`route`]: request classification (the cache rules, Cloudreve's `nocache` parsing), pure.
 //! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
 //!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
 //!   `observe` file the invalidation signals.
@@ -95,6 +96,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod cloudreve;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -1,8 +1,9 @@
 //! Request classification: which path a request takes through the proxy, from its method, target and the
 //! configured cache rules.
 //!
-//! This is where the proxy's knowledge of Cloudreve's URLs lives. It does no I/O; it allocates only for the
-//! key of a rule that includes `Host`.
+//! This is where the proxy's knowledge of Cloudreve's URLs is applied (the paths themselves are in
+//! `cloudreve.rs`, re-exported here). It does no I/O; it allocates only for the key of a rule that includes
+//! `Host`.
 
 use std::borrow::Cow;
 
@@ -13,14 +14,7 @@ use crate::cache::policy::{self, AvatarKey};
 use crate::config::{RuleConfig, RuleKind};
 use crate::host;
 
-/// The avatar route, `GET /api/v4/user/avatar/{id}` (Cloudreve `routers/router.go`).
-pub const AVATAR_PREFIX: &str = "/api/v4/user/avatar/";
-
-/// Cloudreve's own avatar upload: `PUT /api/v4/user/setting/avatar`, by the user the bearer token names.
-pub const OWN_AVATAR_PATH: &str = "/api/v4/user/setting/avatar";
-
-/// Cloudreve's admin user edit, `PUT /api/v4/admin/user/{numeric id}`, which can change or remove an avatar.
-pub const ADMIN_USER_PREFIX: &str = "/api/v4/admin/user/";
+pub use crate::cloudreve::{ADMIN_USER_PREFIX, AVATAR_PREFIX, OWN_AVATAR_PATH};
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,8 +25,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("admin", "purge"),
     ("body", "cache"),
     ("cache", "config"),
-    ("cache", "route"),
-    ("config", "route"),
     ("tls", "reload"),
 ];
 

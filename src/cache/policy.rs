@@ -91,7 +91,7 @@ pub fn key_path_starts_with(key: &str, prefix: &str) -> bool {
     match key_target(key) {
         Some(target) => target.starts_with(prefix),
         None => {
-            let avatar = crate::route::AVATAR_PREFIX;
+            let avatar = crate::cloudreve::AVATAR_PREFIX;
             match prefix.strip_prefix(avatar) {
                 Some(rest) => key.starts_with(rest),
                 None => avatar.starts_with(prefix),

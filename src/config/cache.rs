@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid};
 use crate::cache::policy::Limits;
-use crate::route::AVATAR_PREFIX;
+use crate::cloudreve::AVATAR_PREFIX;
 
 /// Memory for cached responses (bodies, headers and keys), in bytes, shared by all rules.
 pub const DEFAULT_CACHE_CAPACITY: ByteSize = ByteSize::mib(256);
