@@ -18,7 +18,7 @@ mod cache;
 mod ops;
 
 use cache::RawCache;
-pub use cache::{CacheConfig, RuleConfig, RuleKind};
+pub use cache::{CacheConfig, Limits, RuleConfig, RuleKind};
 pub use ops::{
     AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
     require_admin_token,
@@ -620,6 +620,13 @@ mod tests {
         assert_eq!(avatar.limits.max_object_size, 1024 * 1024);
         assert_eq!(avatar.limits.negative_ttl, Duration::from_secs(60));
         assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_cache_tests_limits_are_the_avatar_rules_defaults() {
+        let config = Config::from_toml("").unwrap();
+        let avatar = config.cache.avatar().unwrap();
+        assert_eq!(avatar.limits, Limits::AVATAR_DEFAULTS);
     }
 
     #[test]

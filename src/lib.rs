@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`].
+//! - [`config`]: `proxy.toml` schema, typed defaults, validation into [`Config`]; it re-exports the cache's
+//!   own parameter types (`RuleKind`, `Limits`), which the cache defines and never imports from it.
 //! - [`server`]: the listener, HTTP/1.1 + HTTP/2 on one port, graceful drain; HTTP/2 streams are polled once
 //!   in place before they are given a task (a hit needs none).
 //! - [`proxy_protocol`]: the PROXY protocol v1/v2 header a load balancer sends first (`ppp`).

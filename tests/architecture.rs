@@ -21,12 +21,7 @@ const ABOVE_THE_CACHE: &[&str] = &[
 
 /// Imports that close a cycle today and are being moved out, one commit at a time (issue #14): the
 /// checks skip these and nothing else; the list only shrinks.
-const NOT_YET: &[(&str, &str)] = &[
-    ("admin", "purge"),
-    ("body", "cache"),
-    ("cache", "config"),
-    ("tls", "reload"),
-];
+const NOT_YET: &[(&str, &str)] = &[("admin", "purge"), ("body", "cache"), ("tls", "reload")];
 
 /// Files are few; a tree deeper than this is a mistake in the walk, not a layout.
 const MAX_DEPTH: usize = 8;

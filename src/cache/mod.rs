@@ -260,13 +260,12 @@ mod tests {
     use http::Response;
 
     use super::*;
-    use crate::cache::policy::Freshness;
-    use crate::config::Config;
+    use crate::cache::policy::{Freshness, Limits};
 
     fn fresh_entry(now: Instant) -> Stored {
         let (parts, ()) = Response::new(()).into_parts();
         let freshness = Freshness::fresh(Duration::from_secs(60));
-        let limits = Config::default().cache.rules[0].limits;
+        let limits = Limits::AVATAR_DEFAULTS;
         let body = bytes::Bytes::from_static(b"avatar");
         Stored::Response(Arc::new(CachedResponse::new(
             &parts,

@@ -9,8 +9,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 
 use super::directives::{CacheControl, delta_seconds};
 use super::vary;
-use crate::config::RuleKind;
 use http::{StatusCode, Uri, response};
+use serde::Deserialize;
 
 /// The cache key of an avatar: exactly the user's hashid from the request path.
 ///
@@ -100,6 +100,17 @@ pub fn key_path_starts_with(key: &str, prefix: &str) -> bool {
     }
 }
 
+/// The kinds of cache rule: what the cache knows about the responses a rule stores. The cache owns it
+/// (`config` re-exports it and reads it from a rule's `kind = "..."`, hence `Deserialize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Cloudreve's avatar route: `nocache`, images only, keyed by user id, invalidated by avatar changes.
+    Avatar,
+    /// A plain RFC 9111 shared cache.
+    Http,
+}
+
 /// Limits and defaults that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -118,6 +129,21 @@ pub struct Limits {
     pub heuristic_fraction: f64,
     /// ...capped at this.
     pub heuristic_max: Duration,
+}
+
+#[cfg(test)]
+impl Limits {
+    /// The avatar rule's defaults, for the cache's own tests, which build entries without `config` (a
+    /// test in `config` pins them equal to `Config::default()`'s).
+    pub(crate) const AVATAR_DEFAULTS: Limits = Limits {
+        max_object_size: 1 << 20,
+        negative_ttl: Duration::from_secs(60),
+        stale_while_revalidate: Duration::from_secs(60),
+        stale_if_error: Duration::from_secs(24 * 3600),
+        keep: Duration::from_secs(24 * 3600),
+        heuristic_fraction: 0.1,
+        heuristic_max: Duration::from_secs(24 * 3600),
+    };
 }
 
 impl PartialEq for Limits {

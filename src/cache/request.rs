@@ -13,8 +13,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, request};
 
-use super::policy::{self, Validators};
-use crate::config::RuleKind;
+use super::policy::{self, RuleKind, Validators};
 
 /// What a cache request is for.
 #[derive(Debug, Clone, Copy)]

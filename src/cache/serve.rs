@@ -314,8 +314,7 @@ fn bare(status: StatusCode, entry: &CachedResponse) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::policy::Freshness;
-    use crate::config::Config;
+    use crate::cache::policy::{Freshness, Limits};
     use bytes::Bytes;
     use std::sync::Arc;
     use std::time::Duration;
@@ -334,7 +333,7 @@ mod tests {
             HeaderValue::from_static(LAST_MODIFIED),
         );
         let freshness = Freshness::fresh(Duration::from_secs(60));
-        let limits = Config::default().cache.rules[0].limits;
+        let limits = Limits::AVATAR_DEFAULTS;
         let body = Bytes::from_static(b"0123456789");
         let entry = CachedResponse::new(&parts, body, freshness, &limits, &HeaderMap::new(), now);
         (Arc::new(entry), now)

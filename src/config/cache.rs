@@ -7,7 +7,7 @@ use http::header::HeaderName;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
-use crate::cache::policy::Limits;
+pub use crate::cache::policy::{Limits, RuleKind};
 use crate::cloudreve::AVATAR_PREFIX;
 
 /// Memory for cached responses (bodies, headers and keys), in bytes, shared by all rules.
@@ -65,32 +65,20 @@ pub struct RuleConfig {
     pub fill_fields: Vec<HeaderName>,
 }
 
-/// The kinds of cache rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    /// Cloudreve's avatar route: `nocache`, images only, keyed by user id, invalidated by avatar changes.
-    Avatar,
-    /// A plain RFC 9111 shared cache.
-    Http,
+/// `stale_while_revalidate` when the rule sets none: the avatar rule's Cloudreve-aware window, none for
+/// an `http` rule (RFC 9111 §4.2.4).
+fn default_stale_while_revalidate(kind: RuleKind) -> Duration {
+    match kind {
+        RuleKind::Avatar => DEFAULT_AVATAR_STALE_WHILE_REVALIDATE,
+        RuleKind::Http => DEFAULT_HTTP_STALE_WHILE_REVALIDATE,
+    }
 }
 
-impl RuleKind {
-    /// `stale_while_revalidate` when the rule sets none: the avatar rule's Cloudreve-aware window, none for
-    /// an `http` rule (RFC 9111 §4.2.4).
-    pub fn default_stale_while_revalidate(self) -> Duration {
-        match self {
-            Self::Avatar => DEFAULT_AVATAR_STALE_WHILE_REVALIDATE,
-            Self::Http => DEFAULT_HTTP_STALE_WHILE_REVALIDATE,
-        }
-    }
-
-    /// `stale_if_error` when the rule sets none, likewise.
-    pub fn default_stale_if_error(self) -> Duration {
-        match self {
-            Self::Avatar => DEFAULT_AVATAR_STALE_IF_ERROR,
-            Self::Http => DEFAULT_HTTP_STALE_IF_ERROR,
-        }
+/// `stale_if_error` when the rule sets none, likewise.
+fn default_stale_if_error(kind: RuleKind) -> Duration {
+    match kind {
+        RuleKind::Avatar => DEFAULT_AVATAR_STALE_IF_ERROR,
+        RuleKind::Http => DEFAULT_HTTP_STALE_IF_ERROR,
     }
 }
 
@@ -142,10 +130,10 @@ struct RawRule {
     max_object_size: ByteSize,
     #[serde(default = "default_negative_ttl", with = "humantime_serde")]
     negative_ttl: Duration,
-    /// Unset: the kind's default ([`RuleKind::default_stale_while_revalidate`]).
+    /// Unset: the kind's default ([`default_stale_while_revalidate`]).
     #[serde(default, with = "humantime_serde")]
     stale_while_revalidate: Option<Duration>,
-    /// Unset: the kind's default ([`RuleKind::default_stale_if_error`]).
+    /// Unset: the kind's default ([`default_stale_if_error`]).
     #[serde(default, with = "humantime_serde")]
     stale_if_error: Option<Duration>,
     #[serde(default = "default_keep", with = "humantime_serde")]
@@ -277,10 +265,10 @@ impl RawRule {
                 negative_ttl: self.negative_ttl,
                 stale_while_revalidate: self
                     .stale_while_revalidate
-                    .unwrap_or(self.kind.default_stale_while_revalidate()),
+                    .unwrap_or(default_stale_while_revalidate(self.kind)),
                 stale_if_error: self
                     .stale_if_error
-                    .unwrap_or(self.kind.default_stale_if_error()),
+                    .unwrap_or(default_stale_if_error(self.kind)),
                 keep: self.keep,
                 heuristic_fraction: self.heuristic_fraction,
                 heuristic_max: self.heuristic_max,
