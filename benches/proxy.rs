@@ -279,7 +279,7 @@ that run:
     origin_direct_json            52.4 us
 
 The previous run (commit 53841c5): 61.1, 56.7, 108.8, 750.8, 95.7 and 60.1 us. The miss pays for the keeper
-thread (`src/cache/keeper.rs`): in one session, alternating the two builds three times, the miss took 112.5 us
+thread (`src/body/keeper.rs`): in one session, alternating the two builds three times, the miss took 112.5 us
 before it and 120.6 us with it (medians), about 8 us for the hop to the keeper and back.
 
 Compare benches within one run, not across runs (an earlier run under other load gave 32.2, 57.3, 90.5 and

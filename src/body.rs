@@ -10,7 +10,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::{Body as HttpBody, Incoming};
 
-use crate::cache::{Copying, Keeper};
+// The keeper lives beside the body it copies: it knows bytes and threads, nothing of the cache, which
+// re-exports it as `cache::Keeper`.
+mod keeper;
+
+pub use keeper::{Copying, Keeper};
 
 /// A request or response body.
 #[derive(Debug, Default)]

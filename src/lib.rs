@@ -46,10 +46,12 @@
 //!   sends upstream, built from what the key covers),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
-//!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store).
+//!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store, from
+//!   `body`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
 //! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
-//! - [`body`]: the one body type, streamed or in memory.
+//! - [`body`]: the one body type, streamed or in memory; beside it the keeper (`body/keeper.rs`), the
+//!   thread that copies the bodies the cache stores (re-exported as [`cache::Keeper`]).
 //! - [`error`]: the one error enum and its mapping to HTTP.
 //! - [`access_log`]: one access event per request, when its body ends.
 //! - [`demo`]: a Cloudreve look-alike for `--demo`.

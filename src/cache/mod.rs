@@ -5,7 +5,6 @@ mod clock;
 mod counters;
 mod directives;
 mod entry;
-mod keeper;
 pub mod policy;
 pub mod request;
 pub mod serve;
@@ -22,10 +21,10 @@ use http::header::HeaderName;
 
 use store::{Claim, FillGuard, FillWaiter, Store};
 
+pub use crate::body::{Copying, Keeper};
 pub use clock::Clock;
 pub use counters::Counts;
 pub use entry::{CachedResponse, Staleness, Stored, VaryIndex};
-pub use keeper::{Copying, Keeper};
 pub use status::CacheStatus;
 
 /// The in-memory cache shared by every rule.
