@@ -59,7 +59,8 @@
 //! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
 //! - [`health`]: readiness: draining, upstream answering recently.
 //! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]), and SIGHUP reload
-//!   into it (what cannot change in a running process keeps its value and is reported).
+//!   into it (what cannot change in a running process keeps its value and is reported); the listener's
+//!   certificate resolver reads it ([`reload::LiveCert`], handed to [`tls`]).
 //!
 //! # Life of a request
 //!

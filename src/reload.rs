@@ -14,6 +14,10 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, ConfigError, require_admin_token};
 use crate::upstream::Upstream;
 
+mod cert;
+
+pub use cert::LiveCert;
+
 /// One consistent view of the running configuration and what is built from it.
 pub struct Snapshot {
     /// The validated configuration.

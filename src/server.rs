@@ -28,6 +28,7 @@ use crate::interim;
 use crate::limits::{Activity, Closing, ConnectionSlots, Tracked};
 use crate::proxy::Proxy;
 use crate::proxy_protocol::{self, Rewind};
+use crate::reload;
 use crate::tls;
 use crate::upstream::ClientInfo;
 
@@ -45,7 +46,10 @@ pub async fn run(
 ) -> io::Result<()> {
     // TLS or not is a property of the listener, fixed at start; the certificate follows reloads.
     let tls = proxy.live().load().config.tls.is_some();
-    let tls = tls.then(|| TlsAcceptor::from(tls::server_config(Arc::clone(proxy.live()))));
+    let tls = tls.then(|| {
+        let certs = reload::LiveCert::new(Arc::clone(proxy.live()));
+        TlsAcceptor::from(tls::server_config(certs))
+    });
     let connections = Arc::new(Connections {
         builder: connection_builder(config),
         tls,

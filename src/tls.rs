@@ -1,6 +1,7 @@
 //! TLS with rustls (ring provider), both ways: terminating clients on the public listener, and connecting to
 //! an `https://` upstream. Certificates and roots are read here; the server's certificate is picked per
-//! handshake from the running configuration, so a reload changes it without touching open connections.
+//! handshake from the running configuration (`reload::LiveCert`), so a reload changes it without touching
+//! open connections.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,9 @@ use rustls::client::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
+use rustls::server::{ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, crypto::ring};
-
-use crate::reload::Live;
 
 /// ALPN protocols offered to clients, preferred first (RFC 7301; `h2` per RFC 9113 §3.2).
 const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -139,13 +138,14 @@ impl UpstreamRoots {
 }
 
 /// The listener's TLS settings: TLS 1.2 and 1.3 with rustls' safe defaults (AEAD suites with forward secrecy
-/// only), ALPN `h2` then `http/1.1`, and the certificate of whatever configuration is in force.
-pub fn server_config(live: Arc<Live>) -> Arc<ServerConfig> {
+/// only), ALPN `h2` then `http/1.1`, and the certificate `certs` picks per handshake (the running
+/// configuration's: `reload::LiveCert`).
+pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default versions")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(LiveCert(live)));
+        .with_cert_resolver(certs);
     config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -158,26 +158,6 @@ pub fn client_config(roots: &UpstreamRoots) -> ClientConfig {
         .expect("the ring provider supports the default versions")
         .with_root_certificates(Arc::clone(&roots.roots))
         .with_no_client_auth()
-}
-
-/// Picks the certificate of the snapshot in force at each handshake.
-struct LiveCert(Arc<Live>);
-
-impl fmt::Debug for LiveCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LiveCert")
-    }
-}
-
-impl ResolvesServerCert for LiveCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let snapshot = self.0.load();
-        snapshot
-            .config
-            .tls
-            .as_ref()
-            .map(|tls| Arc::clone(&tls.certified_key))
-    }
 }
 
 fn provider() -> CryptoProvider {
