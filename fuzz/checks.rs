@@ -1,6 +1,6 @@
 //! The properties the fuzz targets check, one function per target, each taking arbitrary bytes and panicking
 //! when a property fails. Shared by the `cargo fuzz` targets (`fuzz_targets/`, libFuzzer, nightly) and the
-//! seeded random run on stable that CI executes (`tests/hostile_fuzz.rs`), so both check the same things.
+//! seeded random run on stable that CI executes (`tests/integration/hostile/fuzz.rs`), so both check the same things.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;

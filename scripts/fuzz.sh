@@ -6,7 +6,7 @@
 # With a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`), each target runs under libFuzzer
 # (coverage-guided) for SECONDS_PER_TARGET, one worker, niced; its corpus is kept in fuzz/corpus/<target>
 # and any crash in fuzz/artifacts/<target>. Without them it falls back to the seeded random run on stable
-# (tests/hostile_fuzz.rs, the same properties), sized to roughly the same time. Exits non-zero on a failure.
+# (tests/integration/hostile/fuzz.rs, the same properties), sized to roughly the same time. Exits non-zero on a failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,5 +27,5 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2
 else
   echo "no nightly toolchain or cargo-fuzz: running the seeded properties on stable instead" >&2
   # About 40k inputs a second per target in a debug build.
-  FUZZ_ITERATIONS=$((seconds * 40000)) cargo test --test hostile_fuzz -- --test-threads=1
+  FUZZ_ITERATIONS=$((seconds * 40000)) cargo test --test integration hostile::fuzz:: -- --test-threads=1
 fi

@@ -96,14 +96,15 @@ pub async fn run(
 
 /// Runs hyper's HTTP/2 stream tasks (HTTP/1.1 spawns nothing). Each is boxed before `tokio::spawn`: a stream
 /// task holds the whole request future, several KiB, and `spawn` would otherwise copy it through each of its
-/// layers (h2c hits 81k -> 90k req/s with h2load). HTTP/1.1 requests are polled in place and allocate nothing
-/// for this.
+/// layers (BENCHMARKS.md, "Figures behind choices in the code"). HTTP/1.1 requests are polled in place and
+/// allocate nothing for this.
 ///
 /// A stream is first polled once right here, in the connection's task: a cache hit is answered and sent
-/// within that poll and needs no task at all (h2c hits 42.6k -> 40.9k instructions, 93k -> 102k req/s with
-/// `scripts/bench-h2.sh`). A stream still pending is spawned and polled again by its task, which registers
-/// the task's waker (the first poll's waker does nothing, and a future must allow a poll it was not woken
-/// for). A stream that panics in that first poll is dropped, as its task would be, not the connection.
+/// within that poll and needs no task at all (fewer instructions and more h2c hits a second, measured with
+/// `scripts/bench-h2.sh`: BENCHMARKS.md). A stream still pending is spawned and polled again by its task,
+/// which registers the task's waker (the first poll's waker does nothing, and a future must allow a poll it
+/// was not woken for). A stream that panics in that first poll is dropped, as its task would be, not the
+/// connection.
 #[derive(Clone, Copy, Debug)]
 struct StreamExecutor;
 

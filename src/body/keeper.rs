@@ -3,18 +3,17 @@
 //! A stored body is copied out of the connection's read buffer (hyper hands out slices of it, 8 KiB and more,
 //! which must not stay alive with the entry). glibc's malloc gives each thread an arena of its own, and on a
 //! connection thread a copy of a few KiB is carved out of whichever read buffer the last exchange freed: the
-//! buffer's remainder is then a hole beside a long-lived body, too small for the next buffer or copy. With
-//! the harness's 4 KiB avatars, 13 % of the copies left such a hole, about 530 B of resident memory per
-//! stored avatar on top of 5.5 KiB (`scripts/bench-memory.sh`: 1.44x the payload, 1.32x with the keeper).
+//! buffer's remainder is then a hole beside a long-lived body, too small for the next buffer or copy, and
+//! enough such holes add close to a tenth to the memory the cache takes (measured with
+//! `scripts/bench-memory.sh`: BENCHMARKS.md, "Figures behind choices in the code").
 //! Made here, stored bodies share an arena with each other and nothing else.
 //!
 //! The keeper copies bodies that came in one chunk. A body read in several is assembled where it is read, in
-//! an allocation of its own length that the small read buffers cannot hold (30 KB avatars cost 1.04x their
-//! payload, `SIZE=30000 scripts/bench-memory.sh 20000`). It only copies; everything else stays on the
-//! connection's task, which waits for the copy: a collected fill before it builds the entry, a streamed fill
-//! (`Body::Teed`) before it hands the client the body's last frame, so in both the entry is stored before the
-//! client has the whole answer. The thread hop costs a miss about 8 us in `cargo bench --bench proxy`. If the
-//! thread cannot be started or has stopped, copies are made in place, as they were before. With
+//! an allocation of its own length that the small read buffers cannot hold. It only copies; everything else
+//! stays on the connection's task, which waits for the copy: a collected fill before it builds the entry, a
+//! streamed fill (`Body::Teed`) before it hands the client the body's last frame, so in both the entry is
+//! stored before the client has the whole answer. The thread hop adds a few microseconds to a miss, none to a
+//! hit. If the thread cannot be started or has stopped, copies are made in place, as they were before. With
 //! `MALLOC_ARENA_MAX=1` glibc puts every thread in one arena and the keeper changes nothing but where the
 //! copy is made.
 

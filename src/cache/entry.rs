@@ -433,9 +433,9 @@ impl std::fmt::Debug for Fields {
 }
 
 /// What an entry costs beyond its body, its header fields and its key: the `CachedResponse`, the shared
-/// handles on its buffers, moka's nodes, hash table slot and timer, and the allocator's own headers. Measured:
-/// 100 000 avatars of 4 196 bytes (232 bytes of stored fields) grew the resident set by 5 245 B each
-/// (`scripts/bench-memory.sh`), so `cache.capacity` is close to the memory the entries really take.
+/// handles on its buffers, moka's nodes, hash table slot and timer, and the allocator's own headers. Measured
+/// with `scripts/bench-memory.sh` (the figures: BENCHMARKS.md, "Figures behind choices in the code"), so
+/// `cache.capacity` is close to the memory the entries really take.
 const ENTRY_OVERHEAD: u64 = 800;
 
 impl store::Stored for Stored {

@@ -2,10 +2,10 @@
 //!
 //! hyper-util's general-purpose client keys its pool by scheme and authority (SipHash on every checkout and
 //! return), builds a connect future for every request and spawns a task to return each connection. With a
-//! single upstream none of that is needed: this pool took a forwarded request from 44.2k to 35.4k
-//! instructions (callgrind, BENCHMARKS.md). Here a connection is a `SendRequest` in a list: a request takes one that is ready
-//! (idle, open), or opens a new one; the connection goes back to the list with the response head and turns
-//! ready again by itself once its response body has been read to the end.
+//! single upstream none of that is needed, and this pool costs a forwarded request a fifth fewer instructions
+//! (BENCHMARKS.md, "Figures behind choices in the code"). Here a connection is a `SendRequest` in a list: a
+//! request takes one that is ready (idle, open), or opens a new one; the connection goes back to the list
+//! with the response head and turns ready again by itself once its response body has been read to the end.
 //!
 //! A pooled connection the upstream closed while it sat idle fails before the request is written; the
 //! request comes back unsent and is tried on another connection, then on a new one (as hyper-util does).

@@ -5,21 +5,18 @@
 //! Resident memory is read from `/proc/self/statm`; under nextest each test is a process of its own, so the
 //! figure is the test's. The flood size can be raised with `FLOOD_IDS` (the figure is a million).
 
-mod hostile;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::raw::*;
+use crate::support::*;
 use bytes::Bytes;
 use cloudreve_edge::cache::policy::{AvatarKey, Freshness, Limits};
 use cloudreve_edge::cache::{Cache, CachedResponse, Clock, Lookup, Miss};
 use cloudreve_edge::config::Config;
-use hostile::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use support::*;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -2,16 +2,13 @@
 //! personal never changes what other clients get from the cache. (The plain storability rules are in
 //! `caching.rs`; these are the adversarial cases.)
 
-mod hostile;
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hostile::raw_h2::{H2Outcome, RawH2};
+use crate::support::raw_h2::{H2Outcome, RawH2};
+use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

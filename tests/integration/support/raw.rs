@@ -1,9 +1,5 @@
-//! Fixtures for the hostile-input tests: a raw HTTP/1.1 client for bytes no well-behaved client sends, a raw
-//! HTTP/2 one for header lists no well-behaved client sends (`raw_h2`), and a check that a connection was
-//! closed. Every wait is bounded by [`PATIENCE`](super::support::PATIENCE).
-#![allow(dead_code, missing_docs)]
-
-pub mod raw_h2;
+//! A raw HTTP/1.1 client for bytes no well-behaved client sends, and a check that a connection was closed.
+//! Every wait is bounded by [`PATIENCE`](super::PATIENCE).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::support::PATIENCE;
+use super::PATIENCE;
 
 /// One response read off a raw connection.
 #[derive(Debug)]

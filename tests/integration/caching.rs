@@ -1,15 +1,13 @@
 //! The avatar cache, end to end: the real proxy in front of a fake Cloudreve that counts what it receives.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use cloudreve_edge::cache::policy::AvatarKey;
 use http::{Request, Response};
-use support::*;
 use tokio::sync::Notify;
 
 const AVATAR: &str = "/api/v4/user/avatar/img1";

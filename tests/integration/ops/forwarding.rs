@@ -3,18 +3,16 @@
 //!
 //! What Cloudreve sees is read at the fake upstream, which records every request head.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::ops::proxy_v2_header;
+use crate::support::*;
 use cloudreve_edge::config::TrustedProxies;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ppp::v2;
-use support::ops::proxy_v2_header;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

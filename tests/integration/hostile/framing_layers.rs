@@ -6,16 +6,13 @@
 //! HTTP/2, which the guard does not see, is held to the same rules by the request filter (or h2 itself), and
 //! the host rules hold over TLS and HTTP/2 alike.
 
-mod hostile;
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::ops::{TempDir, TestCa, proxy_v2_header};
+use crate::support::raw_h2::{H2Outcome, RawH2};
+use crate::support::*;
 use cloudreve_edge::Config;
-use hostile::raw_h2::{H2Outcome, RawH2};
 use rustls::pki_types::ServerName;
-use support::ops::{TempDir, TestCa, proxy_v2_header};
-use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

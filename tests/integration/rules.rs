@@ -1,15 +1,13 @@
 //! Cache rules beyond avatars: the `/assets/` rule as a plain RFC 9111 shared cache, end to end. The fake
 //! upstream counts what reaches it; time moves on the proxy's manual clock.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use support::*;
 use tokio::sync::Notify;
 
 const ASSET: &str = "/assets/index-3f2a.js";

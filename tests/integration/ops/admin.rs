@@ -1,14 +1,12 @@
 //! The admin listener: `/metrics` parses as Prometheus text and its counters follow the traffic; `/healthz`;
 //! `/readyz` follows the upstream and turns 503 the moment a drain starts, while requests still finish.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::ops::TestAdmin;
+use crate::support::*;
 use http::{Request, Response};
-use support::ops::TestAdmin;
-use support::*;
 use tokio::sync::Notify;
 
 const AVATAR: &str = "/api/v4/user/avatar/img1";
@@ -111,8 +109,9 @@ async fn revalidations_refreshes_and_stale_answers_are_measured() {
     let proxy = TestProxy::start(&upstream.url()).await; // stale_while_revalidate = 60s by default
     let admin = TestAdmin::start(&proxy).await;
     let key = cloudreve_edge::cache::policy::AvatarKey::from_path_segment("img1").unwrap();
-    let exchanges =
-        |m: &support::ops::Metrics| m.histogram_count("cloudreve_edge_upstream_response_seconds");
+    let exchanges = |m: &crate::support::ops::Metrics| {
+        m.histogram_count("cloudreve_edge_upstream_response_seconds")
+    };
 
     assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
     assert_eq!(exchanges(&admin.scrape().await), 1.0);

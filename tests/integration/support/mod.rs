@@ -5,6 +5,8 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod ops;
+pub mod raw;
+pub mod raw_h2;
 
 use std::convert::Infallible;
 use std::future::Future;

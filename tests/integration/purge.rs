@@ -2,15 +2,13 @@
 //! prove the next request goes to it), `/stats`, the bearer token, and the refusal to run a non-loopback
 //! admin listener without one (in the configuration, on reload, and at the binary's start).
 
-mod support;
-
 use std::process::{Output, Stdio};
 
+use crate::support::ops::{TempDir, TestAdmin};
+use crate::support::*;
 use cloudreve_edge::config::AdminToken;
 use cloudreve_edge::reload;
 use http::Request;
-use support::ops::{TempDir, TestAdmin};
-use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloudreve-edge");
 const PROXY_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");

@@ -3,20 +3,17 @@
 //! timeouts apply to new connections), and the real binary
 //! on SIGHUP; a second SIGTERM stops the binary at once.
 
-mod hostile;
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::ops::TempDir;
+use crate::support::raw::Raw;
+use crate::support::*;
 use cloudreve_edge::Config;
 use cloudreve_edge::reload;
-use hostile::Raw;
 use http::{Request, Response};
-use support::ops::TempDir;
-use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};

@@ -4,13 +4,11 @@
 //! an avatar change's confirmation) are bounded too. (`forwarding.rs` covers the same faults on the
 //! pass-through path.)
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,11 +1,11 @@
 //! A raw HTTP/2 client for header lists a conforming client refuses to send (a `host` field without
 //! `:authority`, repeated fields, connection-specific fields): each header block is written as given, every
 //! field an HPACK literal without indexing or Huffman coding (RFC 7541 §6.2.2), so the test says exactly
-//! what reaches the proxy. Every wait is bounded by [`PATIENCE`](super::super::support::PATIENCE).
+//! what reaches the proxy. Every wait is bounded by [`PATIENCE`](super::PATIENCE).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::super::support::PATIENCE;
+use super::PATIENCE;
 
 /// The client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -3,20 +3,18 @@
 //! the express lane), and the upstream connections all clients together hold are capped
 //! (`upstream.max_connections`).
 
-mod support;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::support::ops::{TempDir, TestAdmin, TestCa};
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use support::ops::{TempDir, TestAdmin, TestCa};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -2,13 +2,11 @@
 //! path's byte for byte, it never answers out of turn, it takes nothing it should not, and a connection it
 //! served drains like any other. `cloudreve_edge_express_answers_total` tells which path answered.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::ops::TestAdmin;
+use crate::support::*;
 use cloudreve_edge::Config;
-use support::ops::TestAdmin;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -2,8 +2,8 @@
 //! or HTTP/1.1 by ALPN; its certificate changes for new handshakes when the running configuration does; an
 //! `https://` upstream is verified against `upstream.ca_file` with SNI set to the upstream host.
 
-mod support;
-
+use crate::support::ops::{Leaf, TempDir, TestAdmin, TestCa, TlsUpstream, common_name};
+use crate::support::*;
 use cloudreve_edge::Config;
 use cloudreve_edge::reload;
 use http::Request;
@@ -11,8 +11,6 @@ use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use support::ops::{Leaf, TempDir, TestAdmin, TestCa, TlsUpstream, common_name};
-use support::*;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;

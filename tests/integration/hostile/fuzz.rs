@@ -3,7 +3,7 @@
 //! seconds), and part of every CI run; `scripts/fuzz.sh` runs the coverage-guided `cargo fuzz` targets on
 //! the same properties for longer. `FUZZ_ITERATIONS` raises the count per target.
 
-#[path = "../fuzz/checks.rs"]
+#[path = "../../../fuzz/checks.rs"]
 mod checks;
 
 /// xorshift64*: small, seeded, good enough to spread inputs.

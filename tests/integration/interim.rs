@@ -5,18 +5,16 @@
 //! speaks raw TCP, and so does the client, to read exactly what the proxy sends (over TLS, hyper's client,
 //! which reports each 1xx it reads).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::ops::{TempDir, TestCa};
+use crate::support::*;
 use cloudreve_edge::Config;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use support::ops::{TempDir, TestCa};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;

@@ -2,20 +2,17 @@
 //! stream floods. Each limit is shown cutting what it should, and none of them cutting a transfer in progress
 //! (downloads, uploads, server-sent events), however long it lasts.
 
-mod hostile;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::raw::*;
+use crate::support::*;
 use bytes::Bytes;
-use hostile::*;
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 

@@ -3,17 +3,14 @@
 //! body behind to be read as the next request; nothing a client sends makes the proxy contact anything but
 //! the configured upstream; a client that half-closes after its request still gets the answer.
 
-mod hostile;
-mod support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::raw::*;
+use crate::support::*;
 use bytes::Bytes;
-use hostile::*;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A fake Cloudreve that reads every body and keeps `(target, body or "<broken>")` per request; avatars are
@@ -504,7 +501,7 @@ async fn upstream_switching_protocols_unasked_is_not_tunnelled() {
 async fn half_closed_clients_get_their_answer_on_every_path_then_the_close() {
     let upstream = FakeCloudreve::avatars().await;
     let proxy = TestProxy::start(&upstream.url()).await;
-    let admin = support::ops::TestAdmin::start(&proxy).await;
+    let admin = crate::support::ops::TestAdmin::start(&proxy).await;
     // A miss fills the cache through hyper; the hit after it is the express lane's.
     for (case, target, x_cache, express) in [
         ("miss", AVATAR, Some("MISS"), 0.0),

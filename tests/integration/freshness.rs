@@ -2,16 +2,14 @@
 //! conditional and range requests answered from memory, and invalidation the moment an avatar changes.
 //! Time moves on the proxy's manual clock; the fake upstream counts what reaches it.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use support::*;
 use tokio::sync::Notify;
 
 const AVATAR: &str = "/api/v4/user/avatar/lpua";
