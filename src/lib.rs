@@ -49,7 +49,8 @@
 //!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store, from
 //!   `body`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
-//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
+//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token;
+//!   a submodule of [`admin`] (`admin/purge.rs`), re-exported here.
 //! - [`body`]: the one body type, streamed or in memory; beside it the keeper (`body/keeper.rs`), the
 //!   thread that copies the bodies the cache stores (re-exported as [`cache::Keeper`]).
 //! - [`error`]: the one error enum and its mapping to HTTP.
@@ -114,7 +115,6 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
-pub mod purge;
 pub mod reload;
 pub mod route;
 pub mod server;
@@ -122,5 +122,6 @@ pub mod tls;
 pub mod upload;
 pub mod upstream;
 
+pub use admin::purge;
 pub use config::Config;
 pub use proxy::Proxy;
