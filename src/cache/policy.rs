@@ -12,6 +12,9 @@ use super::vary;
 use http::{StatusCode, Uri, response};
 use serde::Deserialize;
 
+#[cfg(test)]
+mod fixtures;
+
 /// The cache key of an avatar: exactly the user's hashid from the request path.
 ///
 /// # Security invariant
@@ -648,52 +651,8 @@ mod tests {
         assert!(!request_forbids_storing(&HeaderMap::new()));
     }
 
+    use super::fixtures::*;
     use super::*;
-    use http::Response;
-
-    const LIMITS: Limits = Limits {
-        max_object_size: 1024,
-        negative_ttl: Duration::from_secs(60),
-        stale_while_revalidate: Duration::from_secs(60),
-        stale_if_error: Duration::from_secs(86400),
-        keep: Duration::from_secs(86400),
-        heuristic_fraction: 0.1,
-        heuristic_max: Duration::from_secs(86400),
-    };
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-    }
-
-    fn exchange() -> Exchange {
-        Exchange {
-            request_time: at(0),
-            response_time: at(0),
-            authorized: false,
-        }
-    }
-
-    fn response(status: u16, headers: &[(&str, &str)]) -> response::Parts {
-        let mut builder = Response::builder().status(status);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        builder.body(()).unwrap().into_parts().0
-    }
-
-    fn png(cache_control: &str) -> response::Parts {
-        response(
-            200,
-            &[
-                ("content-type", "image/png"),
-                ("cache-control", cache_control),
-            ],
-        )
-    }
-
-    fn fresh_for(res: &response::Parts) -> Result<u64, NotStored> {
-        admit(RuleKind::Avatar, res, exchange(), &LIMITS).map(|f| f.fresh_for.as_secs())
-    }
 
     #[test]
     fn key_accepts_hashids_only() {
