@@ -9,73 +9,18 @@ use http::header::{self, HeaderMap, HeaderValue};
 use super::directives::{CacheControl, delta_seconds};
 use super::vary;
 use http::{StatusCode, response};
-use serde::Deserialize;
 
 #[cfg(test)]
 mod fixtures;
 mod invalidation;
 mod key;
+mod not_stored;
+mod rule;
 
 pub use invalidation::invalidated_by_unsafe;
 pub use key::{AvatarKey, http_key, key_path_starts_with, key_target};
-
-/// The kinds of cache rule: what the cache knows about the responses a rule stores. The cache owns it
-/// (`config` re-exports it and reads it from a rule's `kind = "..."`, hence `Deserialize`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    /// Cloudreve's avatar route: `nocache`, images only, keyed by user id, invalidated by avatar changes.
-    Avatar,
-    /// A plain RFC 9111 shared cache.
-    Http,
-}
-
-/// Limits and defaults that come from configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest body stored; larger ones are streamed through.
-    pub max_object_size: usize,
-    /// Cap on how long a 404 stays fresh.
-    pub negative_ttl: Duration,
-    /// `stale-while-revalidate` applied when the upstream sends none (Cloudreve never does).
-    pub stale_while_revalidate: Duration,
-    /// `stale-if-error` applied when the upstream sends none (Cloudreve never does).
-    pub stale_if_error: Duration,
-    /// How long past freshness (and past its stale windows) an entry with a validator is kept to be
-    /// revalidated; not a permission to serve it stale.
-    pub keep: Duration,
-    /// Heuristic freshness (RFC 9111 §4.2.2): this fraction of the time since `Last-Modified`...
-    pub heuristic_fraction: f64,
-    /// ...capped at this.
-    pub heuristic_max: Duration,
-}
-
-#[cfg(test)]
-impl Limits {
-    /// The avatar rule's defaults, for the cache's own tests, which build entries without `config` (a
-    /// test in `config` pins them equal to `Config::default()`'s).
-    pub(crate) const AVATAR_DEFAULTS: Limits = Limits {
-        max_object_size: 1 << 20,
-        negative_ttl: Duration::from_secs(60),
-        stale_while_revalidate: Duration::from_secs(60),
-        stale_if_error: Duration::from_secs(24 * 3600),
-        keep: Duration::from_secs(24 * 3600),
-        heuristic_fraction: 0.1,
-        heuristic_max: Duration::from_secs(24 * 3600),
-    };
-}
-
-impl PartialEq for Limits {
-    fn eq(&self, other: &Self) -> bool {
-        self.max_object_size == other.max_object_size
-            && self.negative_ttl == other.negative_ttl
-            && self.stale_while_revalidate == other.stale_while_revalidate
-            && self.stale_if_error == other.stale_if_error
-            && self.keep == other.keep
-            && self.heuristic_fraction.to_bits() == other.heuristic_fraction.to_bits()
-            && self.heuristic_max == other.heuristic_max
-    }
-}
+pub use not_stored::NotStored;
+pub use rule::{Limits, RuleKind};
 
 /// How a stored response may be used over time, fixed when it is stored (RFC 9111 §4.2, RFC 5861).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,53 +64,6 @@ impl Freshness {
         };
         let stale_use = self.stale_while_revalidate.max(self.stale_if_error);
         self.fresh_for + stale_use.max(keep)
-    }
-}
-
-/// Why a response is not stored. Each maps to a `Cache-Status` `detail=` token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotStored {
-    /// A status the rule does not store (avatars: other than 200, 301, 302, 404; any rule: 1xx, 206, 304).
-    Status,
-    /// A 200 whose `Content-Type` is not `image/*`: Cloudreve's errors are JSON 200s.
-    NotImage,
-    /// `Set-Cookie` would hand one client's cookie to everyone.
-    SetCookie,
-    /// `Vary: *` (never matches), or any `Vary` on the avatar route (its key takes no request headers).
-    Vary,
-    /// `Cache-Control: no-store`.
-    NoStore,
-    /// `Cache-Control: private` (RFC 9111 §5.2.2.7).
-    Private,
-    /// `Cache-Control: no-cache` without a validator to revalidate with: it could never be used.
-    NoCache,
-    /// The request carried `Authorization` and the response does not allow sharing it (RFC 9111 §3.5).
-    Authorization,
-    /// Neither freshness (explicit, or heuristic where allowed) nor a validator; or an invalid explicit
-    /// freshness (RFC 9111 §4.2.1: treat as stale). Never given a default TTL.
-    NoFreshness,
-    /// Already stale when it arrived (its age is past its lifetime).
-    StaleOnArrival,
-    /// The body is larger than `cache.max_object_size`.
-    TooLarge,
-}
-
-impl NotStored {
-    /// Token for `Cache-Status` `detail=` and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Status => "status",
-            Self::NotImage => "not-image",
-            Self::SetCookie => "set-cookie",
-            Self::Vary => "vary",
-            Self::NoStore => "no-store",
-            Self::Private => "private",
-            Self::NoCache => "no-cache",
-            Self::Authorization => "authorization",
-            Self::NoFreshness => "no-freshness",
-            Self::StaleOnArrival => "stale",
-            Self::TooLarge => "too-large",
-        }
     }
 }
 
