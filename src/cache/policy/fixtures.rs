@@ -49,3 +49,11 @@ pub(super) fn png(cache_control: &str) -> response::Parts {
 pub(super) fn fresh_for(res: &response::Parts) -> Result<u64, NotStored> {
     admit(RuleKind::Avatar, res, exchange(), &LIMITS).map(|f| f.fresh_for.as_secs())
 }
+
+pub(super) fn windows(res: &response::Parts) -> (u64, u64) {
+    let f = admit(RuleKind::Avatar, res, exchange(), &LIMITS).unwrap();
+    (
+        f.stale_while_revalidate.as_secs(),
+        f.stale_if_error.as_secs(),
+    )
+}
