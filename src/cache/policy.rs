@@ -8,6 +8,7 @@ use super::directives::CacheControl;
 use super::vary;
 use http::{StatusCode, response};
 
+mod avatar;
 #[cfg(test)]
 mod fixtures;
 mod freshness;
@@ -18,6 +19,8 @@ mod revalidation;
 mod rule;
 mod stale;
 
+pub use avatar::describes_avatar;
+use avatar::represents_avatar;
 pub use freshness::{Exchange, Freshness};
 use freshness::{freshness_lifetime, initial_age, single_value};
 pub use invalidation::invalidated_by_unsafe;
@@ -90,23 +93,6 @@ pub fn fits(len: u64, limits: &Limits) -> Result<(), NotStored> {
     Ok(())
 }
 
-/// Whether an answer on the avatar URL is an avatar representation at all (an image, a redirect to
-/// Gravatar, or "no avatar yet"), rather than an error about the request.
-pub fn describes_avatar(res: &response::Parts) -> bool {
-    represents_avatar(res).is_ok()
-}
-
-fn represents_avatar(res: &response::Parts) -> Result<(), NotStored> {
-    match res.status {
-        StatusCode::OK if !is_image(&res.headers) => Err(NotStored::NotImage),
-        StatusCode::OK
-        | StatusCode::MOVED_PERMANENTLY
-        | StatusCode::FOUND
-        | StatusCode::NOT_FOUND => Ok(()),
-        _ => Err(NotStored::Status),
-    }
-}
-
 /// What the rule's kind holds: the avatar rule its three representations and nothing that varies; any rule
 /// a final, complete status (RFC 9111 §3), no `Set-Cookie` and no `Vary: *`.
 fn kind_allows(kind: RuleKind, res: &response::Parts) -> Result<(), NotStored> {
@@ -136,14 +122,6 @@ fn kind_allows(kind: RuleKind, res: &response::Parts) -> Result<(), NotStored> {
 
 fn has_validator(headers: &HeaderMap) -> bool {
     headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
-}
-
-fn is_image(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    let value = value.as_bytes().trim_ascii_start();
-    value.len() > 6 && value[..6].eq_ignore_ascii_case(b"image/")
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -196,70 +174,11 @@ mod tests {
     }
 
     #[test]
-    fn json_200_is_never_stored() {
-        let res = response(
-            200,
-            &[
-                ("content-type", "application/json; charset=utf-8"),
-                ("cache-control", "public, max-age=86400"),
-            ],
-        );
-        assert_eq!(fresh_for(&res), Err(NotStored::NotImage));
-        let res = response(200, &[("cache-control", "public, max-age=86400")]);
-        assert_eq!(fresh_for(&res), Err(NotStored::NotImage));
-    }
-
-    #[test]
-    fn content_type_match_is_case_insensitive() {
-        let res = response(
-            200,
-            &[
-                ("content-type", "Image/PNG"),
-                ("cache-control", "max-age=5"),
-            ],
-        );
-        assert_eq!(fresh_for(&res), Ok(5));
-        let res = response(
-            200,
-            &[("content-type", "image/"), ("cache-control", "max-age=5")],
-        );
-        assert_eq!(fresh_for(&res), Err(NotStored::NotImage));
-    }
-
-    #[test]
-    fn redirects_are_stored() {
-        for status in [301, 302] {
-            let res = response(
-                status,
-                &[
-                    ("location", "https://gravatar/x"),
-                    ("cache-control", "public, max-age=86400"),
-                ],
-            );
-            assert_eq!(fresh_for(&res), Ok(86400), "{status}");
-        }
-    }
-
-    #[test]
     fn not_found_ttl_is_capped() {
         let res = response(404, &[("cache-control", "public, max-age=86400")]);
         assert_eq!(fresh_for(&res), Ok(60));
         let res = response(404, &[("cache-control", "public, max-age=5")]);
         assert_eq!(fresh_for(&res), Ok(5));
-    }
-
-    #[test]
-    fn server_errors_and_other_statuses_are_not_stored() {
-        for status in [500, 502, 503, 304, 206, 403, 410] {
-            let res = response(
-                status,
-                &[
-                    ("content-type", "image/png"),
-                    ("cache-control", "public, max-age=86400"),
-                ],
-            );
-            assert_eq!(fresh_for(&res), Err(NotStored::Status), "{status}");
-        }
     }
 
     #[test]
