@@ -39,7 +39,8 @@
 //! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
 //!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
-//! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
+//! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure, one file per concern under
+//!   `cache/policy/`: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
 //!   unsafe method invalidates; the response directives it reads are `Cache-Control`, or a valid
 //!   `CDN-Cache-Control` parsed as an RFC 8941 Dictionary with `sfv`), [`cache::vary`] (variants), [`cache::request`] (every request the cache
