@@ -24,7 +24,8 @@ use crate::body::Body;
 use crate::health::Readiness;
 use crate::metrics::{self, CacheUsage};
 use crate::proxy::Proxy;
-use crate::purge;
+
+pub mod purge;
 
 /// A scraper or health checker gets this long to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

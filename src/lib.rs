@@ -39,7 +39,8 @@
 //! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
 //!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
-//! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure: keys, storability,
+//! - [`cache`]: the cache facade shared by every rule; [`cache::policy`] (pure, one file per concern under
+//!   `cache/policy/`: keys, storability,
 //!   freshness, heuristics, stale windows, validators, 304/HEAD merging, request `no-store`, what an
 //!   unsafe method invalidates; the response directives it reads are `Cache-Control`, or a valid
 //!   `CDN-Cache-Control` parsed as an RFC 8941 Dictionary with `sfv`), [`cache::vary`] (variants), [`cache::request`] (every request the cache
@@ -49,7 +50,8 @@
 //!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store, from
 //!   `body`).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
-//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token.
+//! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token;
+//!   a submodule of [`admin`] (`admin/purge.rs`), re-exported here.
 //! - [`body`]: the one body type, streamed or in memory; beside it the keeper (`body/keeper.rs`), the
 //!   thread that copies the bodies the cache stores (re-exported as [`cache::Keeper`]).
 //! - [`error`]: the one error enum and its mapping to HTTP.
@@ -114,7 +116,6 @@ pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
-pub mod purge;
 pub mod reload;
 pub mod route;
 pub mod server;
@@ -122,5 +123,6 @@ pub mod tls;
 pub mod upload;
 pub mod upstream;
 
+pub use admin::purge;
 pub use config::Config;
 pub use proxy::Proxy;

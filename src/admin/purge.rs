@@ -170,7 +170,7 @@ fn stats(cache: &Cache) -> serde_json::Value {
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    crate::admin::uncached(status, "application/json", value.to_string())
+    super::uncached(status, "application/json", value.to_string())
 }
 
 #[cfg(test)]
