@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::raw::Raw;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Barrier, Notify, oneshot};
 
@@ -854,19 +855,18 @@ async fn expect_100_continue_upload_completes() {
     let upstream = checksumming_upstream().await;
     let proxy = TestProxy::start(&upstream.url()).await;
     tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut stream = Raw::connect(proxy.addr).await;
         stream
-            .write_all(
+            .send(
                 b"PUT /dav/expect.txt HTTP/1.1\r\nHost: cloud.example\r\nContent-Length: 5\r\n\
                   Expect: 100-continue\r\nConnection: close\r\n\r\n",
             )
             .await
             .unwrap();
-        let interim = read_head(&mut stream).await;
+        let interim = stream.head().await;
         assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
-        stream.write_all(b"hello").await.unwrap();
-        let mut rest = Vec::new();
-        stream.read_to_end(&mut rest).await.unwrap();
+        stream.send(b"hello").await.unwrap();
+        let rest = stream.closed_cleanly().await;
         let rest = String::from_utf8_lossy(&rest).to_ascii_lowercase();
         assert!(rest.starts_with("http/1.1 200"), "{rest}");
         assert!(rest.contains("x-received-length: 5\r\n"), "{rest}");
@@ -1054,8 +1054,7 @@ async fn upstream_silent_maps_to_504_after_response_header_timeout() {
         async move {
             let _ = read_head(&mut stream).await;
             // Never answer; report when the proxy gives up on the connection.
-            let mut sink = [0u8; 64];
-            while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+            drain(&mut stream).await;
             if let Some(tx) = closed_tx.lock().unwrap().take() {
                 let _ = tx.send(());
             }
@@ -1175,8 +1174,7 @@ async fn upstream_garbage_maps_to_502() {
         let _ = stream
             .write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n")
             .await;
-        let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+        drain(&mut stream).await;
     })
     .await;
     let proxy = TestProxy::start(&upstream.url()).await;

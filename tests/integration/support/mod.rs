@@ -8,6 +8,8 @@ pub mod ops;
 pub mod raw;
 pub mod raw_h2;
 
+pub use raw::{drain, raw_exchange, read_head, skip_body};
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +28,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -343,20 +344,6 @@ pub fn refusing_upstream() -> (tokio::net::TcpSocket, String) {
     (socket, url)
 }
 
-/// Reads one request head from a raw connection (up to the blank line).
-pub async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(byte[0]);
-        assert!(head.len() < 64 * 1024, "request head too long");
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 /// The real proxy, served by `server::run` on `127.0.0.1:0`.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -525,19 +512,6 @@ pub async fn request(method: &str, url: &str) -> Reply {
             .unwrap(),
     )
     .await
-}
-
-/// Writes raw bytes to `addr` and reads until the server closes the connection (send `Connection: close`).
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(bytes).await.unwrap();
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await
-    .expect("raw exchange timed out")
 }
 
 /// Polls `condition` every few milliseconds until it holds, failing after [`PATIENCE`]. For state that has
