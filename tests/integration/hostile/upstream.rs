@@ -1,7 +1,7 @@
 //! A failing upstream on the avatar route, where an answer would be stored: every fault gives a clear 502 or
 //! 504 (never a truncated body presented as complete), nothing is stored, waiting clients are released, and
 //! the cache works again as soon as the upstream does. Bodies the proxy reads itself (a background refresh,
-//! an avatar change's confirmation) are bounded too. (`forwarding.rs` covers the same faults on the
+//! an avatar change's confirmation) are bounded too. (`forwarding::errors` covers the same faults on the
 //! pass-through path.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
