@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::support::ops::TestAdmin;
-use crate::support::raw::Raw;
+use crate::support::raw::{Raw, status_line};
 use crate::support::*;
 use cloudreve_edge::Config;
 use tokio::io::AsyncWriteExt;
@@ -44,10 +44,6 @@ async fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
 /// Reads what is left on `stream` until the proxy closes it, within [`PATIENCE`]: nothing, for a clean close.
 async fn assert_closed_by_proxy(stream: &mut Raw) {
     assert!(stream.closed_cleanly().await.is_empty());
-}
-
-fn status_line(head: &str) -> &str {
-    head.lines().next().unwrap()
 }
 
 /// A fake Cloudreve and the proxy in front of it (its configuration changed by `configure`) with its admin

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::support::ops::{TempDir, TestCa};
-use crate::support::raw::Raw;
+use crate::support::raw::{Raw, status_line};
 use crate::support::*;
 use cloudreve_edge::Config;
 use http_body_util::BodyExt;
@@ -122,10 +122,6 @@ async fn read_message(stream: &mut Raw) -> (String, String) {
     assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
     let body = message.text().to_owned();
     (message.head, body)
-}
-
-fn status_line(head: &str) -> &str {
-    head.lines().next().unwrap()
 }
 
 fn get(target: &str) -> String {
