@@ -5,7 +5,8 @@
 //! reload builds a whole new snapshot and swaps it in: requests already running keep the snapshot they
 //! started with, new ones get the new one, and no connection or cache entry is dropped. What cannot change
 //! in a running process (listen addresses, connection and head limits, the cache's capacity, ...) keeps its
-//! running value, and the reload says which keys those were.
+//! running value, and the reload says which keys those were. Which is which is written once, as the table
+//! `KEYS`: one row per key of `proxy.toml`.
 
 use std::sync::Arc;
 
@@ -102,113 +103,180 @@ pub fn reload(
     }
 }
 
-/// Puts `new` in force, except the keys that belong to things built once at start (listeners, the runtime,
-/// the cache's moka instance, the log format): those keep their running values and are reported.
-pub fn apply(live: &Live, mut new: Config) -> Reloaded {
-    let old = live.load();
-    let old = &old.config;
-    let mut restart = Vec::new();
-    let server = (&mut new.server, &old.server);
-    keep(
-        &mut restart,
-        "server.listen",
-        &mut server.0.listen,
-        &server.1.listen,
-    );
-    keep(
-        &mut restart,
-        "server.worker_threads",
-        &mut server.0.worker_threads,
-        &server.1.worker_threads,
-    );
-    keep(
-        &mut restart,
-        "server.drain_timeout",
-        &mut server.0.drain_timeout,
-        &server.1.drain_timeout,
-    );
-    keep(
-        &mut restart,
+/// What a reload does with one configuration key.
+#[derive(Clone, Copy)]
+enum OnReload {
+    /// Read from the snapshot in force where it is used: the new value applies to what starts after the
+    /// reload (a request, a connection, a handshake).
+    Applies,
+    /// Built into something made once at start (a listener, the runtime, the cache's moka instance, the log
+    /// format): puts the running value back into the new configuration and says whether the two differed.
+    Restart(fn(new: &mut Config, running: &Config) -> bool),
+}
+
+/// [`OnReload::Restart`] for the field at a path of [`Config`].
+macro_rules! keep {
+    ($($field:ident).+) => {
+        OnReload::Restart(|new, running| kept(&mut new.$($field).+, &running.$($field).+))
+    };
+}
+
+/// Every key of `proxy.toml` and what a reload does with it (`[[cache.rules]]`, a list of tables, is one
+/// key); [`Reloaded::restart_needed`] names the keys in this order. README's SIGHUP paragraph says the same.
+const KEYS: &[(&str, OnReload)] = &[
+    ("server.listen", keep!(server.listen)),
+    ("server.worker_threads", keep!(server.worker_threads)),
+    ("server.drain_timeout", keep!(server.drain_timeout)),
+    (
         "server.h2_max_concurrent_streams",
-        &mut server.0.h2_max_concurrent_streams,
-        &server.1.h2_max_concurrent_streams,
-    );
-    keep(
-        &mut restart,
-        "server.proxy_protocol",
-        &mut server.0.proxy_protocol,
-        &server.1.proxy_protocol,
-    );
-    // The connection slots are one semaphore sized at start, and the head limits are hyper's (its connection
-    // builder is built once); the framing guard reads the same values so the two always agree. The
-    // per-connection timeouts (`header_read_timeout`, `idle_timeout`, `response_idle_timeout`,
-    // `send_timeout`) are read
-    // when a connection is accepted: a reload applies to the connections accepted after it.
-    keep(
-        &mut restart,
-        "server.max_connections",
-        &mut server.0.max_connections,
-        &server.1.max_connections,
-    );
-    keep(
-        &mut restart,
+        keep!(server.h2_max_concurrent_streams),
+    ),
+    ("server.proxy_protocol", keep!(server.proxy_protocol)),
+    // The connection slots are one semaphore sized at start, and the head limits are hyper's (its
+    // connection builder is built once); the framing guard reads the same values so the two always agree.
+    ("server.max_connections", keep!(server.max_connections)),
+    (
         "server.max_request_head_size",
-        &mut server.0.max_request_head_size,
-        &server.1.max_request_head_size,
-    );
-    keep(
-        &mut restart,
-        "server.max_headers",
-        &mut server.0.max_headers,
-        &server.1.max_headers,
-    );
-    keep(
-        &mut restart,
-        "admin.listen",
-        &mut new.admin.listen,
-        &old.admin.listen,
-    );
+        keep!(server.max_request_head_size),
+    ),
+    ("server.max_headers", keep!(server.max_headers)),
+    // Read when a connection is accepted: a reload applies to the connections accepted after it.
+    ("server.header_read_timeout", OnReload::Applies),
+    ("server.idle_timeout", OnReload::Applies),
+    ("server.response_idle_timeout", OnReload::Applies),
+    ("server.send_timeout", OnReload::Applies),
+    ("server.express_lane", OnReload::Applies),
+    ("server.trusted_proxies", OnReload::Applies),
+    // Each snapshot builds its own upstream client, with a new pool.
+    ("upstream.url", OnReload::Applies),
+    ("upstream.ca_file", OnReload::Applies),
+    ("upstream.connect_timeout", OnReload::Applies),
+    ("upstream.response_header_timeout", OnReload::Applies),
+    ("upstream.request_body_idle_timeout", OnReload::Applies),
+    ("upstream.pool_idle_timeout", OnReload::Applies),
+    ("upstream.pool_max_idle", OnReload::Applies),
+    ("upstream.max_connections", OnReload::Applies),
+    ("admin.listen", keep!(admin.listen)),
+    // Checked by `reload` against the admin address actually bound.
+    ("admin.token", OnReload::Applies),
+    ("admin.readiness_window", OnReload::Applies),
     // moka cannot change a cache's capacity, and the rules are fixed with the cache they fill.
-    keep(
-        &mut restart,
-        "cache.capacity",
-        &mut new.cache.capacity,
-        &old.cache.capacity,
-    );
-    keep(
-        &mut restart,
-        "cache.rules",
-        &mut new.cache.rules,
-        &old.cache.rules,
-    );
-    keep(
-        &mut restart,
-        "log.format",
-        &mut new.log.format,
-        &old.log.format,
-    );
-    // TLS on or off is the listener's; the certificate itself may change.
-    if new.tls.is_some() != old.tls.is_some() {
-        restart.push("tls.cert");
-        new.tls.clone_from(&old.tls);
-    }
-    let log_level = (new.log.level != old.log.level).then(|| new.log.level.clone());
+    ("cache.capacity", keep!(cache.capacity)),
+    ("cache.rules", keep!(cache.rules)),
+    ("log.format", keep!(log.format)),
+    // Handed to the binary, which owns the subscriber ([`Reloaded::log_level`]).
+    ("log.level", OnReload::Applies),
+    ("log.access_log", OnReload::Applies),
+    // TLS on or off is the listener's; the certificate and key files are read again, for new handshakes.
+    ("tls.cert", OnReload::Restart(tls_on_or_off)),
+    ("tls.key", OnReload::Applies),
+];
+
+/// Puts `new` in force, except the keys [`KEYS`] says need a restart: those keep their running values and
+/// are reported.
+pub fn apply(live: &Live, mut new: Config) -> Reloaded {
+    let running = live.load();
+    let running = &running.config;
+    let restart_needed = KEYS
+        .iter()
+        .filter_map(|&(key, on_reload)| match on_reload {
+            OnReload::Restart(keep) => keep(&mut new, running).then_some(key),
+            OnReload::Applies => None,
+        })
+        .collect();
+    let log_level = (new.log.level != running.log.level).then(|| new.log.level.clone());
     live.store(Snapshot::new(new));
     Reloaded {
-        restart_needed: restart,
+        restart_needed,
         log_level,
     }
 }
 
-/// Keeps the running value of `key` when the new one differs, and notes it.
-fn keep<T: PartialEq + Clone>(
-    restart: &mut Vec<&'static str>,
-    key: &'static str,
-    new: &mut T,
-    old: &T,
-) {
-    if new != old {
-        restart.push(key);
+/// Puts the running `old` back in place of `new` when they differ, and says whether they did.
+fn kept<T: PartialEq + Clone>(new: &mut T, old: &T) -> bool {
+    let differ = new != old;
+    if differ {
         new.clone_from(old);
+    }
+    differ
+}
+
+/// Turning TLS on or off needs a restart (the listener is built with it or without); the certificate itself
+/// may change.
+fn tls_on_or_off(new: &mut Config, running: &Config) -> bool {
+    let switched = new.tls.is_some() != running.tls.is_some();
+    if switched {
+        new.tls.clone_from(&running.tls);
+    }
+    switched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of the checked-in `proxy.toml` (`section.key`), each with whether its line is marked
+    /// `# (restart)`.
+    fn proxy_toml_keys() -> Vec<(String, bool)> {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+        let file: toml::Table = text.parse().unwrap();
+        let marked = |section: &str, key: &str| {
+            let mut in_section = false;
+            text.lines().any(|line| {
+                if line.starts_with('[') {
+                    in_section = line.trim_matches(['[', ']']) == section;
+                }
+                in_section && line.starts_with(&format!("{key} =")) && line.ends_with("# (restart)")
+            })
+        };
+        let mut keys = Vec::new();
+        for (section, table) in &file {
+            for key in table
+                .as_table()
+                .expect("every top-level key is a section")
+                .keys()
+            {
+                keys.push((format!("{section}.{key}"), marked(section, key)));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_of_proxy_toml_has_a_row_and_each_marked_restart_is_kept() {
+        let mut in_file: Vec<_> = proxy_toml_keys().into_iter().map(|(key, _)| key).collect();
+        let mut in_table: Vec<_> = KEYS.iter().map(|(key, _)| (*key).to_owned()).collect();
+        in_file.sort();
+        in_table.sort();
+        assert_eq!(in_table, in_file, "one row in reload::KEYS per key");
+        for (key, _) in proxy_toml_keys().into_iter().filter(|(_, marked)| *marked) {
+            let row = KEYS.iter().find(|(k, _)| *k == key).map(|(_, on)| *on);
+            assert!(
+                matches!(row, Some(OnReload::Restart(_))),
+                "{key} is marked (restart) in proxy.toml but applies on reload"
+            );
+        }
+    }
+
+    #[test]
+    fn a_restart_key_keeps_its_running_value_and_is_reported() {
+        let live = Live::new(Config::default());
+        let mut new = Config::default();
+        new.server.max_headers += 1;
+        new.server.idle_timeout *= 2;
+        new.log.level = "debug".to_owned();
+        let reloaded = apply(&live, new);
+        assert_eq!(reloaded.restart_needed, ["server.max_headers"]);
+        assert_eq!(reloaded.log_level.as_deref(), Some("debug"));
+        let running = live.load();
+        assert_eq!(
+            running.config.server.max_headers,
+            Config::default().server.max_headers
+        );
+        assert_eq!(
+            running.config.server.idle_timeout,
+            Config::default().server.idle_timeout * 2
+        );
     }
 }

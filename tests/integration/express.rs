@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 
 use crate::support::ops::TestAdmin;
+use crate::support::raw::{Raw, status_line};
 use crate::support::*;
 use cloudreve_edge::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -26,42 +27,23 @@ fn with_field(target: &str, field: &str) -> String {
     )
 }
 
-/// One response from a raw connection: its head (status line and fields) and its body (by Content-Length).
-async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    timeout(PATIENCE, async {
-        let head = read_head(stream).await;
-        assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
-        let length = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length: "))
-            .map_or(0, |n| n.trim().parse().unwrap());
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
-        (head, body)
-    })
-    .await
-    .expect("no response in time")
+/// One response from a raw connection, HTTP/1.1: its head (status line and fields) and its body.
+async fn read_response(stream: &mut Raw) -> (String, Vec<u8>) {
+    let (head, body) = stream.response().await.into_parts();
+    assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
+    (head, body)
 }
 
 /// Sends `request` on a new connection and reads one response.
 async fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = Raw::connect(addr).await;
+    stream.send(request.as_bytes()).await.unwrap();
     read_response(&mut stream).await
 }
 
 /// Reads what is left on `stream` until the proxy closes it, within [`PATIENCE`]: nothing, for a clean close.
-async fn assert_closed_by_proxy(stream: &mut TcpStream) {
-    let mut rest = Vec::new();
-    timeout(PATIENCE, stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(rest.is_empty());
-}
-
-fn status_line(head: &str) -> &str {
-    head.lines().next().unwrap()
+async fn assert_closed_by_proxy(stream: &mut Raw) {
+    assert!(stream.closed_cleanly().await.is_empty());
 }
 
 /// A fake Cloudreve and the proxy in front of it (its configuration changed by `configure`) with its admin
@@ -147,8 +129,8 @@ async fn pipelined_requests_are_answered_in_order_by_both_paths() {
         with_field(AVATAR, "Connection: close"),
     ]
     .concat();
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(batch.as_bytes()).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(batch.as_bytes()).await.unwrap();
     let mut answers = Vec::new();
     for _ in 0..6 {
         answers.push(read_response(&mut stream).await);
@@ -188,7 +170,7 @@ async fn the_lane_takes_hits_again_once_hyper_has_answered() {
     let upstream = FakeCloudreve::avatars().await;
     let proxy = TestProxy::start(&upstream.url()).await;
     let admin = TestAdmin::start(&proxy).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
     // A miss and a pass-through, both hyper's, then hits on the same connection.
     for (request, answered_by_lane) in [
         (plain(AVATAR), 0.0),
@@ -197,7 +179,7 @@ async fn the_lane_takes_hits_again_once_hyper_has_answered() {
         (with_field(AVATAR, "Cache-Control: max-age=0"), 1.0),
         (plain(AVATAR), 2.0),
     ] {
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.send(request.as_bytes()).await.unwrap();
         let (head, _) = read_response(&mut stream).await;
         assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
         assert_eq!(admin.express_answers().await, answered_by_lane, "{request}");
@@ -213,9 +195,9 @@ async fn what_the_lane_must_not_answer_takes_the_full_path() {
     let (head, _) = exchange(proxy.addr, &plain(&format!("{AVATAR}?nocache=true"))).await;
     assert!(head.contains("x-cache: BYPASS"), "{head}");
     let head_request = format!("HEAD {AVATAR} HTTP/1.1\r\nHost: edge\r\n\r\n");
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(head_request.as_bytes()).await.unwrap();
-    let head = timeout(PATIENCE, read_head(&mut stream)).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(head_request.as_bytes()).await.unwrap();
+    let head = stream.head().await;
     assert!(
         head.starts_with("HTTP/1.1 200 OK") && head.contains("x-cache: HIT"),
         "{head}"
@@ -228,8 +210,8 @@ async fn what_the_lane_must_not_answer_takes_the_full_path() {
         "GET {AVATAR} HTTP/1.1\r\nHost: edge\r\nContent-Length: 5\r\n\r\nhello{}",
         plain(AVATAR)
     );
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(with_body.as_bytes()).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(with_body.as_bytes()).await.unwrap();
     for _ in 0..2 {
         let (head, body) = read_response(&mut stream).await;
         assert!(head.contains("x-cache: HIT"), "{head}");
@@ -269,8 +251,8 @@ async fn a_connection_the_lane_served_closes_when_the_drain_starts() {
     // Far longer than the test's patience: the server must not wait for this idle connection.
     let (_upstream, mut proxy, admin) =
         with_avatar_stored(|config| config.server.drain_timeout = PATIENCE * 6).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(plain(AVATAR).as_bytes()).await.unwrap();
     let (head, _) = read_response(&mut stream).await;
     assert!(head.contains("x-cache: HIT"), "{head}");
     assert_eq!(admin.express_answers().await, 1.0);
@@ -297,14 +279,14 @@ async fn a_hit_sent_while_hyper_is_busy_waits_its_turn() {
     let proxy = TestProxy::start(&upstream.url()).await;
     assert_eq!(get(&proxy.url(AVATAR)).await.x_cache(), "MISS");
 
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(plain(PING).as_bytes()).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(plain(PING).as_bytes()).await.unwrap();
     eventually("the ping reaches the upstream", || {
         upstream.count_target(PING) == 1
     })
     .await;
     // The ping is in progress in hyper: this hit, in a write of its own, must not overtake its answer.
-    stream.write_all(plain(AVATAR).as_bytes()).await.unwrap();
+    stream.send(plain(AVATAR).as_bytes()).await.unwrap();
     release.notify_one();
     let (first, body) = read_response(&mut stream).await;
     assert!(

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::support::ops::{TempDir, TestCa};
+use crate::support::raw::{Raw, status_line};
 use crate::support::*;
 use cloudreve_edge::Config;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
@@ -79,36 +80,24 @@ impl Hinting {
 
 /// Answers the requests of one upstream connection (bounded by the connection: it ends when the proxy
 /// closes it or sends something unreadable).
-async fn answer(stream: TcpStream, requests: Arc<AtomicUsize>, release: Option<Arc<Notify>>) {
-    let mut stream = BufReader::new(stream);
+async fn answer(mut stream: TcpStream, requests: Arc<AtomicUsize>, release: Option<Arc<Notify>>) {
     loop {
-        let Some(head) = request_head(&mut stream).await else {
+        let Some(head) = read_head(&mut stream).await else {
             return;
         };
         requests.fetch_add(1, Ordering::SeqCst);
         let target = head.split(' ').nth(1).unwrap_or("").to_owned();
         let lower = head.to_ascii_lowercase();
         if lower.contains("\r\nexpect: 100-continue\r\n") {
-            let _ = stream
-                .get_mut()
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await;
+            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let length = lower
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .map_or(0, |n| n.trim().parse::<u64>().unwrap());
-        let mut body = (&mut stream).take(length);
-        if tokio::io::copy(&mut body, &mut tokio::io::sink())
-            .await
-            .is_err()
-        {
+        if skip_body(&mut stream, &head).await.is_err() {
             return;
         }
         let hint = format!(
             "HTTP/1.1 103 Early Hints\r\nLink: <{target}.css>; rel=preload\r\nConnection: keep-alive\r\n\r\n"
         );
-        if stream.get_mut().write_all(hint.as_bytes()).await.is_err() {
+        if stream.write_all(hint.as_bytes()).await.is_err() {
             return;
         }
         if let Some(release) = &release {
@@ -119,57 +108,29 @@ async fn answer(stream: TcpStream, requests: Arc<AtomicUsize>, release: Option<A
             "HTTP/1.1 200 OK\r\ncache-control: public, max-age=600\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
-        if stream.get_mut().write_all(last.as_bytes()).await.is_err() {
+        if stream.write_all(last.as_bytes()).await.is_err() {
             return;
         }
     }
 }
 
-/// One request head, up to its blank line; `None` at the end of the connection.
-async fn request_head(stream: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut head = String::new();
-    while !head.ends_with("\r\n\r\n") {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.unwrap_or(0) == 0 || head.len() > 64 * 1024 {
-            return None;
-        }
-        head.push_str(&line);
-    }
-    Some(head)
-}
-
-/// One message the proxy sent on a raw connection: its head, and its body (by `Content-Length`; a 1xx
-/// has none), within [`PATIENCE`].
-async fn read_message(stream: &mut TcpStream) -> (String, String) {
-    timeout(PATIENCE, async {
-        let head = read_head(stream).await;
-        assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
-        if head.starts_with("HTTP/1.1 1") {
-            return (head, String::new());
-        }
-        let length = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length: "))
-            .map_or(0, |n| n.trim().parse().unwrap());
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
-        (head, String::from_utf8(body).unwrap())
-    })
-    .await
-    .expect("no message from the proxy in time")
-}
-
-fn status_line(head: &str) -> &str {
-    head.lines().next().unwrap()
+/// One message the proxy sent on a raw connection: its head, and its body (a 1xx has none), within
+/// [`PATIENCE`].
+async fn read_message(stream: &mut Raw) -> (String, String) {
+    let message = stream.response().await;
+    let head = &message.head;
+    assert!(head.starts_with("HTTP/1.1 "), "no response head: {head:?}");
+    let body = message.text().to_owned();
+    (message.head, body)
 }
 
 fn get(target: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: edge\r\n\r\n")
 }
 
-async fn connect(proxy: &TestProxy, request: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+async fn connect(proxy: &TestProxy, request: &str) -> Raw {
+    let mut stream = Raw::connect(proxy.addr).await;
+    stream.send(request.as_bytes()).await.unwrap();
     stream
 }
 
@@ -299,7 +260,7 @@ async fn expect_100_continue_is_answered_by_the_proxy_alone() {
     .await;
     let (proceed, _) = read_message(&mut stream).await;
     assert_eq!(status_line(&proceed), "HTTP/1.1 100 Continue");
-    stream.write_all(b"hello").await.unwrap();
+    stream.send(b"hello").await.unwrap();
 
     let (hints, _) = read_message(&mut stream).await;
     assert_early_hints(&hints, PASS);

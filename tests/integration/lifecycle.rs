@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::raw::Raw;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
@@ -654,20 +655,18 @@ async fn silent_connection_does_not_hold_up_shutdown() {
     config.server.header_read_timeout = Duration::from_secs(60);
     let mut proxy = TestProxy::start_with(config).await;
 
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
     // A served request on a second connection shows the first has been accepted (accept is in order).
     assert_eq!(get(&proxy.url("/api/v4/site/ping")).await.status, 200);
 
     proxy.begin_shutdown();
     proxy.finished().await.unwrap();
-    let mut rest = Vec::new();
-    let read = timeout(PATIENCE, stream.read_to_end(&mut rest))
+    // A reset is a close too.
+    let rest = stream
+        .closed_within(PATIENCE)
         .await
         .expect("the silent connection was not closed");
-    assert!(
-        read.is_err() || rest.is_empty(),
-        "unexpected bytes: {rest:?}"
-    );
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
 }
 
 // 4. --demo
@@ -750,17 +749,13 @@ async fn json_access_log_has_one_event_per_request() {
     let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
 
     // A raw request, so the client address is known.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let client = stream.local_addr().unwrap();
+    let mut stream = Raw::connect(addr).await;
+    let client = stream.local_addr();
     let request = format!(
         "GET /api/v4/user/avatar/img1?nocache=false HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    timeout(PATIENCE, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    stream.send(request.as_bytes()).await.unwrap();
+    let response = stream.closed_cleanly().await;
     assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(response.ends_with(&avatar_bytes("img1")));
 
@@ -780,11 +775,11 @@ async fn json_access_log_has_one_event_per_request() {
     assert_eq!(event["complete"], true, "{event}");
 
     // A hit the express lane answers (plain GET, keep-alive) writes the same event, once it is sent.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let client = stream.local_addr().unwrap();
+    let mut stream = Raw::connect(addr).await;
+    let client = stream.local_addr();
     let request = format!("GET /api/v4/user/avatar/img1 HTTP/1.1\r\nhost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let head = timeout(PATIENCE, read_head(&mut stream)).await.unwrap();
+    stream.send(request.as_bytes()).await.unwrap();
+    let head = stream.head().await;
     assert!(head.contains("x-cache: HIT"), "{head}");
     let access = edge
         .stderr_line("the hit's access event", |l| {

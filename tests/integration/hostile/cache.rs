@@ -9,7 +9,7 @@ use crate::support::raw_h2::{H2Outcome, RawH2};
 use crate::support::*;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const A: &str = "/api/v4/user/avatar/imgA";
@@ -319,17 +319,11 @@ async fn early_answering_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, heads)
 }
 
-async fn answer_early(stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
-    let mut stream = BufReader::new(stream);
+async fn answer_early(mut stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
     loop {
-        let mut head = String::new();
-        while !head.ends_with("\r\n\r\n") {
-            let mut line = String::new();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 || head.len() > 64 * 1024 {
-                return;
-            }
-            head.push_str(&line);
-        }
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
         heads.lock().unwrap().push(head.clone());
         let mut request_line = head.split(' ');
         let (method, target) = (
@@ -342,22 +336,10 @@ async fn answer_early(stream: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
             body.len(),
             if method == "HEAD" { "" } else { &body }
         );
-        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+        if stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
-        let length = head
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|n| n.trim().to_owned())
-            })
-            .map_or(0, |n| n.parse::<u64>().unwrap_or(0));
-        let mut body = (&mut stream).take(length);
-        if tokio::io::copy(&mut body, &mut tokio::io::sink())
-            .await
-            .is_err()
-        {
+        if skip_body(&mut stream, &head).await.is_err() {
             return;
         }
     }

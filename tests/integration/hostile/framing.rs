@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A fake Cloudreve that reads every body and keeps `(target, body or "<broken>")` per request; avatars are
 /// answered like Cloudreve's.
@@ -476,8 +476,7 @@ async fn upstream_switching_protocols_unasked_is_not_tunnelled() {
         let _ = stream
             .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nraw tunnel bytes")
             .await;
-        let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+        drain(&mut stream).await;
     })
     .await;
     let proxy = TestProxy::start(&upstream.url()).await;

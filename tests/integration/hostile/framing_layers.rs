@@ -9,11 +9,12 @@
 use std::time::{Duration, Instant};
 
 use crate::support::ops::{TempDir, TestCa, proxy_v2_header};
+use crate::support::raw::Raw;
 use crate::support::raw_h2::{H2Outcome, RawH2};
 use crate::support::*;
 use cloudreve_edge::Config;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
@@ -89,28 +90,12 @@ fn proxy_v2(source: &str) -> Vec<u8> {
     proxy_v2_header(source.parse().unwrap(), "10.0.0.1:443".parse().unwrap())
 }
 
-/// Writes `bytes` in one go and reads until the proxy closes the connection (bounded by [`PATIENCE`]).
-async fn exchange_to_close<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    bytes: &[u8],
-) -> String {
-    stream.write_all(bytes).await.unwrap();
-    stream.flush().await.unwrap();
-    read_to_close(stream).await
-}
-
-async fn read_to_close<S: AsyncRead + Unpin>(stream: &mut S) -> String {
-    let mut out = Vec::new();
-    timeout(PATIENCE, async {
-        let mut buf = [0u8; 4096];
-        // A TLS peer may end with close_notify (0) or just close (an error): both are the end.
-        while let Ok(n @ 1..) = stream.read(&mut buf).await {
-            out.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("the connection was left open");
-    String::from_utf8_lossy(&out).into_owned()
+/// Writes `bytes` in one go and reads until the proxy closes the connection (bounded by [`PATIENCE`]); a TLS
+/// peer may end with close_notify or just close: both are the end.
+async fn exchange_to_close<S: AsyncRead + AsyncWrite + Unpin>(stream: S, bytes: &[u8]) -> String {
+    let mut raw = Raw::over(stream);
+    raw.send(bytes).await.unwrap();
+    String::from_utf8_lossy(&raw.closed().await).into_owned()
 }
 
 /// The proxy answered 400 itself and nothing else before closing; nothing reached the upstream.

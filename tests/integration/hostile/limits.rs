@@ -126,10 +126,12 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
         c.server.idle_timeout = SHORT
     }))
     .await;
+    // Taken before the request: the idle timer starts once the response is written, which the client may
+    // read a moment later.
+    let since = Instant::now();
     let mut raw = Raw::connect(proxy.addr).await;
     raw.send(&ping_request()).await.unwrap();
     assert_eq!(raw.response().await.status, 200);
-    let since = Instant::now();
     assert_closed_after(&mut raw, since, SHORT).await;
 }
 

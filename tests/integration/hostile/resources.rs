@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::support::ops::{TempDir, TestAdmin, TestCa};
+use crate::support::raw::Raw;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -74,23 +74,20 @@ fn send_config(upstream: &str) -> cloudreve_edge::Config {
 }
 
 /// A client connection with a small receive buffer, so the proxy's writes block soon after it stops reading.
-async fn tight_client(addr: std::net::SocketAddr) -> TcpStream {
+async fn tight_client(addr: std::net::SocketAddr) -> Raw {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    tokio::time::timeout(PATIENCE, socket.connect(addr))
+    let stream = tokio::time::timeout(PATIENCE, socket.connect(addr))
         .await
         .expect("connect timed out")
-        .unwrap()
+        .unwrap();
+    Raw::over(stream)
 }
 
 /// Reads (bounded by [`PATIENCE`]) until the proxy closes: whatever it had sent comes first, then the end
 /// (or a reset).
-async fn assert_closed(mut stream: TcpStream) {
-    let mut sink = vec![0u8; 64 * 1024];
-    let drained = async { while stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
-    tokio::time::timeout(PATIENCE, drained)
-        .await
-        .expect("the connection was left open");
+async fn assert_closed(mut stream: Raw) {
+    stream.closed().await;
 }
 
 /// Scrapes `/metrics` until the public listener has no connection open, within [`PATIENCE`]; for a client
@@ -114,7 +111,7 @@ async fn http1_client_that_never_reads_is_cut_after_send_timeout_and_the_upstrea
     let mut client = tight_client(proxy.addr).await;
     let since = Instant::now();
     let head = format!("GET {DOWNLOAD} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
-    client.write_all(head.as_bytes()).await.unwrap();
+    client.send(head.as_bytes()).await.unwrap();
     // The client reads nothing: the proxy fills the socket, its buffer, and stops taking from the upstream.
     eventually("the upstream response aborted", || {
         aborted.load(Ordering::SeqCst) == 1
@@ -141,9 +138,9 @@ async fn a_whole_response_the_client_never_reads_leaves_the_connection_idle() {
     config.server.idle_timeout = Duration::from_millis(300);
     let proxy = TestProxy::start_with(config).await;
     let admin = TestAdmin::start(&proxy).await;
-    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut client = Raw::connect(proxy.addr).await;
     let head = format!("GET {DOWNLOAD} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
-    client.write_all(head.as_bytes()).await.unwrap();
+    client.send(head.as_bytes()).await.unwrap();
     eventually("the upstream answered", || upstream.count() == 1).await;
     no_connection_open(&admin).await;
     assert_closed(client).await;
@@ -245,7 +242,7 @@ async fn a_large_express_answer_the_client_never_reads_is_cut_after_send_timeout
     let mut client = tight_client(proxy.addr).await;
     let since = Instant::now();
     let head = format!("GET {path} HTTP/1.1\r\nHost: cloud.example\r\n\r\n");
-    client.write_all(head.as_bytes()).await.unwrap();
+    client.send(head.as_bytes()).await.unwrap();
     // Not read until the proxy has let go of it: the metrics show when.
     no_connection_open(&admin).await;
     assert!(since.elapsed() >= SEND, "cut before send_timeout");

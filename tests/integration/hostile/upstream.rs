@@ -1,7 +1,7 @@
 //! A failing upstream on the avatar route, where an answer would be stored: every fault gives a clear 502 or
 //! 504 (never a truncated body presented as complete), nothing is stored, waiting clients are released, and
 //! the cache works again as soon as the upstream does. Bodies the proxy reads itself (a background refresh,
-//! an avatar change's confirmation) are bounded too. (`forwarding.rs` covers the same faults on the
+//! an avatar change's confirmation) are bounded too. (`forwarding::errors` covers the same faults on the
 //! pass-through path.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const AVATAR: &str = "/api/v4/user/avatar/img1";
@@ -98,8 +98,7 @@ async fn answer(mut stream: TcpStream, fault: Option<Fault>) {
         }
         Some(Fault::StallBeforeHead | Fault::StallMidBody | Fault::Garbage) => {
             // Hold the connection open until the proxy gives up on it.
-            let mut sink = [0u8; 256];
-            while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+            drain(&mut stream).await;
         }
         _ => {}
     }
@@ -314,8 +313,7 @@ async fn stalled_avatar_change_confirmation_is_a_504_not_a_hang() {
         let _ = read_head(&mut stream).await;
         let partial: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"code\":0";
         let _ = stream.write_all(partial).await;
-        let mut sink = [0u8; 256];
-        while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+        drain(&mut stream).await;
     })
     .await;
     let mut config = test_config(&upstream.url());

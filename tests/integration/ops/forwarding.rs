@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::support::ops::proxy_v2_header;
+use crate::support::raw::Raw;
 use crate::support::*;
 use cloudreve_edge::config::TrustedProxies;
 use http::Request;
@@ -13,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ppp::v2;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -187,18 +188,14 @@ async fn missing_proxy_header_closes_the_connection_unanswered() {
 async fn proxy_header_split_across_packets_is_read_whole() {
     let upstream = FakeCloudreve::avatars().await;
     let proxy = proxy_with(&upstream, true, &[]).await;
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(b"PROXY TCP4 203.0.1").await.unwrap();
-    stream.flush().await.unwrap();
+    let mut stream = Raw::connect(proxy.addr).await;
+    // Each send is flushed: two packets.
+    stream.send(b"PROXY TCP4 203.0.1").await.unwrap();
     stream
-        .write_all(b"13.9 10.0.0.1 41000 8080\r\nGET /api/v4/site/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .send(b"13.9 10.0.0.1 41000 8080\r\nGET /api/v4/site/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut reply = String::new();
-    timeout(PATIENCE, stream.read_to_string(&mut reply))
-        .await
-        .expect("no reply")
-        .unwrap();
+    let reply = String::from_utf8(stream.closed_cleanly().await).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(
         upstream.last().header("x-forwarded-for"),

@@ -1,4 +1,6 @@
-//! Test fixtures: a fake Cloudreve that records what it receives, the real proxy on `127.0.0.1:0`, and clients.
+//! Test fixtures: a fake Cloudreve that records what it receives, the real proxy on `127.0.0.1:0`, and clients:
+//! hyper's here, the one raw HTTP/1.1 client (and raw upstreams' helpers) in `raw`, a raw HTTP/2 one in
+//! `raw_h2`, TLS, the admin listener and `/metrics` in `ops`.
 //!
 //! "Served from cache" is asserted as "the fake upstream saw one request". Nothing here sleeps to wait for
 //! readiness: listeners are bound before their address is handed out.
@@ -7,6 +9,8 @@
 pub mod ops;
 pub mod raw;
 pub mod raw_h2;
+
+pub use raw::{drain, raw_exchange, read_head, skip_body};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +30,6 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -343,20 +346,6 @@ pub fn refusing_upstream() -> (tokio::net::TcpSocket, String) {
     (socket, url)
 }
 
-/// Reads one request head from a raw connection (up to the blank line).
-pub async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(byte[0]);
-        assert!(head.len() < 64 * 1024, "request head too long");
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
 /// The real proxy, served by `server::run` on `127.0.0.1:0`.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -525,19 +514,6 @@ pub async fn request(method: &str, url: &str) -> Reply {
             .unwrap(),
     )
     .await
-}
-
-/// Writes raw bytes to `addr` and reads until the server closes the connection (send `Connection: close`).
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(bytes).await.unwrap();
-        let mut out = Vec::new();
-        let _ = stream.read_to_end(&mut out).await;
-        String::from_utf8_lossy(&out).into_owned()
-    })
-    .await
-    .expect("raw exchange timed out")
 }
 
 /// Polls `condition` every few milliseconds until it holds, failing after [`PATIENCE`]. For state that has
