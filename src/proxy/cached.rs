@@ -14,11 +14,12 @@ use http::{Request, Response, StatusCode, request, response};
 use hyper::body::Incoming;
 
 use super::Proxy;
+use super::hit::Hit;
 use crate::access_log::AccessRecord;
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, Exchange, NotStored};
 use crate::cache::request::{self as cache_request, Purpose};
-use crate::cache::serve::{self, Conditions};
+use crate::cache::serve::Conditions;
 use crate::cache::status::Outcome;
 use crate::cache::vary;
 use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Miss, Stored};
@@ -584,18 +585,19 @@ impl Proxy {
         self.serve_stored(entry, conditions, status, record)
     }
 
-    /// A stored response as this client gets it (its conditions and range answered from memory).
+    /// A stored response as this client gets it (its conditions and range answered from memory), rendered
+    /// by [`Hit`] like the express lane's.
     pub(super) fn serve_stored(
         &self,
         entry: &CachedResponse,
         conditions: &Conditions,
-        mut status: CacheStatus,
+        status: CacheStatus,
         record: &mut AccessRecord,
     ) -> Response<Body> {
-        let now = self.cache.clock().now();
-        status.ttl = Some(entry.signed_ttl(now));
-        record.cache = Some(status);
-        serve::respond(entry, conditions, now)
+        let hit = Hit::new(entry, self.cache.clock().now(), status);
+        record.cache = Some(hit.status());
+        record.labelled = true;
+        hit.response(conditions)
     }
 }
 

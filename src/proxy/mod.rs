@@ -21,6 +21,7 @@
 
 mod cached;
 mod express;
+pub mod hit;
 mod observe;
 
 use std::convert::Infallible;
@@ -44,9 +45,7 @@ use crate::metrics::Metrics;
 use crate::reload::Live;
 use crate::route::{self, Bypass, Route};
 use crate::upstream::{self, ClientInfo, Upstream};
-
-static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
-static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+use hit::{CACHE_STATUS, X_CACHE};
 
 /// Shared state of the request path: the running configuration (upstream client included), the cache and its
 /// rules, and what the admin listener reports.
@@ -140,11 +139,9 @@ impl Proxy {
             interim.seal();
         }
         let (mut parts, body) = response.into_parts();
-        if let Some(status) = &record.cache {
-            self.cache.count(status.outcome);
-        }
         response_filter(&mut parts, &record);
-        self.metrics.request(&record, parts.status);
+        let outcome = record.cache.map(|status| status.outcome);
+        self.count(record.rule, outcome, parts.status);
         let body = record.finish(parts.status, body, self.access_logging());
         Ok(Response::from_parts(parts, body))
     }
@@ -309,9 +306,10 @@ fn check_request<B>(request: &Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase 6: every avatar response says what the cache did.
+/// Phase 6: every response a rule matched says what the cache did (a hit's head has it already, in its
+/// place, `hit.rs`).
 fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
-    let Some(status) = record.cache else {
+    let Some(status) = record.cache.filter(|_| !record.labelled) else {
         return;
     };
     parts
