@@ -1,5 +1,5 @@
 //! Phases 2 to 4 for requests under a cache rule: lookup, one fill per key (a fetch, or a revalidation of
-//! the stored copy), admission, stale serving (RFC 5861), and answering from memory.
+//! the stored copy), admission, and serving stale while revalidating (RFC 5861 §3); the answer is `answer.rs`'s.
 //!
 //! The two kinds differ in three places: the avatar rule revalidates with `If-Modified-Since` only and reads
 //! its small bodies whole before answering (so a `HEAD` miss can be filled with a `GET`); an `http` rule
@@ -14,7 +14,6 @@ use http::{Request, Response, StatusCode, request, response};
 use hyper::body::Incoming;
 
 use super::Proxy;
-use super::hit::Hit;
 use crate::access_log::AccessRecord;
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, Exchange, NotStored};
@@ -28,7 +27,7 @@ use crate::error::ProxyError;
 use crate::upstream::{self, ClientInfo};
 
 /// What one upstream fetch for a key came to.
-enum Fetched {
+pub(super) enum Fetched {
     /// A new or replacing entry was stored.
     Stored(Arc<CachedResponse>, StatusCode),
     /// The upstream's answer streams to the client while a copy fills the cache (`http` rules).
@@ -493,111 +492,6 @@ impl Proxy {
             (parts, body, exchange)
         });
         (answered, elapsed)
-    }
-
-    /// What the client gets for a fetch: the stored entry, the upstream's answer, or, when the upstream failed,
-    /// the stale copy if `stale-if-error` allows it (RFC 5861 §4).
-    fn answer(
-        &self,
-        fetched: Fetched,
-        stale: Option<&Arc<CachedResponse>>,
-        conditions: &Conditions,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        let now = self.cache.clock().now();
-        let fallback = stale.filter(|entry| entry.may_serve_on_error(now));
-        let had_stale = stale.is_some();
-        match fetched {
-            Fetched::Stored(entry, fwd_status) => {
-                let status = CacheStatus {
-                    fwd_status: Some(fwd_status),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Stored)
-                };
-                Ok(self.serve_stored(&entry, conditions, status, record))
-            }
-            Fetched::Streaming { parts, body, ttl } => {
-                record.cache = Some(CacheStatus {
-                    fwd_status: Some(parts.status),
-                    ttl: Some(ttl),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Stored)
-                });
-                Ok(Response::from_parts(parts, body))
-            }
-            Fetched::Revalidated(entry) => {
-                let status = CacheStatus {
-                    fwd_status: Some(StatusCode::NOT_MODIFIED),
-                    ..CacheStatus::new(Outcome::Revalidated)
-                };
-                Ok(self.serve_stored(&entry, conditions, status, record))
-            }
-            Fetched::Passed { parts, .. }
-                if parts.status.is_server_error() && fallback.is_some() =>
-            {
-                let entry = fallback.expect("checked by the guard");
-                Ok(self.serve_on_error(entry, Some(parts.status), conditions, record))
-            }
-            Fetched::Passed {
-                parts,
-                body,
-                reason,
-            } => {
-                record.cache = Some(CacheStatus {
-                    fwd_status: Some(parts.status),
-                    detail: reason.map(NotStored::as_str),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Miss)
-                });
-                // For HEAD the GET's body is dropped unread: the client asked for headers only.
-                let body = if conditions.head { Body::Empty } else { body };
-                Ok(Response::from_parts(parts, body))
-            }
-            Fetched::Failed(err) => match fallback {
-                Some(entry) => {
-                    tracing::warn!(error = %err, "upstream failed; serving the stored copy (stale-if-error)");
-                    Ok(self.serve_on_error(entry, None, conditions, record))
-                }
-                None => {
-                    record.cache = Some(CacheStatus {
-                        detail: Some("upstream-error"),
-                        had_stale,
-                        ..CacheStatus::new(Outcome::Miss)
-                    });
-                    Err(err)
-                }
-            },
-        }
-    }
-
-    fn serve_on_error(
-        &self,
-        entry: &CachedResponse,
-        fwd_status: Option<StatusCode>,
-        conditions: &Conditions,
-        record: &mut AccessRecord,
-    ) -> Response<Body> {
-        let status = CacheStatus {
-            fwd_status,
-            detail: Some("stale-if-error"),
-            ..CacheStatus::new(Outcome::StaleIfError)
-        };
-        self.serve_stored(entry, conditions, status, record)
-    }
-
-    /// A stored response as this client gets it (its conditions and range answered from memory), rendered
-    /// by [`Hit`] like the express lane's.
-    pub(super) fn serve_stored(
-        &self,
-        entry: &CachedResponse,
-        conditions: &Conditions,
-        status: CacheStatus,
-        record: &mut AccessRecord,
-    ) -> Response<Body> {
-        let hit = Hit::new(entry, self.cache.clock().now(), status);
-        record.cache = Some(hit.status());
-        record.labelled = true;
-        hit.response(conditions)
     }
 }
 
