@@ -1,5 +1,6 @@
 //! Phases 2 to 4 for requests under a cache rule: lookup, one fill per key (a fetch, or a revalidation of
-//! the stored copy), admission, and serving stale while revalidating (RFC 5861 §3); the answer is `answer.rs`'s.
+//! the stored copy), and serving stale while revalidating (RFC 5861 §3); admission is `admit.rs`'s, the
+//! answer `answer.rs`'s.
 //!
 //! The two kinds differ in three places: the avatar rule revalidates with `If-Modified-Since` only and reads
 //! its small bodies whole before answering (so a `HEAD` miss can be filled with a `GET`); an `http` rule
@@ -15,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::Proxy;
 use crate::access_log::AccessRecord;
-use crate::body::{Body, Collected, collect_up_to};
+use crate::body::Body;
 use crate::cache::policy::{self, Exchange, NotStored};
 use crate::cache::request::{self as cache_request, Purpose};
 use crate::cache::serve::Conditions;
@@ -52,13 +53,13 @@ pub(super) enum Fetched {
 type Answered = (response::Parts, Incoming, Exchange);
 
 /// What a fill needs to know besides the upstream's answer.
-struct FillContext<'a> {
+pub(super) struct FillContext<'a> {
     /// Index of the rule in `Proxy::rules`.
-    rule: usize,
+    pub(super) rule: usize,
     /// The primary key.
-    primary: &'a str,
+    pub(super) primary: &'a str,
     /// The request headers sent upstream (their `Vary`-nominated values pick the variant).
-    request: HeaderMap,
+    pub(super) request: HeaderMap,
 }
 
 impl Proxy {
@@ -225,130 +226,6 @@ impl Proxy {
         (fetched, elapsed)
     }
 
-    /// Phase 4: store what the policy allows; any other answer (but a server error, which keeps the stored
-    /// copy for `stale-if-error`) supersedes what was stored.
-    async fn admit(
-        self: &Arc<Self>,
-        parts: response::Parts,
-        body: Incoming,
-        exchange: Exchange,
-        context: &FillContext<'_>,
-        fill: Fill,
-    ) -> Fetched {
-        let rule = &self.rules[context.rule];
-        let freshness = match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
-            Ok(freshness) => freshness,
-            Err(reason) => {
-                if parts.status.is_server_error() {
-                    fill.finish(None);
-                } else {
-                    fill.discard();
-                }
-                let body = Body::Stream(body);
-                return Fetched::Passed {
-                    parts,
-                    body,
-                    reason: Some(reason),
-                };
-            }
-        };
-        let limits = rule.limits;
-        let now = self.cache.clock().now();
-        if rule.kind == RuleKind::Http {
-            let head = head_of(&parts);
-            let (proxy, primary, request) = (
-                Arc::clone(self),
-                context.primary.to_owned(),
-                context.request.clone(),
-            );
-            let body = Body::teed(
-                body,
-                limits.max_object_size,
-                self.cache.keeper().clone(),
-                Box::new(move |bytes| {
-                    let now = proxy.cache.clock().now();
-                    let entry =
-                        CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
-                    proxy.cache.complete(fill, &primary, Arc::new(entry));
-                }),
-            );
-            let ttl = i64::try_from(freshness.fresh_for.as_secs()).unwrap_or(i64::MAX);
-            return Fetched::Streaming { parts, body, ttl };
-        }
-        // The body of a collected fill is awaited under the head timeout too: waiters are held on it, and an
-        // upstream that stalls mid-avatar must not hold them forever (a streamed body has
-        // `server.response_idle_timeout` instead).
-        let timeout = self.upstream().response_header_timeout();
-        let keeper = Some(self.cache.keeper());
-        let collected =
-            tokio::time::timeout(timeout, collect_up_to(body, limits.max_object_size, keeper))
-                .await;
-        let Ok(collected) = collected else {
-            return Fetched::Failed(self.upstream_body_timed_out(timeout));
-        };
-        match collected {
-            Ok(Collected::Whole(bytes)) => {
-                let entry =
-                    CachedResponse::new(&parts, bytes, freshness, &limits, &context.request, now);
-                let entry = Arc::new(entry);
-                self.cache
-                    .complete(fill, context.primary, Arc::clone(&entry));
-                Fetched::Stored(entry, parts.status)
-            }
-            Ok(Collected::TooLarge(body)) => {
-                fill.discard();
-                let reason = Some(NotStored::TooLarge);
-                Fetched::Passed {
-                    parts,
-                    body,
-                    reason,
-                }
-            }
-            Err(err) => Fetched::Failed(self.upstream_body_failed(err)),
-        }
-    }
-
-    /// A 304 for the stored copy: its header fields are updated and its freshness starts over
-    /// (RFC 9111 §4.3.4). If the 304 makes it unstorable, it is dropped and served this once.
-    fn refresh(
-        &self,
-        stale: &CachedResponse,
-        not_modified: &response::Parts,
-        exchange: Exchange,
-        context: &FillContext<'_>,
-        fill: Fill,
-    ) -> Fetched {
-        let rule = &self.rules[context.rule];
-        let parts = merged(stale, &not_modified.headers);
-        match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
-            Ok(freshness) => {
-                let now = self.cache.clock().now();
-                let body = stale.body.clone();
-                let entry = CachedResponse::new(
-                    &parts,
-                    body,
-                    freshness,
-                    &rule.limits,
-                    &context.request,
-                    now,
-                );
-                let entry = Arc::new(entry);
-                self.cache
-                    .complete(fill, context.primary, Arc::clone(&entry));
-                Fetched::Revalidated(entry)
-            }
-            Err(reason) => {
-                fill.discard();
-                let body = Body::full(stale.body.clone());
-                Fetched::Passed {
-                    parts,
-                    body,
-                    reason: Some(reason),
-                }
-            }
-        }
-    }
-
     /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded (built like a
     /// fill, from what the key covers), and a 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
     async fn serve_head(
@@ -387,37 +264,6 @@ impl Proxy {
             ..CacheStatus::new(Outcome::Miss)
         });
         Ok(Response::from_parts(parts, Body::Stream(body)))
-    }
-
-    fn update_from_head(
-        &self,
-        stored: &CachedResponse,
-        head: &response::Parts,
-        exchange: Exchange,
-        rule: usize,
-        primary: &str,
-        request: &HeaderMap,
-    ) {
-        let rule = &self.rules[rule];
-        if policy::head_invalidates(
-            &stored.headers.to_map(0),
-            &stored.validators(),
-            &head.headers,
-        ) {
-            self.cache.purge(primary);
-            return;
-        }
-        let parts = merged(stored, &head.headers);
-        match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
-            Ok(freshness) => {
-                let now = self.cache.clock().now();
-                let body = stored.body.clone();
-                let entry =
-                    CachedResponse::new(&parts, body, freshness, &rule.limits, request, now);
-                self.cache.insert(primary, Arc::new(entry));
-            }
-            Err(_) => self.cache.purge(primary),
-        }
     }
 
     /// The request a fill sends for `head` (`cache::request`): the whole representation, with the validators
@@ -493,26 +339,6 @@ impl Proxy {
         });
         (answered, elapsed)
     }
-}
-
-/// A stored response's head with a newer response's header fields merged in (RFC 9111 §3.2). An `ETag` this
-/// cache minted is taken out again, so it is minted anew rather than mistaken for the upstream's validator.
-fn merged(stored: &CachedResponse, newer: &HeaderMap) -> response::Parts {
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = stored.status;
-    parts.headers = policy::merge_not_modified(&stored.headers.to_map(0), newer);
-    if stored.validators().etag.is_none() && !newer.contains_key(header::ETAG) {
-        parts.headers.remove(header::ETAG);
-    }
-    parts
-}
-
-/// Status and header fields of a response head (its extensions are not needed to build an entry).
-fn head_of(parts: &response::Parts) -> response::Parts {
-    let (mut head, ()) = Response::new(()).into_parts();
-    head.status = parts.status;
-    head.headers = parts.headers.clone();
-    head
 }
 
 /// Reads a body to its end, discarding it (bounded by the body itself; a failure just ends it).

@@ -19,6 +19,7 @@
 //!
 //! `express.rs` is phases 2, 6 and 7 once more, for a fresh avatar hit the express lane answers without hyper.
 
+mod admit;
 mod answer;
 mod cached;
 mod express;
