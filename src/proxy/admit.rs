@@ -9,7 +9,7 @@ use http::{Response, response};
 use hyper::body::Incoming;
 
 use super::Proxy;
-use super::cached::{Fetched, FillContext};
+use super::fill::{Fetched, FillContext};
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, Exchange, NotStored};
 use crate::cache::{CachedResponse, Fill};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 
 use super::Proxy;
-use super::cached::Fetched;
+use super::fill::Fetched;
 use super::hit::Hit;
 use crate::access_log::AccessRecord;
 use crate::body::Body;

@@ -4,12 +4,12 @@
 //! 1. request filter (`route`): refuse what no path may see (`check_request`: an HTTP/2 field list the
 //!    framing guard's rules refuse, an invalid host on any protocol), classify the request (`route.rs`) and
 //!    take its path.
-//! 2. cache lookup (`avatar.rs`): a fresh avatar is answered from memory, a stale one within
+//! 2. cache lookup (`lookup.rs`): a fresh avatar is answered from memory, a stale one within
 //!    `stale-while-revalidate` too (refreshed in the background); otherwise one request per key fills it.
 //! 3. forward upstream: everything else streams through (`forward.rs`); a fill asks for the whole avatar, with
-//!    `If-Modified-Since` when it revalidates a stored copy (`avatar.rs`).
-//! 4. cache admit (`avatar.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
-//!    an upstream failure may be answered with the stale copy (`stale-if-error`).
+//!    `If-Modified-Since` when it revalidates a stored copy (`fill.rs`).
+//! 4. cache admit (`admit.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
+//!    an upstream failure may be answered with the stale copy (`stale-if-error`, `answer.rs`).
 //! 5. observe (`observe.rs`): a confirmed avatar change, or a `nocache` answer that differs from the stored
 //!    copy, drops that copy.
 //! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
@@ -21,10 +21,11 @@
 
 mod admit;
 mod answer;
-mod cached;
 mod express;
+mod fill;
 mod forward;
 pub mod hit;
+mod lookup;
 mod observe;
 
 use std::convert::Infallible;

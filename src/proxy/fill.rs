@@ -1,6 +1,6 @@
-//! Phases 2 to 4 for requests under a cache rule: lookup, one fill per key (a fetch, or a revalidation of
-//! the stored copy), and serving stale while revalidating (RFC 5861 §3); admission is `admit.rs`'s, the
-//! answer `answer.rs`'s.
+//! Phase 4, fill, for requests a cache rule matched: one upstream request per key (a fetch, or a revalidation
+//! of the stored copy with its validators) while the others wait for it, and the background refresh of an
+//! entry served stale while it revalidates (RFC 5861 §3). What it brings back is admitted by `admit.rs`.
 //!
 //! The two kinds differ in three places: the avatar rule revalidates with `If-Modified-Since` only and reads
 //! its small bodies whole before answering (so a `HEAD` miss can be filled with a `GET`); an `http` rule
@@ -22,8 +22,7 @@ use crate::cache::request::{self as cache_request, Purpose};
 use crate::cache::serve::Conditions;
 use crate::cache::status::Outcome;
 use crate::cache::vary;
-use crate::cache::{CacheStatus, CachedResponse, Fill, Lookup, Miss, Stored};
-use crate::config::RuleKind;
+use crate::cache::{CacheStatus, CachedResponse, Fill, Miss, Stored};
 use crate::error::ProxyError;
 use crate::upstream::{self, ClientInfo};
 
@@ -63,59 +62,9 @@ pub(super) struct FillContext<'a> {
 }
 
 impl Proxy {
-    /// Phase 2: a fresh entry (or a stale one within `stale-while-revalidate`) is answered from memory;
-    /// anything else is fetched once per key however many clients wait.
-    pub(super) async fn serve_cached(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
-        rule: usize,
-        primary: &str,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        // The body of a `GET` or `HEAD` means nothing (RFC 9110 §9.3.1): none of it is sent upstream.
-        let (head, body) = request.into_parts();
-        drop(body);
-        let conditions = Conditions::of(&head.method, &head.headers);
-        let kind = self.rules[rule].kind;
-        if kind == RuleKind::Http && conditions.head {
-            let forwarded = self.serve_head(&head, rule, primary, &conditions, client, record);
-            return Box::pin(forwarded).await;
-        }
-        match self.cache.lookup(primary, &head.headers) {
-            Lookup::Fresh(entry) => {
-                let status = CacheStatus::new(Outcome::Hit);
-                Ok(self.serve_stored(&entry, &conditions, status, record))
-            }
-            Lookup::StaleWhileRevalidate { entry, refresh } => {
-                if let Some(fill) = refresh {
-                    self.refresh_in_background(
-                        &head,
-                        rule,
-                        primary,
-                        fill,
-                        Arc::clone(&entry),
-                        client.without_interim(),
-                    );
-                }
-                let status = CacheStatus {
-                    detail: Some("stale-while-revalidate"),
-                    ..CacheStatus::new(Outcome::Stale)
-                };
-                Ok(self.serve_stored(&entry, &conditions, status, record))
-            }
-            // The paths that wait on the upstream hold large futures; boxed, they do not weigh on every hit
-            // (and on every pass-through request, whose future contains this one).
-            Lookup::Miss(miss) => {
-                let miss = self.serve_miss(miss, &head, rule, primary, &conditions, client, record);
-                Box::pin(miss).await
-            }
-        }
-    }
-
     /// A lookup that found nothing servable: fill it, or wait for the request that does.
     #[allow(clippy::too_many_arguments)]
-    async fn serve_miss(
+    pub(super) async fn serve_miss(
         self: &Arc<Self>,
         miss: Miss,
         head: &request::Parts,
@@ -164,7 +113,7 @@ impl Proxy {
     }
 
     /// One request refreshes a stale entry while others keep being served the stale copy (RFC 5861 §3).
-    fn refresh_in_background(
+    pub(super) fn refresh_in_background(
         self: &Arc<Self>,
         head: &request::Parts,
         rule: usize,
@@ -226,46 +175,6 @@ impl Proxy {
         (fetched, elapsed)
     }
 
-    /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded (built like a
-    /// fill, from what the key covers), and a 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
-    async fn serve_head(
-        &self,
-        head: &request::Parts,
-        rule: usize,
-        primary: &str,
-        conditions: &Conditions,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        let stored = self.cache.peek(primary, &head.headers);
-        let now = self.cache.clock().now();
-        if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
-            return Ok(self.serve_stored(
-                entry,
-                conditions,
-                CacheStatus::new(Outcome::Hit),
-                record,
-            ));
-        }
-        let keyed = self.cache.keyed_fields(primary);
-        let also = &self.rules[rule].fill_fields;
-        let parts = cache_request::build(head, Purpose::Head, &keyed, also);
-        let request_headers = parts.headers.clone();
-        let (answered, elapsed) = self.fetch(parts, client).await;
-        record.upstream_time = elapsed;
-        let (parts, body, exchange) = answered?;
-        if let (Some(stored), StatusCode::OK) = (&stored, parts.status) {
-            self.update_from_head(stored, &parts, exchange, rule, primary, &request_headers);
-        }
-        record.cache = Some(CacheStatus {
-            fwd_status: Some(parts.status),
-            detail: Some("head"),
-            had_stale: stored.is_some(),
-            ..CacheStatus::new(Outcome::Miss)
-        });
-        Ok(Response::from_parts(parts, Body::Stream(body)))
-    }
-
     /// The request a fill sends for `head` (`cache::request`): the whole representation, with the validators
     /// of `stale` when it revalidates a stored copy. A plain `GET` either way: a stored copy must not be a
     /// 304 or a range, and Cloudreve has no `HEAD` route for avatars.
@@ -312,7 +221,7 @@ impl Proxy {
     }
 
     /// Phase 3 for cached routes: one upstream request, with the times RFC 9111 §4.2.3 needs.
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         mut parts: request::Parts,
         client: &ClientInfo,
