@@ -9,13 +9,13 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use cloudreve_edge::Config;
 use cloudreve_edge::access_log::{AccessRecord, LoggedBody};
-use cloudreve_edge::body::Body;
 use cloudreve_edge::cache::policy::{self, AvatarKey, Exchange};
-use cloudreve_edge::cache::serve::{self, Conditions};
+use cloudreve_edge::cache::serve::Conditions;
 use cloudreve_edge::cache::status::Outcome;
 use cloudreve_edge::cache::store::Store;
 use cloudreve_edge::cache::{Cache, CacheStatus, CachedResponse, Clock, Lookup, Miss, Stored};
 use cloudreve_edge::config::{RuleConfig, RuleKind};
+use cloudreve_edge::proxy::hit::Hit;
 use cloudreve_edge::route::{self, NoCache, Route};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{self, HeaderName, HeaderValue};
@@ -85,9 +85,9 @@ fn avatar_limits() -> policy::Limits {
         .limits
 }
 
-/// What `Proxy::handle` does for a `GET` hit between hyper handing over the request and taking the response.
-/// `Proxy::serve_stored` and `response_filter` are private; their few lines are repeated below around the
-/// public `cache::serve::respond`, so keep them in step with `src/proxy/`.
+/// What `Proxy::handle` does for a `GET` hit between hyper handing over the request and taking the response:
+/// the record, the route, the lookup, and the answer rendered by the proxy's own [`Hit`], as
+/// `Proxy::serve_stored` does.
 fn serve_hit(
     cache: &Cache,
     rules: &[RuleConfig],
@@ -104,45 +104,12 @@ fn serve_hit(
         panic!("the avatar must be stored and fresh")
     };
     let conditions = Conditions::of(&Method::GET, &http::HeaderMap::new());
-    let response = serve_stored(
-        cache,
-        &entry,
-        &conditions,
-        CacheStatus::new(Outcome::Hit),
-        &mut record,
-    );
-    let (mut parts, body) = response.into_parts();
-    response_filter(&mut parts, &record);
+    let hit = Hit::new(&entry, cache.clock().now(), CacheStatus::new(Outcome::Hit));
+    record.cache = Some(hit.status());
+    record.labelled = true;
+    let (parts, body) = hit.response(&conditions).into_parts();
     let body = record.finish(parts.status, body, false);
     Response::from_parts(parts, body)
-}
-
-/// As `Proxy::serve_stored`.
-fn serve_stored(
-    cache: &Cache,
-    entry: &CachedResponse,
-    conditions: &Conditions,
-    mut status: CacheStatus,
-    record: &mut AccessRecord,
-) -> Response<Body> {
-    let now = cache.clock().now();
-    status.ttl = Some(entry.signed_ttl(now));
-    record.cache = Some(status);
-    serve::respond(entry, conditions, now)
-}
-
-/// As `proxy::response_filter`.
-fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
-    let Some(status) = record.cache else {
-        return;
-    };
-    parts.headers.insert(
-        HeaderName::from_static("cache-status"),
-        status.header_value(),
-    );
-    parts
-        .headers
-        .insert(HeaderName::from_static("x-cache"), status.x_cache());
 }
 
 fn policy_admit_cloudreve_png(c: &mut Criterion) {

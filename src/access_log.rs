@@ -32,6 +32,9 @@ pub struct AccessRecord {
     pub upstream_time: Option<Duration>,
     /// What the cache did, for requests a cache rule matched.
     pub cache: Option<CacheStatus>,
+    /// The response carries `Cache-Status` and `X-Cache` already: it was answered from memory, and
+    /// `proxy::hit` rendered them with the rest of its head. The other answers a rule matched get them last.
+    pub labelled: bool,
     /// The kind of the cache rule that matched, if any (for the metrics' `route` label).
     pub rule: Option<RuleKind>,
 }
@@ -47,6 +50,7 @@ impl AccessRecord {
             started: Instant::now(),
             upstream_time: None,
             cache: None,
+            labelled: false,
             rule: None,
         }
     }

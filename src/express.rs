@@ -8,8 +8,8 @@
 //! `Expect`, `Connection` other than `keep-alive`, or anything unknown (a `Host` that is not a host never gets
 //! here: the guard refuses its head, as it does on the full path). Everything else, and every lookup
 //! that does not find a fresh avatar, goes to hyper and the full path (`proxy`), which answers the same
-//! way, only slower. The bytes are the full path's (`proxy/express.rs`), and so are the metrics and the
-//! access event.
+//! way, only slower. The bytes are the full path's (one renderer for both, `proxy/hit.rs`), and so are the
+//! metrics and the access event (`proxy/express.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

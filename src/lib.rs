@@ -33,9 +33,9 @@
 //!   checked once by the framing guard (HTTP/1.1 heads) and the request filter (every protocol).
 //! - [`cloudreve`]: Cloudreve's paths (the avatar route, the avatar changes), a leaf every layer may name.
 //! - [`route`]: request classification (the cache rules, Cloudreve's `nocache` parsing), pure.
-//! - [`proxy`]: the request path as named phases, in order; errors become responses there. Its `cached`
-//!   file holds lookup, fills (collected or streamed), revalidation and stale serving for every rule; its
-//!   `observe` file the invalidation signals.
+//! - [`proxy`]: the request path as named phases, in order, a file each (`lookup`, `fill`, `admit`,
+//!   `answer`, `observe`; `forward` for what the cache does not answer); errors become responses there. Its
+//!   `hit` file renders a stored response's head, one list of fields for both lanes.
 //! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
 //!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).

@@ -168,16 +168,11 @@ impl Metrics {
 
     /// Counts one answered request, from what the request path recorded.
     pub fn request(&self, record: &AccessRecord, status: StatusCode) {
-        self.count_request(record.rule, record.cache.map(|c| c.outcome), status);
+        self.count(record.rule, record.cache.map(|c| c.outcome), status);
     }
 
-    /// Counts one avatar hit the express lane answered.
-    pub fn express_hit(&self, status: StatusCode) {
-        self.count_request(Some(RuleKind::Avatar), Some(Outcome::Hit), status);
-        self.express_answers.inc();
-    }
-
-    fn count_request(&self, rule: Option<RuleKind>, outcome: Option<Outcome>, status: StatusCode) {
+    /// Counts one answered request: the rule that matched, what the cache did, the status sent.
+    pub fn count(&self, rule: Option<RuleKind>, outcome: Option<Outcome>, status: StatusCode) {
         let route = match rule {
             Some(RuleKind::Avatar) => 0,
             Some(RuleKind::Http) => 1,
@@ -195,6 +190,11 @@ impl Metrics {
             self.requests.get_or_create(&labels).clone()
         });
         counter.inc();
+    }
+
+    /// Counts one answer the express lane wrote (counted as a request too, by [`Metrics::count`]).
+    pub fn express_answered(&self) {
+        self.express_answers.inc();
     }
 
     /// Records the time an upstream response head took.

@@ -1,8 +1,8 @@
-//! A stored response as one client receives it: its current `Age`, and the client's own preconditions
-//! (RFC 9110 §13) and byte range (RFC 9110 §14) answered from memory. Pure apart from reading the clock value
-//! it is given.
+//! A stored response as one client receives it: the client's own preconditions (RFC 9110 §13) and byte range
+//! (RFC 9110 §14) answered from memory. Pure. The fields a hit adds (`Age`, `Cache-Status`, ...) and their
+//! order are `proxy::hit`'s, for both lanes.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -72,54 +72,16 @@ enum Answer {
     Unsatisfiable,
 }
 
-/// Builds the response for `entry` at `now`: the stored status, headers and body, or a 304, 412, 206 or 416
-/// when the client's conditions call for one. `Age` is always current.
-pub fn respond(entry: &CachedResponse, conditions: &Conditions, now: Instant) -> Response<Body> {
-    let mut response = match evaluate(entry, conditions) {
+/// Builds the response for `entry`: the stored status, headers and body, or a 304, 412, 206 or 416 when the
+/// client's conditions call for one. What a hit adds to it (`Age`, `Cache-Status`, ...) is `proxy::hit`'s.
+pub fn respond(entry: &CachedResponse, conditions: &Conditions) -> Response<Body> {
+    match evaluate(entry, conditions) {
         Answer::Full => full(entry, conditions.head),
         Answer::NotModified => not_modified(entry),
         Answer::PreconditionFailed => bare(StatusCode::PRECONDITION_FAILED, entry),
         Answer::Partial(first, last) => partial(entry, first, last, conditions.head),
         Answer::Unsatisfiable => unsatisfiable(entry),
-    };
-    response
-        .headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age(now)));
-    response
-}
-
-/// The head of [`respond`]'s full answer from `entry` at `now` to a request with no conditions, in the
-/// HTTP/1.1 form hyper writes: the status line, the stored fields in order, then `Age`; not the empty line
-/// that ends it (the express lane adds its own fields first, `proxy/express.rs`), nor, for an empty body,
-/// `content-length`, which hyper writes after every other field.
-pub fn write_full_head(entry: &CachedResponse, now: Instant, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(entry.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(entry.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if entry.body.is_empty() {
-        // hyper writes the `content-length` of an empty body after every other field (its encoder skips the
-        // field and adds `content-length: 0` at the end); the express lane ends its head the same way.
-        let (before, after) = entry.headers.lines_without(&header::CONTENT_LENGTH);
-        out.extend_from_slice(before);
-        out.extend_from_slice(after);
-    } else {
-        out.extend_from_slice(entry.headers.lines());
     }
-    write_field(
-        out,
-        header::AGE.as_str(),
-        itoa::Buffer::new().format(entry.age(now)).as_bytes(),
-    );
-}
-
-/// Appends one field line, `name: value` and CRLF.
-pub fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// RFC 9110 §13.2.2, in its order. Preconditions only apply to a 2xx representation (§13.2.1): a stored
@@ -317,7 +279,7 @@ mod tests {
     use crate::cache::policy::{Freshness, Limits};
     use bytes::Bytes;
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     const LAST_MODIFIED: &str = "Sun, 29 Nov 2026 12:00:00 GMT";
 
@@ -344,7 +306,7 @@ mod tests {
     }
 
     fn answer_for(status: u16, method: &str, request: &[(&str, &str)]) -> Response<Body> {
-        let (entry, now) = entry(status);
+        let (entry, _) = entry(status);
         let mut headers = HeaderMap::new();
         for (name, value) in request {
             let etag = entry.headers.get(&header::ETAG);
@@ -353,11 +315,7 @@ mod tests {
             let name = header::HeaderName::from_bytes(name.as_bytes()).unwrap();
             headers.append(name, HeaderValue::try_from(value).unwrap());
         }
-        respond(
-            &entry,
-            &Conditions::of(&method.parse().unwrap(), &headers),
-            now,
-        )
+        respond(&entry, &Conditions::of(&method.parse().unwrap(), &headers))
     }
 
     fn etag() -> String {
@@ -369,14 +327,6 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned()
-    }
-
-    #[test]
-    fn plain_request_gets_the_whole_entry_with_age() {
-        let response = answer(&[]);
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()[header::AGE], "0");
-        assert_eq!(response.headers()[header::CONTENT_LENGTH], "10");
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Phases 2, 6 and 7 for a request the express lane brings (`express.rs`): a plain `GET` of an avatar the
-//! cache holds fresh, answered with the bytes the full path would send, counted and logged as it would be.
+//! cache holds fresh, answered with the bytes the full path would send (both rendered by `hit.rs`), counted
+//! and logged as it would be.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
 
-use http::{Method, StatusCode, Uri, Version, header};
+use http::{Method, StatusCode, Uri, Version};
 
-use super::{CACHE_STATUS, Proxy, X_CACHE};
+use super::Proxy;
+use super::hit::Hit;
 use crate::access_log::AccessRecord;
-use crate::cache::serve;
+use crate::cache::CacheStatus;
 use crate::cache::status::Outcome;
-use crate::cache::{CacheStatus, CachedResponse};
 use crate::config::RuleKind;
 use crate::framing::Answer;
 use crate::route;
@@ -25,18 +25,14 @@ impl Proxy {
         let key = route::plain_get_avatar(target, &self.rules)?;
         let now = self.cache.clock().now();
         let entry = self.cache.fresh(key.as_str(), now)?;
-        let status = CacheStatus {
-            ttl: Some(entry.signed_ttl(now)),
-            ..CacheStatus::new(Outcome::Hit)
-        };
+        let hit = Hit::new(&entry, now, CacheStatus::new(Outcome::Hit));
         let mut head = Vec::with_capacity(HEAD_CAPACITY);
-        serve::write_full_head(&entry, now, &mut head);
-        write_filtered(&entry, &status, &mut head);
-        self.cache.count(status.outcome);
-        self.metrics.express_hit(entry.status);
+        hit.write_head(&mut head);
+        self.count(Some(RuleKind::Avatar), Some(Outcome::Hit), entry.status);
+        self.metrics.express_answered();
         let done = self
             .access_logging()
-            .then(|| logged(target, client, status, entry.status))
+            .then(|| logged(target, client, hit.status(), entry.status))
             .flatten();
         Some(Answer {
             head,
@@ -44,26 +40,6 @@ impl Proxy {
             done,
         })
     }
-}
-
-/// Phase 6 as `response_filter` does it, and what hyper adds to a head: `content-length: 0` for an empty
-/// body, then `Date` when the stored response has none. Ends the head.
-fn write_filtered(entry: &CachedResponse, status: &CacheStatus, out: &mut Vec<u8>) {
-    out.extend_from_slice(CACHE_STATUS.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    status.write_value(out);
-    out.extend_from_slice(b"\r\n");
-    let x_cache = status.x_cache();
-    serve::write_field(out, X_CACHE.as_str(), x_cache.as_bytes());
-    if entry.body.is_empty() {
-        // Where hyper puts it for an empty body: after the fields it was given (`serve::write_full_head`).
-        serve::write_field(out, header::CONTENT_LENGTH.as_str(), b"0");
-    }
-    if !entry.headers.contains_key(&header::DATE) {
-        let date = httpdate::fmt_http_date(SystemTime::now());
-        serve::write_field(out, header::DATE.as_str(), date.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Phase 7's access event, written once the answer is out (or the client gone).

@@ -1,15 +1,15 @@
 //! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`] and
-//! `Proxy::route`; each phase is a short function, here or in the two files beside this one.
+//! `Proxy::route`; each phase is a short function, here or in the files beside this one.
 //!
 //! 1. request filter (`route`): refuse what no path may see (`check_request`: an HTTP/2 field list the
 //!    framing guard's rules refuse, an invalid host on any protocol), classify the request (`route.rs`) and
 //!    take its path.
-//! 2. cache lookup (`avatar.rs`): a fresh avatar is answered from memory, a stale one within
+//! 2. cache lookup (`lookup.rs`): a fresh avatar is answered from memory, a stale one within
 //!    `stale-while-revalidate` too (refreshed in the background); otherwise one request per key fills it.
-//! 3. forward upstream: everything else streams through (`forward`); a fill asks for the whole avatar, with
-//!    `If-Modified-Since` when it revalidates a stored copy (`avatar.rs`).
-//! 4. cache admit (`avatar.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
-//!    an upstream failure may be answered with the stale copy (`stale-if-error`).
+//! 3. forward upstream: everything else streams through (`forward.rs`); a fill asks for the whole avatar, with
+//!    `If-Modified-Since` when it revalidates a stored copy (`fill.rs`).
+//! 4. cache admit (`admit.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
+//!    an upstream failure may be answered with the stale copy (`stale-if-error`, `answer.rs`).
 //! 5. observe (`observe.rs`): a confirmed avatar change, or a `nocache` answer that differs from the stored
 //!    copy, drops that copy.
 //! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
@@ -19,13 +19,17 @@
 //!
 //! `express.rs` is phases 2, 6 and 7 once more, for a fresh avatar hit the express lane answers without hyper.
 
-mod cached;
+mod admit;
+mod answer;
 mod express;
+mod fill;
+mod forward;
+pub mod hit;
+mod lookup;
 mod observe;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::header;
 use http::{Request, Response, Version, response};
@@ -33,8 +37,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, LoggedBody};
 use crate::body::Body;
-use crate::cache::status::Outcome;
-use crate::cache::{Cache, CacheStatus, Clock};
+use crate::cache::{Cache, Clock};
 use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
 use crate::framing;
@@ -42,11 +45,9 @@ use crate::health::Health;
 use crate::host;
 use crate::metrics::Metrics;
 use crate::reload::Live;
-use crate::route::{self, Bypass, Route};
-use crate::upstream::{self, ClientInfo, Upstream};
-
-static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
-static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
+use crate::route::{self, Route};
+use crate::upstream::{ClientInfo, Upstream};
+use hit::{CACHE_STATUS, X_CACHE};
 
 /// Shared state of the request path: the running configuration (upstream client included), the cache and its
 /// rules, and what the admin listener reports.
@@ -140,11 +141,9 @@ impl Proxy {
             interim.seal();
         }
         let (mut parts, body) = response.into_parts();
-        if let Some(status) = &record.cache {
-            self.cache.count(status.outcome);
-        }
         response_filter(&mut parts, &record);
-        self.metrics.request(&record, parts.status);
+        let outcome = record.cache.map(|status| status.outcome);
+        self.count(record.rule, outcome, parts.status);
         let body = record.finish(parts.status, body, self.access_logging());
         Ok(Response::from_parts(parts, body))
     }
@@ -205,94 +204,6 @@ impl Proxy {
             Route::Pass => Box::pin(self.forward(request, client, record)).await,
         }
     }
-
-    /// A request under a rule that the cache may not answer: forwarded as it came, and said so.
-    async fn bypass(
-        &self,
-        request: Request<Incoming>,
-        reason: Bypass,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        record.cache = Some(CacheStatus {
-            detail: Some(reason.as_str()),
-            ..CacheStatus::new(Outcome::Bypass)
-        });
-        let response = self.forward(request, client, record).await?;
-        if let Some(status) = &mut record.cache {
-            status.fwd_status = Some(response.status());
-        }
-        Ok(response)
-    }
-
-    /// Phase 3 for everything else: the request streams to the upstream and the response streams back.
-    async fn forward(
-        &self,
-        request: Request<Incoming>,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let upstream = self.upstream();
-        upstream.prepare_request(&mut parts, client)?;
-        let (result, elapsed) = self
-            .send(&upstream, Request::from_parts(parts, Body::Stream(body)))
-            .await;
-        record.upstream_time = Some(elapsed);
-        let (mut parts, body) = result?.into_parts();
-        upstream::prepare_response(&mut parts);
-        Ok(Response::from_parts(parts, Body::Stream(body)))
-    }
-
-    /// Every upstream exchange goes through here (forwards, fills, revalidations, background refreshes):
-    /// it is counted in flight while it waits for the response head, and its latency and outcome feed the
-    /// metrics and readiness; a failure is counted here, even when `stale-if-error` answers the client.
-    /// Returns the time to the response head (or to the failure).
-    async fn send(
-        &self,
-        upstream: &Upstream,
-        request: Request<Body>,
-    ) -> (Result<Response<Incoming>, ProxyError>, Duration) {
-        let _in_flight = self.metrics.upstream_started();
-        let started = Instant::now();
-        let result = upstream.send(request).await;
-        let elapsed = started.elapsed();
-        match &result {
-            Ok(_) => {
-                self.metrics.upstream_answered(elapsed);
-                self.health.upstream_answered();
-            }
-            Err(err) => {
-                self.count_upstream_error(err);
-                if err.is_upstream_unreachable() {
-                    self.health.upstream_failed();
-                }
-            }
-        }
-        (result, elapsed)
-    }
-
-    /// An upstream body this proxy reads itself (a fill, a change confirmation) broke: counted as the `body`
-    /// kind of upstream error, whether the client then gets the error or a stale copy.
-    fn upstream_body_failed(&self, err: hyper::Error) -> ProxyError {
-        let err = ProxyError::UpstreamBody(err);
-        self.count_upstream_error(&err);
-        err
-    }
-
-    /// An upstream body this proxy reads itself stopped coming within `timeout`: counted as the
-    /// `body_timeout` kind of upstream error.
-    fn upstream_body_timed_out(&self, timeout: Duration) -> ProxyError {
-        let err = ProxyError::UpstreamBodyTimeout(timeout);
-        self.count_upstream_error(&err);
-        err
-    }
-
-    fn count_upstream_error(&self, err: &ProxyError) {
-        if let Some(kind) = err.upstream_kind() {
-            self.metrics.upstream_error(kind);
-        }
-    }
 }
 
 /// Phase 1, first: what no path may see. An HTTP/2 field list is held to the rules the framing guard holds
@@ -309,9 +220,10 @@ fn check_request<B>(request: &Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Phase 6: every avatar response says what the cache did.
+/// Phase 6: every response a rule matched says what the cache did (a hit's head has it already, in its
+/// place, `hit.rs`).
 fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
-    let Some(status) = record.cache else {
+    let Some(status) = record.cache.filter(|_| !record.labelled) else {
         return;
     };
     parts

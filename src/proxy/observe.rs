@@ -17,6 +17,8 @@ use http::{HeaderValue, Method, Response, StatusCode, Uri, header};
 use super::Proxy;
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, AvatarKey};
+use crate::cache::status::Outcome;
+use crate::config::RuleKind;
 use crate::error::ProxyError;
 use crate::invalidate::{self, MAX_CONFIRMATION_SIZE};
 use crate::route::{self, AvatarChange, Bypass};
@@ -124,6 +126,15 @@ impl Proxy {
                 tracing::debug!(key = %key, "invalidated by an unsafe request");
             }
         }
+    }
+
+    /// Every answer is counted here, on either lane (an express-lane hit included): the cache's outcome
+    /// counter (`/stats`) and the request metrics.
+    pub(super) fn count(&self, rule: Option<RuleKind>, cache: Option<Outcome>, code: StatusCode) {
+        if let Some(outcome) = cache {
+            self.cache.count(outcome);
+        }
+        self.metrics.count(rule, cache, code);
     }
 
     fn purge_user(&self, user: &str, why: &'static str) {

@@ -1,0 +1,125 @@
+//! Phase 6, answer, for requests a cache rule matched: what the client gets once the lookup or the fill is
+//! done: the stored response (rendered by `hit.rs`, like the express lane's), the upstream's answer, or, when
+//! the upstream failed, the stale copy if `stale-if-error` allows it (RFC 5861 §4).
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+
+use super::Proxy;
+use super::fill::Fetched;
+use super::hit::Hit;
+use crate::access_log::AccessRecord;
+use crate::body::Body;
+use crate::cache::policy::NotStored;
+use crate::cache::serve::Conditions;
+use crate::cache::status::Outcome;
+use crate::cache::{CacheStatus, CachedResponse};
+use crate::error::ProxyError;
+
+impl Proxy {
+    /// What the client gets for a fetch: the stored entry, the upstream's answer, or, when the upstream failed,
+    /// the stale copy if `stale-if-error` allows it (RFC 5861 §4).
+    pub(super) fn answer(
+        &self,
+        fetched: Fetched,
+        stale: Option<&Arc<CachedResponse>>,
+        conditions: &Conditions,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        let now = self.cache.clock().now();
+        let fallback = stale.filter(|entry| entry.may_serve_on_error(now));
+        let had_stale = stale.is_some();
+        match fetched {
+            Fetched::Stored(entry, fwd_status) => {
+                let status = CacheStatus {
+                    fwd_status: Some(fwd_status),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Stored)
+                };
+                Ok(self.serve_stored(&entry, conditions, status, record))
+            }
+            Fetched::Streaming { parts, body, ttl } => {
+                record.cache = Some(CacheStatus {
+                    fwd_status: Some(parts.status),
+                    ttl: Some(ttl),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Stored)
+                });
+                Ok(Response::from_parts(parts, body))
+            }
+            Fetched::Revalidated(entry) => {
+                let status = CacheStatus {
+                    fwd_status: Some(StatusCode::NOT_MODIFIED),
+                    ..CacheStatus::new(Outcome::Revalidated)
+                };
+                Ok(self.serve_stored(&entry, conditions, status, record))
+            }
+            Fetched::Passed { parts, .. }
+                if parts.status.is_server_error() && fallback.is_some() =>
+            {
+                let entry = fallback.expect("checked by the guard");
+                Ok(self.serve_on_error(entry, Some(parts.status), conditions, record))
+            }
+            Fetched::Passed {
+                parts,
+                body,
+                reason,
+            } => {
+                record.cache = Some(CacheStatus {
+                    fwd_status: Some(parts.status),
+                    detail: reason.map(NotStored::as_str),
+                    had_stale,
+                    ..CacheStatus::new(Outcome::Miss)
+                });
+                // For HEAD the GET's body is dropped unread: the client asked for headers only.
+                let body = if conditions.head { Body::Empty } else { body };
+                Ok(Response::from_parts(parts, body))
+            }
+            Fetched::Failed(err) => match fallback {
+                Some(entry) => {
+                    tracing::warn!(error = %err, "upstream failed; serving the stored copy (stale-if-error)");
+                    Ok(self.serve_on_error(entry, None, conditions, record))
+                }
+                None => {
+                    record.cache = Some(CacheStatus {
+                        detail: Some("upstream-error"),
+                        had_stale,
+                        ..CacheStatus::new(Outcome::Miss)
+                    });
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    fn serve_on_error(
+        &self,
+        entry: &CachedResponse,
+        fwd_status: Option<StatusCode>,
+        conditions: &Conditions,
+        record: &mut AccessRecord,
+    ) -> Response<Body> {
+        let status = CacheStatus {
+            fwd_status,
+            detail: Some("stale-if-error"),
+            ..CacheStatus::new(Outcome::StaleIfError)
+        };
+        self.serve_stored(entry, conditions, status, record)
+    }
+
+    /// A stored response as this client gets it (its conditions and range answered from memory), rendered
+    /// by [`Hit`] like the express lane's.
+    pub(super) fn serve_stored(
+        &self,
+        entry: &CachedResponse,
+        conditions: &Conditions,
+        status: CacheStatus,
+        record: &mut AccessRecord,
+    ) -> Response<Body> {
+        let hit = Hit::new(entry, self.cache.clock().now(), status);
+        record.cache = Some(hit.status());
+        record.labelled = true;
+        hit.response(conditions)
+    }
+}
