@@ -16,7 +16,7 @@ use crate::cache::{CachedResponse, Fill};
 use crate::config::RuleKind;
 
 impl Proxy {
-    /// Phase 4: store what the policy allows; any other answer (but a server error, which keeps the stored
+    /// Phase 5: store what the policy allows; any other answer (but a server error, which keeps the stored
     /// copy for `stale-if-error`) supersedes what was stored.
     pub(super) async fn admit(
         self: &Arc<Self>,

@@ -18,8 +18,8 @@ use crate::cache::{CacheStatus, CachedResponse};
 use crate::error::ProxyError;
 
 impl Proxy {
-    /// What the client gets for a fetch: the stored entry, the upstream's answer, or, when the upstream failed,
-    /// the stale copy if `stale-if-error` allows it (RFC 5861 §4).
+    /// Phase 6 after a fill: what the client gets: the stored entry, the upstream's answer, or, when the
+    /// upstream failed, the stale copy if `stale-if-error` allows it (RFC 5861 §4).
     pub(super) fn answer(
         &self,
         fetched: Fetched,
@@ -47,6 +47,10 @@ impl Proxy {
                     ..CacheStatus::new(Outcome::Stored)
                 });
                 Ok(Response::from_parts(parts, body))
+            }
+            Fetched::Collapsed(entry) => {
+                let status = CacheStatus::new(Outcome::Collapsed);
+                Ok(self.serve_stored(&entry, conditions, status, record))
             }
             Fetched::Revalidated(entry) => {
                 let status = CacheStatus {
@@ -108,8 +112,8 @@ impl Proxy {
         self.serve_stored(entry, conditions, status, record)
     }
 
-    /// A stored response as this client gets it (its conditions and range answered from memory), rendered
-    /// by [`Hit`] like the express lane's.
+    /// Phase 6 from memory: a stored response as this client gets it (its conditions and range answered
+    /// from memory), rendered by [`Hit`] like the express lane's.
     pub(super) fn serve_stored(
         &self,
         entry: &CachedResponse,
