@@ -15,7 +15,7 @@ use crate::body::Body;
 use crate::cache::CacheStatus;
 use crate::config::RuleKind;
 
-/// What is known about a request while it is handled; the phases of `proxy.rs` fill it in.
+/// What is known about a request while it is handled; the phases of `proxy/` fill it in.
 #[derive(Debug)]
 pub struct AccessRecord {
     /// Request method.

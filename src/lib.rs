@@ -30,12 +30,12 @@
 //!   `idle_timeout`, and `send_timeout` for a response the client takes nothing of) and the response body
 //!   pause limit (`response_idle_timeout`).
 //! - [`host`]: what a host is (`Host` values and target authorities alike) and which one a request is for,
-//!   checked once by the framing guard (HTTP/1.1 heads) and the request filter (every protocol).
+//!   checked once by the framing guard (HTTP/1.1 heads) and the classify phase (every protocol).
 //! - [`cloudreve`]: Cloudreve's paths (the avatar route, the avatar changes), a leaf every layer may name.
 //! - [`route`]: request classification (the cache rules, Cloudreve's `nocache` parsing), pure.
-//! - [`proxy`]: the request path as named phases, in order, a file each (`lookup`, `fill`, `admit`,
-//!   `answer`, `observe`; `forward` for what the cache does not answer); errors become responses there. Its
-//!   `hit` file renders a stored response's head, one list of fields for both lanes.
+//! - [`proxy`]: the request path as named phases 2 to 7 below, in order in one `handle`, a file each
+//!   (`classify`, `lookup`, `fill` or `forward`, `admit`, `answer`, `observe`); errors become responses
+//!   there. [`proxy::hit`] renders a stored response's head, one list of fields for both lanes.
 //! - [`upstream`]: the client to Cloudreve (its own connection pool for the one upstream, in `pool`, capped
 //!   at `upstream.max_connections`), header rewriting, timeouts.
 //! - [`upload`]: a request body on its way upstream (sent-whole signal, pause limit).
@@ -66,37 +66,42 @@
 //!
 //! # Life of a request
 //!
+//! The same seven phases, with the same numbers, in [`proxy`] (one file each, in order in
+//! [`Proxy::handle`]) and in README's "Layout".
+//!
 //! 1. **accept** ([`server`]): TCP within `max_connections`, the PROXY header if enabled, TLS if configured
 //!    (ALPN `h2`/`http/1.1`), then HTTP/1.1 framing and `Host` checked on the decrypted bytes ([`framing`]),
 //!    HTTP/1.1 or HTTP/2; the client address and whether it is a trusted proxy are fixed here; idle
 //!    connections closed ([`limits`]). A plain `GET` of a fresh avatar, arriving while hyper has nothing in
-//!    progress on the connection, is answered right there ([`express`]: steps 2, 3 and 7 without hyper);
-//!    everything else goes on.
-//! 2. **filter and classify**: an HTTP/2 field list is held to the framing guard's rules
+//!    progress on the connection, is answered right there ([`express`]: phases 2, 3, 6 and 7 without
+//!    hyper); everything else goes on.
+//! 2. **classify** (`proxy/classify.rs`): an HTTP/2 field list is held to the framing guard's rules
 //!    ([`framing::check_http2`]) and every request's host checked ([`host::effective`]), so nothing after
 //!    sees an invalid one; then [`route::classify`]: the first cache rule whose prefix matches (`Avatar`,
 //!    `Http`), a bypass, an avatar change, an unsafe method (`Unsafe`), or `Pass`.
-//! 3. **cache lookup** ([`cache::Cache::lookup`]): a fresh entry (or a stale one within
-//!    `stale-while-revalidate`) is answered from memory with the client's conditions and range applied;
+//! 3. **lookup** (`proxy/lookup.rs`, [`cache::Cache::lookup`]): a fresh entry (or a stale one within
+//!    `stale-while-revalidate`) answers from memory with the client's conditions and range applied;
 //!    otherwise the first request claims the fill and the others wait for it.
-//! 4. **forward** ([`upstream::Upstream`]): hop-by-hop headers out, `X-Forwarded-For`/`-Proto` (replaced
-//!    unless the peer is trusted) and `Via` in, `Host` and the raw path kept; bodies streamed both ways
-//!    ([`upload`]: a request body pausing past `upstream.request_body_idle_timeout` gets `408`; the
-//!    response-head timeout starts once it is sent whole); a 1xx interim response goes on to an HTTP/1.1
-//!    client as it arrives ([`interim`]), never into the cache. A fill is a new request ([`cache::request`]):
-//!    the target, `Host`, `User-Agent`, the `Vary`-named fields, the forwarding fields, and the stored
-//!    validators when it revalidates.
-//!    Every upstream exchange is timed for the metrics and readiness.
-//! 5. **admit** ([`cache::policy::admit`]): only what a shared cache may store *and* what the rule should
-//!    hold is stored (an `http` rule streams its fill to the client while keeping a copy; an avatar fill is
-//!    read whole within the response-head timeout; a body read in one go is copied by [`cache::Keeper`]); a 304 refreshes the stored copy; a failing upstream is
-//!    answered with the stale copy within `stale-if-error`.
-//! 6. **observe** ([`invalidate`]): a confirmed avatar change drops that user's stored copy; a non-error
-//!    answer to an unsafe method drops what it names (RFC 9111 §4.4).
-//! 7. **respond and log** ([`proxy`]): `Cache-Status` and `X-Cache` on responses a rule matched, one access
-//!    event, request metrics; a response body Cloudreve stops feeding for `server.response_idle_timeout` is
-//!    aborted, and a connection whose client takes nothing of a response for `server.send_timeout` is
-//!    closed ([`limits`]).
+//! 4. **fill or forward** (`proxy/fill.rs`, `proxy/forward.rs`, [`upstream::Upstream`]): hop-by-hop headers
+//!    out, `X-Forwarded-For`/`-Proto` (replaced unless the peer is trusted) and `Via` in, `Host` and the raw
+//!    path kept; bodies streamed both ways ([`upload`]: a request body pausing past
+//!    `upstream.request_body_idle_timeout` gets `408`; the response-head timeout starts once it is sent
+//!    whole); a 1xx interim response goes on to an HTTP/1.1 client as it arrives ([`interim`]), never into
+//!    the cache. A fill is a new request ([`cache::request`]): the target, `Host`, `User-Agent`, the
+//!    `Vary`-named fields, the forwarding fields, and the stored validators when it revalidates. Every
+//!    upstream exchange is timed for the metrics and readiness.
+//! 5. **admit** (`proxy/admit.rs`, [`cache::policy::admit`]): only what a shared cache may store *and* what
+//!    the rule should hold is stored (an `http` rule streams its fill to the client while keeping a copy; an
+//!    avatar fill is read whole within the response-head timeout; a body read in one go is copied by
+//!    [`cache::Keeper`]); a 304 refreshes the stored copy.
+//! 6. **answer** (`proxy/answer.rs`): the stored response, rendered by [`proxy::hit`] (the express lane
+//!    writes the same bytes), the upstream's answer, or, for a failing upstream, the stale copy within
+//!    `stale-if-error`.
+//! 7. **observe** (`proxy/observe.rs`, [`invalidate`]): a confirmed avatar change drops that user's stored
+//!    copy; a non-error answer to an unsafe method drops what it names (RFC 9111 §4.4); `Cache-Status` and
+//!    `X-Cache` on responses a rule matched, the counters and request metrics, one access event; a response
+//!    body Cloudreve stops feeding for `server.response_idle_timeout` is aborted, and a connection whose
+//!    client takes nothing of a response for `server.send_timeout` is closed ([`limits`]).
 
 pub mod access_log;
 pub mod admin;

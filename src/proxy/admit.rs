@@ -11,12 +11,12 @@ use hyper::body::Incoming;
 use super::Proxy;
 use super::fill::{Fetched, FillContext};
 use crate::body::{Body, Collected, collect_up_to};
-use crate::cache::policy::{self, Exchange, NotStored};
+use crate::cache::policy::{self, Exchange, Freshness, NotStored};
 use crate::cache::{CachedResponse, Fill};
 use crate::config::RuleKind;
 
 impl Proxy {
-    /// Phase 4: store what the policy allows; any other answer (but a server error, which keeps the stored
+    /// Phase 5: store what the policy allows; any other answer (but a server error, which keeps the stored
     /// copy for `stale-if-error`) supersedes what was stored.
     pub(super) async fn admit(
         self: &Arc<Self>,
@@ -29,43 +29,58 @@ impl Proxy {
         let rule = &self.rules[context.rule];
         let freshness = match policy::admit(rule.kind, &parts, exchange, &rule.limits) {
             Ok(freshness) => freshness,
-            Err(reason) => {
-                if parts.status.is_server_error() {
-                    fill.finish(None);
-                } else {
-                    fill.discard();
-                }
-                let body = Body::Stream(body);
-                return Fetched::Passed {
-                    parts,
-                    body,
-                    reason: Some(reason),
-                };
-            }
+            Err(reason) => return refused(parts, body, reason, fill),
         };
-        let limits = rule.limits;
-        let now = self.cache.clock().now();
         if rule.kind == RuleKind::Http {
-            let head = head_of(&parts);
-            let (proxy, primary, request) = (
-                Arc::clone(self),
-                context.primary.to_owned(),
-                context.request.clone(),
-            );
-            let body = Body::teed(
-                body,
-                limits.max_object_size,
-                self.cache.keeper().clone(),
-                Box::new(move |bytes| {
-                    let now = proxy.cache.clock().now();
-                    let entry =
-                        CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
-                    proxy.cache.complete(fill, &primary, Arc::new(entry));
-                }),
-            );
-            let ttl = i64::try_from(freshness.fresh_for.as_secs()).unwrap_or(i64::MAX);
-            return Fetched::Streaming { parts, body, ttl };
+            return self.admit_streaming(parts, body, freshness, context, fill);
         }
+        self.admit_collected(parts, body, freshness, context, fill)
+            .await
+    }
+
+    /// An `http` rule's fill: the body streams to the client while a copy fills the cache (RFC 9111 allows
+    /// no less), stored when it ends whole within `max_object_size`.
+    fn admit_streaming(
+        self: &Arc<Self>,
+        parts: response::Parts,
+        body: Incoming,
+        freshness: Freshness,
+        context: &FillContext<'_>,
+        fill: Fill,
+    ) -> Fetched {
+        let limits = self.rules[context.rule].limits;
+        let head = head_of(&parts);
+        let (proxy, primary, request) = (
+            Arc::clone(self),
+            context.primary.to_owned(),
+            context.request.clone(),
+        );
+        let body = Body::teed(
+            body,
+            limits.max_object_size,
+            self.cache.keeper().clone(),
+            Box::new(move |bytes| {
+                let now = proxy.cache.clock().now();
+                let entry = CachedResponse::new(&head, bytes, freshness, &limits, &request, now);
+                proxy.cache.complete(fill, &primary, Arc::new(entry));
+            }),
+        );
+        let ttl = i64::try_from(freshness.fresh_for.as_secs()).unwrap_or(i64::MAX);
+        Fetched::Streaming { parts, body, ttl }
+    }
+
+    /// An avatar's fill: the body is read whole before anyone is answered, then stored (passed on unstored
+    /// when it outgrows `max_object_size`).
+    async fn admit_collected(
+        &self,
+        parts: response::Parts,
+        body: Incoming,
+        freshness: Freshness,
+        context: &FillContext<'_>,
+        fill: Fill,
+    ) -> Fetched {
+        let limits = self.rules[context.rule].limits;
+        let now = self.cache.clock().now();
         // The body of a collected fill is awaited under the head timeout too: waiters are held on it, and an
         // upstream that stalls mid-avatar must not hold them forever (a streamed body has
         // `server.response_idle_timeout` instead).
@@ -192,4 +207,20 @@ fn head_of(parts: &response::Parts) -> response::Parts {
     head.status = parts.status;
     head.headers = parts.headers.clone();
     head
+}
+
+/// An answer the policy refuses to store, passed on as it came. It supersedes the stored copy, but a server
+/// error, which leaves it for `stale-if-error`.
+fn refused(parts: response::Parts, body: Incoming, reason: NotStored, fill: Fill) -> Fetched {
+    if parts.status.is_server_error() {
+        fill.finish(None);
+    } else {
+        fill.discard();
+    }
+    let body = Body::Stream(body);
+    Fetched::Passed {
+        parts,
+        body,
+        reason: Some(reason),
+    }
 }

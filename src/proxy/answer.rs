@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, response};
 
 use super::Proxy;
 use super::fill::Fetched;
@@ -18,8 +18,8 @@ use crate::cache::{CacheStatus, CachedResponse};
 use crate::error::ProxyError;
 
 impl Proxy {
-    /// What the client gets for a fetch: the stored entry, the upstream's answer, or, when the upstream failed,
-    /// the stale copy if `stale-if-error` allows it (RFC 5861 §4).
+    /// Phase 6 after a fill: what the client gets: the stored entry, the upstream's answer, or, when the
+    /// upstream failed, the stale copy if `stale-if-error` allows it (RFC 5861 §4).
     pub(super) fn answer(
         &self,
         fetched: Fetched,
@@ -32,27 +32,22 @@ impl Proxy {
         let had_stale = stale.is_some();
         match fetched {
             Fetched::Stored(entry, fwd_status) => {
-                let status = CacheStatus {
-                    fwd_status: Some(fwd_status),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Stored)
-                };
+                let status = forwarded(Outcome::Stored, fwd_status, had_stale);
                 Ok(self.serve_stored(&entry, conditions, status, record))
             }
             Fetched::Streaming { parts, body, ttl } => {
-                record.cache = Some(CacheStatus {
-                    fwd_status: Some(parts.status),
+                let status = CacheStatus {
                     ttl: Some(ttl),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Stored)
-                });
-                Ok(Response::from_parts(parts, body))
+                    ..forwarded(Outcome::Stored, parts.status, had_stale)
+                };
+                Ok(passed_on(parts, body, status, record))
+            }
+            Fetched::Collapsed(entry) => {
+                let status = CacheStatus::new(Outcome::Collapsed);
+                Ok(self.serve_stored(&entry, conditions, status, record))
             }
             Fetched::Revalidated(entry) => {
-                let status = CacheStatus {
-                    fwd_status: Some(StatusCode::NOT_MODIFIED),
-                    ..CacheStatus::new(Outcome::Revalidated)
-                };
+                let status = forwarded(Outcome::Revalidated, StatusCode::NOT_MODIFIED, false);
                 Ok(self.serve_stored(&entry, conditions, status, record))
             }
             Fetched::Passed { parts, .. }
@@ -66,29 +61,20 @@ impl Proxy {
                 body,
                 reason,
             } => {
-                record.cache = Some(CacheStatus {
-                    fwd_status: Some(parts.status),
+                let status = CacheStatus {
                     detail: reason.map(NotStored::as_str),
-                    had_stale,
-                    ..CacheStatus::new(Outcome::Miss)
-                });
+                    ..forwarded(Outcome::Miss, parts.status, had_stale)
+                };
                 // For HEAD the GET's body is dropped unread: the client asked for headers only.
                 let body = if conditions.head { Body::Empty } else { body };
-                Ok(Response::from_parts(parts, body))
+                Ok(passed_on(parts, body, status, record))
             }
             Fetched::Failed(err) => match fallback {
                 Some(entry) => {
                     tracing::warn!(error = %err, "upstream failed; serving the stored copy (stale-if-error)");
                     Ok(self.serve_on_error(entry, None, conditions, record))
                 }
-                None => {
-                    record.cache = Some(CacheStatus {
-                        detail: Some("upstream-error"),
-                        had_stale,
-                        ..CacheStatus::new(Outcome::Miss)
-                    });
-                    Err(err)
-                }
+                None => Err(failed(err, had_stale, record)),
             },
         }
     }
@@ -108,8 +94,8 @@ impl Proxy {
         self.serve_stored(entry, conditions, status, record)
     }
 
-    /// A stored response as this client gets it (its conditions and range answered from memory), rendered
-    /// by [`Hit`] like the express lane's.
+    /// Phase 6 from memory: a stored response as this client gets it (its conditions and range answered
+    /// from memory), rendered by [`Hit`] like the express lane's.
     pub(super) fn serve_stored(
         &self,
         entry: &CachedResponse,
@@ -121,5 +107,36 @@ impl Proxy {
         record.cache = Some(hit.status());
         record.labelled = true;
         hit.response(conditions)
+    }
+}
+
+/// The upstream's answer on its way to the client, `status` saying what the cache did.
+fn passed_on(
+    parts: response::Parts,
+    body: Body,
+    status: CacheStatus,
+    record: &mut AccessRecord,
+) -> Response<Body> {
+    record.cache = Some(status);
+    Response::from_parts(parts, body)
+}
+
+/// No answer from the upstream and no stale copy allowed to stand in: the error is the answer.
+fn failed(err: ProxyError, had_stale: bool, record: &mut AccessRecord) -> ProxyError {
+    record.cache = Some(CacheStatus {
+        detail: Some("upstream-error"),
+        had_stale,
+        ..CacheStatus::new(Outcome::Miss)
+    });
+    err
+}
+
+/// What the cache did for a request that went upstream, which answered `fwd_status`; `had_stale` says a
+/// stored copy was there, stale (`fwd=stale`).
+fn forwarded(outcome: Outcome, fwd_status: StatusCode, had_stale: bool) -> CacheStatus {
+    CacheStatus {
+        fwd_status: Some(fwd_status),
+        had_stale,
+        ..CacheStatus::new(outcome)
     }
 }

@@ -1,4 +1,4 @@
-//! Phases 2, 6 and 7 for a request the express lane brings (`express.rs`): a plain `GET` of an avatar the
+//! Phases 2, 3, 6 and 7 for a request the express lane brings (`express.rs`): a plain `GET` of an avatar the
 //! cache holds fresh, answered with the bytes the full path would send (both rendered by `hit.rs`), counted
 //! and logged as it would be.
 

@@ -11,18 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap};
-use http::{Request, Response, StatusCode, request, response};
+use http::{Request, StatusCode, request, response};
 use hyper::body::Incoming;
 
 use super::Proxy;
+use super::lookup::Cached;
 use crate::access_log::AccessRecord;
 use crate::body::Body;
 use crate::cache::policy::{self, Exchange, NotStored};
 use crate::cache::request::{self as cache_request, Purpose};
-use crate::cache::serve::Conditions;
-use crate::cache::status::Outcome;
 use crate::cache::vary;
-use crate::cache::{CacheStatus, CachedResponse, Fill, Miss, Stored};
+use crate::cache::{CachedResponse, Fill, Miss, Stored};
 use crate::error::ProxyError;
 use crate::upstream::{self, ClientInfo};
 
@@ -38,6 +37,8 @@ pub(super) enum Fetched {
     },
     /// The upstream confirmed the stored entry (304) and it was refreshed.
     Revalidated(Arc<CachedResponse>),
+    /// Another request's fill stored a response this one can use: it waited for it.
+    Collapsed(Arc<CachedResponse>),
     /// An answer that is not stored, passed on as it came.
     Passed {
         parts: response::Parts,
@@ -62,69 +63,81 @@ pub(super) struct FillContext<'a> {
 }
 
 impl Proxy {
-    /// A lookup that found nothing servable: fill it, or wait for the request that does.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn serve_miss(
+    /// Phases 4 and 5 for a miss: the request that holds the key's fill fetches (revalidating the stale copy
+    /// if there is one) and stores what the policy allows; the others wait for it and take what it stored, or
+    /// go upstream alone when it stored nothing they can use. The stale copy comes back too: it may answer
+    /// for a failing upstream (phase 6).
+    pub(super) async fn fill(
         self: &Arc<Self>,
         miss: Miss,
-        head: &request::Parts,
-        rule: usize,
-        primary: &str,
-        conditions: &Conditions,
+        cached: &Cached<'_>,
         client: &ClientInfo,
         record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> (Fetched, Option<Arc<CachedResponse>>) {
         match miss {
             Miss::Fill { fill, stale } => {
-                let parts = self.fill_request(head, rule, primary, stale.as_deref());
-                let context = FillContext {
-                    rule,
-                    primary,
-                    request: parts.headers.clone(),
-                };
-                let (fetched, elapsed) = self
-                    .fill(parts, client, &context, fill, stale.as_ref())
-                    .await;
-                record.upstream_time = elapsed;
-                let fetched = match varies_on_more(&fetched, head, &context.request) {
-                    Some(keyed) => {
-                        self.finish_in_background(fetched);
-                        let also = &self.rules[rule].fill_fields;
-                        let parts = cache_request::build(head, Purpose::Fetch, &keyed, also);
-                        self.fetch_alone(parts, rule, client, record).await
-                    }
-                    None => fetched,
-                };
-                self.answer(fetched, stale.as_ref(), conditions, record)
+                let fetched = self.fill_claimed(cached, fill, stale.as_ref(), client, record);
+                (fetched.await, stale)
             }
-            Miss::Wait { waiter, stale } => match waiter.wait().await {
-                Some(Stored::Response(entry)) if entry.matches(&head.headers) => {
-                    let status = CacheStatus::new(Outcome::Collapsed);
-                    Ok(self.serve_stored(&entry, conditions, status, record))
-                }
-                // The fill stored nothing this request can use: it goes upstream itself, at once.
-                _ => {
-                    let parts = self.fill_request(head, rule, primary, None);
-                    let fetched = self.fetch_alone(parts, rule, client, record).await;
-                    self.answer(fetched, stale.as_ref(), conditions, record)
-                }
-            },
+            Miss::Wait { waiter, stale } => {
+                let fetched = match waiter.wait().await {
+                    Some(Stored::Response(entry)) if entry.matches(&cached.head.headers) => {
+                        Fetched::Collapsed(entry)
+                    }
+                    // The fill stored nothing this request can use: it goes upstream itself, at once.
+                    _ => {
+                        let parts = self.fill_request(cached, None);
+                        self.fetch_alone(parts, cached.rule, client, record).await
+                    }
+                };
+                (fetched, stale)
+            }
+        }
+    }
+
+    /// The request that holds the fill: fetches and admits; an answer that varies on a field this client sent
+    /// and the fill did not carry is stored for the fill's request, and this client gets one of its own.
+    async fn fill_claimed(
+        self: &Arc<Self>,
+        cached: &Cached<'_>,
+        fill: Fill,
+        stale: Option<&Arc<CachedResponse>>,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Fetched {
+        let parts = self.fill_request(cached, stale.map(|stale| &**stale));
+        let context = FillContext {
+            rule: cached.rule,
+            primary: cached.primary,
+            request: parts.headers.clone(),
+        };
+        let (fetched, elapsed) = self
+            .fetch_and_admit(parts, client, &context, fill, stale)
+            .await;
+        record.upstream_time = elapsed;
+        match varies_on_more(&fetched, &cached.head, &context.request) {
+            Some(keyed) => {
+                self.finish_in_background(fetched);
+                let also = &self.rules[cached.rule].fill_fields;
+                let parts = cache_request::build(&cached.head, Purpose::Fetch, &keyed, also);
+                self.fetch_alone(parts, cached.rule, client, record).await
+            }
+            None => fetched,
         }
     }
 
     /// One request refreshes a stale entry while others keep being served the stale copy (RFC 5861 §3).
     pub(super) fn refresh_in_background(
         self: &Arc<Self>,
-        head: &request::Parts,
-        rule: usize,
-        primary: &str,
+        cached: &Cached<'_>,
         fill: Fill,
         stale: Arc<CachedResponse>,
         client: ClientInfo,
     ) {
         // Built now, from what the key covers: nothing else of the client that triggered it goes along.
-        let parts = self.fill_request(head, rule, primary, Some(&stale));
-        let (primary, headers) = (primary.to_owned(), parts.headers.clone());
+        let parts = self.fill_request(cached, Some(&stale));
+        let (rule, primary) = (cached.rule, cached.primary.to_owned());
+        let headers = parts.headers.clone();
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
             let context = FillContext {
@@ -133,7 +146,7 @@ impl Proxy {
                 request: headers,
             };
             let (fetched, _) = proxy
-                .fill(parts, &client, &context, fill, Some(&stale))
+                .fetch_and_admit(parts, &client, &context, fill, Some(&stale))
                 .await;
             if let Fetched::Failed(err) = &fetched {
                 tracing::warn!(error = %err, key = primary, "background refresh failed; the stored copy stays");
@@ -152,9 +165,9 @@ impl Proxy {
         }
     }
 
-    /// Phases 3 and 4 for the one request that holds the fill: fetch (revalidating `stale` if there is one),
+    /// Phases 4 and 5 for the one request that holds the fill: fetch (revalidating `stale` if there is one),
     /// then store, refresh or pass on. On failure the guard is dropped, which sends waiters on their own way.
-    async fn fill(
+    async fn fetch_and_admit(
         self: &Arc<Self>,
         parts: request::Parts,
         client: &ClientInfo,
@@ -175,23 +188,18 @@ impl Proxy {
         (fetched, elapsed)
     }
 
-    /// The request a fill sends for `head` (`cache::request`): the whole representation, with the validators
+    /// The request a fill sends for `cached` (`cache::request`): the whole representation, with the validators
     /// of `stale` when it revalidates a stored copy. A plain `GET` either way: a stored copy must not be a
     /// 304 or a range, and Cloudreve has no `HEAD` route for avatars.
-    fn fill_request(
-        &self,
-        head: &request::Parts,
-        rule: usize,
-        primary: &str,
-        stale: Option<&CachedResponse>,
-    ) -> request::Parts {
+    fn fill_request(&self, cached: &Cached<'_>, stale: Option<&CachedResponse>) -> request::Parts {
+        let rule = &self.rules[cached.rule];
         let validators = stale.map(CachedResponse::validators);
         let purpose = match &validators {
-            Some(validators) => Purpose::Revalidate(self.rules[rule].kind, validators),
+            Some(validators) => Purpose::Revalidate(rule.kind, validators),
             None => Purpose::Fetch,
         };
-        let keyed = self.cache.keyed_fields(primary);
-        cache_request::build(head, purpose, &keyed, &self.rules[rule].fill_fields)
+        let keyed = self.cache.keyed_fields(cached.primary);
+        cache_request::build(&cached.head, purpose, &keyed, &rule.fill_fields)
     }
 
     /// A response fetched for this client alone, because the fill it waited for stored nothing it can use.
@@ -220,7 +228,7 @@ impl Proxy {
         }
     }
 
-    /// Phase 3 for cached routes: one upstream request, with the times RFC 9111 §4.2.3 needs.
+    /// Phase 4 for cached routes: one upstream request, with the times RFC 9111 §4.2.3 needs.
     pub(super) async fn fetch(
         &self,
         mut parts: request::Parts,

@@ -2,9 +2,10 @@
 //! back. Also `send`, the one place every upstream exchange goes through (forwards, fills, revalidations,
 //! background refreshes), measured there, and the counting of upstream failures.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri, header};
 use hyper::body::Incoming;
 
 use super::Proxy;
@@ -13,10 +14,48 @@ use crate::body::Body;
 use crate::cache::CacheStatus;
 use crate::cache::status::Outcome;
 use crate::error::ProxyError;
-use crate::route::Bypass;
+use crate::route::{self, Bypass, Route};
 use crate::upstream::{self, ClientInfo, Upstream};
 
 impl Proxy {
+    /// Phase 4 for a request the cache does not answer, as its route says; the answers that tell the cache
+    /// something are observed on their way (phase 7, `observe.rs`). `handle` boxes this future, once per
+    /// request: the upstream client's state is large, and inline it would make every request's future (a
+    /// cache hit's too) that large, copied each time hyper moves it.
+    pub(super) async fn forward_route(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        route: Route<'_>,
+        uri: &Uri,
+        client: &ClientInfo,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        match route {
+            Route::AvatarBypass { reason, key } => {
+                let method = request.method().clone();
+                let response = self.bypass(request, reason, client, record).await?;
+                Ok(self.watch_bypass(&method, response, reason, key))
+            }
+            Route::RuleBypass(_, reason) => self.bypass(request, reason, client, record).await,
+            Route::AvatarChange(change) => {
+                let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+                let response = self.forward(request, client, record).await?;
+                self.observe_change(change, authorization.as_ref(), response)
+                    .await
+            }
+            Route::Unsafe => {
+                let host = route::request_host(uri, request.headers()).map(str::to_owned);
+                let response = self.forward(request, client, record).await?;
+                self.invalidate_after_unsafe(uri, host.as_deref(), &response);
+                Ok(response)
+            }
+            // The cached routes never get here (`handle` looks them up): everything else passes.
+            Route::Pass | Route::Avatar(_) | Route::Http { .. } => {
+                self.forward(request, client, record).await
+            }
+        }
+    }
+
     /// A request under a rule that the cache may not answer: forwarded as it came, and said so.
     pub(super) async fn bypass(
         &self,
@@ -36,7 +75,7 @@ impl Proxy {
         Ok(response)
     }
 
-    /// Phase 3 for everything else: the request streams to the upstream and the response streams back.
+    /// Phase 4 for everything else: the request streams to the upstream and the response streams back.
     pub(super) async fn forward(
         &self,
         request: Request<Incoming>,

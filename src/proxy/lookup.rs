@@ -14,79 +14,88 @@ use crate::body::Body;
 use crate::cache::request::{self as cache_request, Purpose};
 use crate::cache::serve::Conditions;
 use crate::cache::status::Outcome;
-use crate::cache::{CacheStatus, Lookup};
+use crate::cache::{CacheStatus, CachedResponse, Lookup, Miss};
 use crate::config::RuleKind;
 use crate::error::ProxyError;
 use crate::upstream::ClientInfo;
 
-impl Proxy {
-    /// Phase 2: a fresh entry (or a stale one within `stale-while-revalidate`) is answered from memory;
-    /// anything else is fetched once per key however many clients wait.
-    pub(super) async fn serve_cached(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
-        rule: usize,
-        primary: &str,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        // The body of a `GET` or `HEAD` means nothing (RFC 9110 §9.3.1): none of it is sent upstream.
+/// A request a cache rule matched, as the phases after classify see it.
+pub(super) struct Cached<'a> {
+    /// The request head. Its body is dropped: the body of a `GET` or `HEAD` means nothing (RFC 9110
+    /// §9.3.1), and none of it is sent upstream.
+    pub(super) head: request::Parts,
+    /// Index of the rule in `Proxy::rules`.
+    pub(super) rule: usize,
+    /// The primary cache key.
+    pub(super) primary: &'a str,
+    /// The client's conditions and range, answered from memory.
+    pub(super) conditions: Conditions,
+}
+
+impl<'a> Cached<'a> {
+    /// `request` under the rule at `rule`, keyed `primary`.
+    pub(super) fn new(request: Request<Incoming>, rule: usize, primary: &'a str) -> Self {
         let (head, body) = request.into_parts();
         drop(body);
         let conditions = Conditions::of(&head.method, &head.headers);
-        let kind = self.rules[rule].kind;
-        if kind == RuleKind::Http && conditions.head {
-            let forwarded = self.serve_head(&head, rule, primary, &conditions, client, record);
-            return Box::pin(forwarded).await;
+        Self {
+            head,
+            rule,
+            primary,
+            conditions,
         }
-        match self.cache.lookup(primary, &head.headers) {
-            Lookup::Fresh(entry) => {
-                let status = CacheStatus::new(Outcome::Hit);
-                Ok(self.serve_stored(&entry, &conditions, status, record))
-            }
+    }
+}
+
+/// What the lookup found.
+pub(super) enum Found {
+    /// A stored response that answers (phase 6), and what the cache did.
+    Stored(Arc<CachedResponse>, CacheStatus),
+    /// A `HEAD` under an `http` rule, answered by [`Proxy::serve_head`].
+    Head,
+    /// Nothing servable: this request fills it (phase 4), or waits for the one that does.
+    Miss(Miss),
+}
+
+impl Proxy {
+    /// Phase 3: a fresh entry answers; a stale one within `stale-while-revalidate` answers too, and this
+    /// request starts its refresh in the background unless another one already has; anything else misses.
+    pub(super) fn lookup(self: &Arc<Self>, cached: &Cached<'_>, client: &ClientInfo) -> Found {
+        if self.rules[cached.rule].kind == RuleKind::Http && cached.conditions.head {
+            return Found::Head;
+        }
+        match self.cache.lookup(cached.primary, &cached.head.headers) {
+            Lookup::Fresh(entry) => Found::Stored(entry, CacheStatus::new(Outcome::Hit)),
             Lookup::StaleWhileRevalidate { entry, refresh } => {
                 if let Some(fill) = refresh {
-                    self.refresh_in_background(
-                        &head,
-                        rule,
-                        primary,
-                        fill,
-                        Arc::clone(&entry),
-                        client.without_interim(),
-                    );
+                    let stale = Arc::clone(&entry);
+                    self.refresh_in_background(cached, fill, stale, client.without_interim());
                 }
                 let status = CacheStatus {
                     detail: Some("stale-while-revalidate"),
                     ..CacheStatus::new(Outcome::Stale)
                 };
-                Ok(self.serve_stored(&entry, &conditions, status, record))
+                Found::Stored(entry, status)
             }
-            // The paths that wait on the upstream hold large futures; boxed, they do not weigh on every hit
-            // (and on every pass-through request, whose future contains this one).
-            Lookup::Miss(miss) => {
-                let miss = self.serve_miss(miss, &head, rule, primary, &conditions, client, record);
-                Box::pin(miss).await
-            }
+            Lookup::Miss(miss) => Found::Miss(miss),
         }
     }
 
     /// `HEAD` under an `http` rule: answered from a fresh stored `GET`; otherwise forwarded (built like a
     /// fill, from what the key covers), and a 200 updates or invalidates the stored `GET` (RFC 9111 §4.3.5).
-    async fn serve_head(
+    pub(super) async fn serve_head(
         &self,
-        head: &request::Parts,
-        rule: usize,
-        primary: &str,
-        conditions: &Conditions,
+        cached: &Cached<'_>,
         client: &ClientInfo,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, ProxyError> {
+        let (head, rule, primary) = (&cached.head, cached.rule, cached.primary);
         let stored = self.cache.peek(primary, &head.headers);
         let now = self.cache.clock().now();
         if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
             return Ok(self.serve_stored(
                 entry,
-                conditions,
+                &cached.conditions,
                 CacheStatus::new(Outcome::Hit),
                 record,
             ));

@@ -1,26 +1,32 @@
-//! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`] and
-//! `Proxy::route`; each phase is a short function, here or in the files beside this one.
+//! The request path, as named phases in request order. The order is written once, in [`Proxy::handle`], and
+//! each phase has a file of its own; the numbers are those of `lib.rs` ("Life of a request") and README's
+//! "Layout".
 //!
-//! 1. request filter (`route`): refuse what no path may see (`check_request`: an HTTP/2 field list the
-//!    framing guard's rules refuse, an invalid host on any protocol), classify the request (`route.rs`) and
-//!    take its path.
-//! 2. cache lookup (`lookup.rs`): a fresh avatar is answered from memory, a stale one within
-//!    `stale-while-revalidate` too (refreshed in the background); otherwise one request per key fills it.
-//! 3. forward upstream: everything else streams through (`forward.rs`); a fill asks for the whole avatar, with
-//!    `If-Modified-Since` when it revalidates a stored copy (`fill.rs`).
-//! 4. cache admit (`admit.rs`): the answer is stored if the policy allows it; a 304 refreshes the stored copy;
-//!    an upstream failure may be answered with the stale copy (`stale-if-error`, `answer.rs`).
-//! 5. observe (`observe.rs`): a confirmed avatar change, or a `nocache` answer that differs from the stored
-//!    copy, drops that copy.
-//! 6. `response_filter`: `Cache-Status`/`X-Cache` on every avatar response.
-//! 7. logging: one access event when the body ends (`access_log.rs`); errors are logged once, here; the
-//!    request metrics (`metrics.rs`) are counted here too. Upstream exchanges are measured in `send`, and
-//!    upstream failures counted where they happen, also when a stale copy hides them from the client.
-//!
-//! `express.rs` is phases 2, 6 and 7 once more, for a fresh avatar hit the express lane answers without hyper.
+//! 1. accept: before this module (`server.rs`, the framing guard). The express lane answers a plain `GET`
+//!    of a fresh avatar there, without hyper: phases 2, 3, 6 and 7 in `express.rs`.
+//! 2. classify (`classify.rs`): refuse what no path may see (an HTTP/2 field list the framing guard's rules
+//!    refuse, an invalid host on any protocol), then `route::classify`: a cache rule's key, or a route to
+//!    forward.
+//! 3. lookup (`lookup.rs`): a fresh entry answers, a stale one within `stale-while-revalidate` too
+//!    (refreshed in the background); a `HEAD` under an `http` rule is answered from the stored `GET` or
+//!    forwarded; anything else misses.
+//! 4. fill (`fill.rs`) or forward (`forward.rs`): one upstream request per key fills the cache (the whole
+//!    representation, with the stored validators when it revalidates) while the others wait for it;
+//!    everything the cache does not answer streams through. Every upstream exchange goes through `send`
+//!    (`forward.rs`), measured there, and upstream failures are counted where they happen, also when a
+//!    stale copy hides them from the client.
+//! 5. admit (`admit.rs`): the fill's answer is stored if the policy allows it; a 304 refreshes the stored
+//!    copy.
+//! 6. answer (`answer.rs`): the stored response (rendered by `hit.rs`, the same bytes as the express lane's),
+//!    the upstream's answer, or the stale copy when the upstream failed (`stale-if-error`).
+//! 7. observe (`observe.rs`): invalidation (a confirmed avatar change, a `nocache` answer that differs from
+//!    the stored copy, an unsafe method's answer, watched as they pass in phase 4); `Cache-Status`/`X-Cache`
+//!    on every answer a rule matched; the counters and request metrics (both lanes count in one place); one
+//!    access event when the body ends (`access_log.rs`). Errors become responses, logged once, in `handle`.
 
 mod admit;
 mod answer;
+mod classify;
 mod express;
 mod fill;
 mod forward;
@@ -28,26 +34,23 @@ pub mod hit;
 mod lookup;
 mod observe;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header;
-use http::{Request, Response, Version, response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, LoggedBody};
-use crate::body::Body;
 use crate::cache::{Cache, Clock};
 use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
-use crate::framing;
 use crate::health::Health;
-use crate::host;
 use crate::metrics::Metrics;
 use crate::reload::Live;
-use crate::route::{self, Route};
+use crate::route::Route;
 use crate::upstream::{ClientInfo, Upstream};
-use hit::{CACHE_STATUS, X_CACHE};
+use lookup::{Cached, Found};
 
 /// Shared state of the request path: the running configuration (upstream client included), the cache and its
 /// rules, and what the admin listener reports.
@@ -116,36 +119,53 @@ impl Proxy {
         self.live.upstream()
     }
 
-    /// The service hyper runs for each request. It never fails: an error becomes a response here and is
-    /// logged once. Takes the `Arc` so a background refresh can outlive the request.
+    /// The service hyper runs for each request: the phases after accept (`server.rs`), in order. It never
+    /// fails: an error in any phase becomes the response here, logged once. Takes the `Arc` so a background
+    /// refresh can outlive the request. What waits on the upstream is boxed: those futures are large, and
+    /// inline they would make every request's future (a hit's too) that large, copied each time hyper moves it.
     pub async fn handle(
         self: &Arc<Self>,
         request: Request<Incoming>,
         client: ClientInfo,
     ) -> Result<Response<LoggedBody>, Infallible> {
-        let mut record = AccessRecord::start(
-            request.method(),
-            request.uri(),
-            request.version(),
-            client.addr,
-        );
-        let response = match self.route(request, &client, &mut record).await {
-            Ok(response) => response,
-            Err(err) => {
-                log_error(&err, &record);
-                err.to_response()
-            }
+        let (method, version) = (request.method(), request.version());
+        let mut record = AccessRecord::start(method, request.uri(), version, client.addr);
+        let uri = request.uri().clone(); // the route borrows it; a clone shares its bytes
+        let answered = async {
+            // 2. classify: under a cache rule, or forwarded as the route says (4. forward, 7. observe)
+            let (rule, key) = match self.classify(&request, &uri, &mut record)? {
+                Route::Avatar(key) => (self.avatar_rule(), Cow::Borrowed(key.as_str())),
+                Route::Http { rule, key } => (rule, key),
+                route => {
+                    let forwarded = self.forward_route(request, route, &uri, &client, &mut record);
+                    return Box::pin(forwarded).await;
+                }
+            };
+            let cached = Cached::new(request, rule, &key);
+            // 3. lookup, and 6. answer from memory
+            let miss = match self.lookup(&cached, &client) {
+                Found::Stored(entry, status) => {
+                    return Ok(self.serve_stored(&entry, &cached.conditions, status, &mut record));
+                }
+                Found::Head => {
+                    return Box::pin(self.serve_head(&cached, &client, &mut record)).await;
+                }
+                Found::Miss(miss) => miss,
+            };
+            // 4. fill and 5. admit, once per key however many wait; 6. answer
+            let (fetched, stale) = Box::pin(self.fill(miss, &cached, &client, &mut record)).await;
+            self.answer(fetched, stale.as_ref(), &cached.conditions, &mut record)
         };
+        let response = answered.await.unwrap_or_else(|err| {
+            log_error(&err, &record);
+            err.to_response()
+        });
         // The final response is decided: an upstream 1xx from now on would follow it (RFC 9110 §15.2).
         if let Some(interim) = &client.interim {
             interim.seal();
         }
-        let (mut parts, body) = response.into_parts();
-        response_filter(&mut parts, &record);
-        let outcome = record.cache.map(|status| status.outcome);
-        self.count(record.rule, outcome, parts.status);
-        let body = record.finish(parts.status, body, self.access_logging());
-        Ok(Response::from_parts(parts, body))
+        // 7. observe
+        Ok(self.observe(response, record))
     }
 
     /// Whether access events are written: configured, and the log filter lets them through.
@@ -153,83 +173,6 @@ impl Proxy {
         self.live.load().config.log.access_log
             && tracing::enabled!(target: "access", tracing::Level::INFO)
     }
-
-    /// Phase 1, the request filter: classification, and the choice of path. Forwarding futures are boxed: the
-    /// upstream client's state is large, and inline it would make every request's future (a cache hit's too)
-    /// that large, copied each time hyper moves it.
-    async fn route(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
-        client: &ClientInfo,
-        record: &mut AccessRecord,
-    ) -> Result<Response<Body>, ProxyError> {
-        check_request(&request)?;
-        // The route borrows the target; a Uri clone shares its bytes.
-        let uri = request.uri().clone();
-        match route::classify(request.method(), &uri, request.headers(), &self.rules) {
-            Route::Avatar(key) => {
-                record.rule = Some(RuleKind::Avatar);
-                let rule = self
-                    .avatar_rule
-                    .expect("an avatar route implies an avatar rule");
-                self.serve_cached(request, rule, key.as_str(), client, record)
-                    .await
-            }
-            Route::Http { rule, key } => {
-                record.rule = Some(RuleKind::Http);
-                self.serve_cached(request, rule, &key, client, record).await
-            }
-            Route::AvatarBypass { reason, key } => {
-                record.rule = Some(RuleKind::Avatar);
-                let method = request.method().clone();
-                let response = Box::pin(self.bypass(request, reason, client, record)).await?;
-                Ok(self.watch_bypass(&method, response, reason, key))
-            }
-            Route::RuleBypass(kind, reason) => {
-                record.rule = Some(kind);
-                Box::pin(self.bypass(request, reason, client, record)).await
-            }
-            Route::AvatarChange(change) => {
-                let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-                let response = Box::pin(self.forward(request, client, record)).await?;
-                self.observe_change(change, authorization.as_ref(), response)
-                    .await
-            }
-            Route::Unsafe => {
-                let host = route::request_host(&uri, request.headers()).map(str::to_owned);
-                let response = Box::pin(self.forward(request, client, record)).await?;
-                self.invalidate_after_unsafe(&uri, host.as_deref(), &response);
-                Ok(response)
-            }
-            Route::Pass => Box::pin(self.forward(request, client, record)).await,
-        }
-    }
-}
-
-/// Phase 1, first: what no path may see. An HTTP/2 field list is held to the rules the framing guard holds
-/// HTTP/1.1 heads to (the guard sees no HTTP/2), and every request's host is checked ([`host::effective`]),
-/// so the cache key, invalidation and the upstream `Host` only ever read a valid one. A few comparisons,
-/// no allocation.
-fn check_request<B>(request: &Request<B>) -> Result<(), ProxyError> {
-    if request.version() == Version::HTTP_2 {
-        framing::check_http2(request.uri(), request.headers())
-            .map_err(|violation| ProxyError::MalformedRequest(violation.as_str()))?;
-    }
-    host::effective(request.uri(), request.headers())
-        .map_err(|err| ProxyError::MalformedRequest(err.as_str()))?;
-    Ok(())
-}
-
-/// Phase 6: every response a rule matched says what the cache did (a hit's head has it already, in its
-/// place, `hit.rs`).
-fn response_filter(parts: &mut response::Parts, record: &AccessRecord) {
-    let Some(status) = record.cache.filter(|_| !record.labelled) else {
-        return;
-    };
-    parts
-        .headers
-        .insert(CACHE_STATUS.clone(), status.header_value());
-    parts.headers.insert(X_CACHE.clone(), status.x_cache());
 }
 
 fn log_error(err: &ProxyError, record: &AccessRecord) {

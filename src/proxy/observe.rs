@@ -1,4 +1,5 @@
-//! Phase 5, observe: traffic that shows a stored response changed drops it, at once.
+//! Phase 7, observe: traffic that shows a stored response changed drops it, at once; and what every answer
+//! gets last: `Cache-Status`/`X-Cache`, the counters and metrics, the access event.
 //!
 //! - A non-error answer to an unsafe method drops the target URI and the `Location` / `Content-Location`
 //!   URIs on the same authority (RFC 9111 §4.4), under whichever rule would cache them.
@@ -12,9 +13,11 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Response, StatusCode, Uri, header, response};
 
 use super::Proxy;
+use super::hit::{CACHE_STATUS, X_CACHE};
+use crate::access_log::{AccessRecord, LoggedBody};
 use crate::body::{Body, Collected, collect_up_to};
 use crate::cache::policy::{self, AvatarKey};
 use crate::cache::status::Outcome;
@@ -128,6 +131,21 @@ impl Proxy {
         }
     }
 
+    /// Phase 7 for every answer of the full path: `Cache-Status` and `X-Cache` on an answer a rule matched,
+    /// the counters and the request metrics, and the access event, written when the body ends.
+    pub(super) fn observe(
+        &self,
+        response: Response<Body>,
+        record: AccessRecord,
+    ) -> Response<LoggedBody> {
+        let (mut parts, body) = response.into_parts();
+        label(&mut parts, &record);
+        let outcome = record.cache.map(|status| status.outcome);
+        self.count(record.rule, outcome, parts.status);
+        let body = record.finish(parts.status, body, self.access_logging());
+        Response::from_parts(parts, body)
+    }
+
     /// Every answer is counted here, on either lane (an express-lane hit included): the cache's outcome
     /// counter (`/stats`) and the request metrics.
     pub(super) fn count(&self, rule: Option<RuleKind>, cache: Option<Outcome>, code: StatusCode) {
@@ -143,4 +161,16 @@ impl Proxy {
             tracing::info!(user, why, "stored avatar dropped");
         }
     }
+}
+
+/// Every response a rule matched says what the cache did (a hit's head has it already, in its place,
+/// `hit.rs`).
+fn label(parts: &mut response::Parts, record: &AccessRecord) {
+    let Some(status) = record.cache.filter(|_| !record.labelled) else {
+        return;
+    };
+    parts
+        .headers
+        .insert(CACHE_STATUS.clone(), status.header_value());
+    parts.headers.insert(X_CACHE.clone(), status.x_cache());
 }
