@@ -32,7 +32,7 @@ pub enum Field {
     /// `X-Cache`: the same, in one word.
     XCache,
     /// `content-length: 0` for an empty body. hyper skips the stored one and writes this after every field it
-    /// was given, except for a 204 or 304, which carry none (RFC 9110 §8.6).
+    /// was given, except for a 204, which must not carry one (RFC 9110 §8.6), and a 304, which need not.
     EmptyLength,
     /// `Date`, when the stored response has none: hyper adds it last (RFC 9110 §6.6.1).
     Date,

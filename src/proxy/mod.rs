@@ -42,6 +42,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessRecord, LoggedBody};
+use crate::body::Body;
 use crate::cache::{Cache, Clock};
 use crate::config::{Config, RuleConfig, RuleKind};
 use crate::error::ProxyError;
@@ -156,10 +157,9 @@ impl Proxy {
             let (fetched, stale) = Box::pin(self.fill(miss, &cached, &client, &mut record)).await;
             self.answer(fetched, stale.as_ref(), &cached.conditions, &mut record)
         };
-        let response = answered.await.unwrap_or_else(|err| {
-            log_error(&err, &record);
-            err.to_response()
-        });
+        let response = answered
+            .await
+            .unwrap_or_else(|err| error_response(&err, &record));
         // The final response is decided: an upstream 1xx from now on would follow it (RFC 9110 §15.2).
         if let Some(interim) = &client.interim {
             interim.seal();
@@ -175,11 +175,13 @@ impl Proxy {
     }
 }
 
-fn log_error(err: &ProxyError, record: &AccessRecord) {
+/// An error of any phase as the client's response, logged here and only here.
+fn error_response(err: &ProxyError, record: &AccessRecord) -> Response<Body> {
     let cause = std::error::Error::source(err).map(ToString::to_string);
     if err.is_client_fault() {
         tracing::info!(error = %err, cause, method = %record.method(), path = record.path(), "request rejected");
     } else {
         tracing::warn!(error = %err, cause, method = %record.method(), path = record.path(), "upstream request failed");
     }
+    err.to_response()
 }
