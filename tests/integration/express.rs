@@ -334,8 +334,14 @@ async fn the_lane_answers_each_id_with_its_own_bytes_only() {
 #[tokio::test]
 async fn a_client_that_pipelines_hits_and_never_reads_is_held_back_then_closed() {
     let idle = std::time::Duration::from_millis(1000);
-    let (_upstream, proxy, admin) =
-        with_avatar_stored(|config| config.server.idle_timeout = idle).await;
+    // The client never reads: an answer the lane is part way through writing is timed by send_timeout, one
+    // wholly handed to the socket leaves the connection idle; which of the two it is depends on the socket
+    // buffers, so both are short.
+    let (_upstream, proxy, admin) = with_avatar_stored(|config| {
+        config.server.idle_timeout = idle;
+        config.server.send_timeout = idle;
+    })
+    .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     let batch = plain(AVATAR).repeat(64);
     // Write until the proxy stops reading: its answers fill the sockets' buffers, and it waits for them
@@ -357,8 +363,8 @@ async fn a_client_that_pipelines_hits_and_never_reads_is_held_back_then_closed()
         answered < f64::from(batches * 64),
         "{answered} of {batches} x 64"
     );
-    // Nothing is in progress while it waits on the client: the idle timeout closes the connection, which
-    // the next write sees.
+    // The idle timeout (nothing in progress) or the send timeout (an answer stalled part way) closes the
+    // connection, which the next write sees.
     let closed = timeout(PATIENCE, async {
         while stream.write_all(batch.as_bytes()).await.is_ok() {}
     })
