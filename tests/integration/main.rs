@@ -7,6 +7,7 @@
 
 mod support;
 
+mod architecture;
 mod caching;
 mod config;
 mod deploy;

@@ -4,10 +4,8 @@
 //! A Rust test rather than a script: `.ci/run`'s test command runs it on every change, with nothing to
 //! install and no new dependency. It reads every `crate::`, `super::` and `cloudreve_edge::` path (in `use`
 //! items and inline alike, test modules included; comments and string literals are skipped) and keeps, per
-//! file, which top-level modules it names. `cargo nextest run --test architecture --no-capture` prints the
+//! file, which top-level modules it names. `cargo nextest run --test integration architecture:: --no-capture` prints the
 //! graph (who imports whom) for the record.
-#![allow(missing_docs)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
