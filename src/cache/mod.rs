@@ -5,6 +5,7 @@ mod clock;
 mod counters;
 mod directives;
 mod entry;
+pub mod invalidation;
 pub mod policy;
 pub mod request;
 pub mod serve;
@@ -13,7 +14,7 @@ pub mod store;
 pub mod vary;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::HeaderMap;
@@ -25,6 +26,7 @@ pub use crate::body::{Copying, Keeper};
 pub use clock::Clock;
 pub use counters::Counts;
 pub use entry::{CachedResponse, Staleness, Stored, VaryIndex};
+pub use invalidation::{Invalidation, Publisher};
 pub use status::CacheStatus;
 
 /// The in-memory cache shared by every rule.
@@ -37,6 +39,8 @@ pub struct Cache {
     counters: counters::Counters,
     /// Makes the copies of bodies to store, on a thread of its own (see [`Keeper`]).
     keeper: Keeper,
+    /// Where the invalidations this instance performs are shared, when clustered.
+    publisher: OnceLock<Publisher>,
 }
 
 /// What a lookup found, and what the request must do about it.
@@ -84,6 +88,7 @@ impl Cache {
             clock,
             counters: counters::Counters::default(),
             keeper: Keeper::start(),
+            publisher: OnceLock::new(),
         }
     }
 
@@ -184,35 +189,19 @@ impl Cache {
         }
     }
 
-    /// Drops what is stored under `primary`, every variant included.
+    /// Drops what is stored under `primary`, every variant included, on this instance only: upkeep of one
+    /// entry (a `HEAD` showed it outdated), not news for other instances (see [`Cache::invalidate`]).
     pub fn purge(&self, primary: &str) {
+        self.purge_key(primary);
+    }
+
+    fn purge_key(&self, primary: &str) {
         if let Some(Stored::Vary(_)) = self.store.get(primary) {
             let primary = primary.to_owned();
             self.store
                 .remove_if(move |key| vary::primary_of(key) == primary);
         }
         self.store.remove(primary);
-    }
-
-    /// Drops what is stored for the request target `target` under every host (a rule that keys on the host
-    /// holds one entry per host), every variant included.
-    pub fn purge_target(&self, target: &str) {
-        let target = target.to_owned();
-        self.store.remove_if(move |key| {
-            policy::key_target(vary::primary_of(key)) == Some(target.as_str())
-        });
-    }
-
-    /// Drops every entry whose path starts with `path_prefix` (raw, as requested).
-    pub fn purge_prefix(&self, path_prefix: &str) {
-        let path_prefix = path_prefix.to_owned();
-        self.store
-            .remove_if(move |key| policy::key_path_starts_with(key, &path_prefix));
-    }
-
-    /// Drops every entry.
-    pub fn purge_all(&self) {
-        self.store.clear();
     }
 
     /// Requests waiting right now on the fill of `key`.
