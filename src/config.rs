@@ -15,10 +15,15 @@ use serde::Deserialize;
 use crate::tls::{ServerCert, UpstreamRoots};
 
 mod cache;
+mod cluster;
 mod ops;
 
 use cache::RawCache;
 pub use cache::{CacheConfig, Limits, RuleConfig, RuleKind};
+pub use cluster::{
+    ClusterConfig, DEFAULT_CLUSTER_RETENTION, DEFAULT_CLUSTER_STREAM,
+    DEFAULT_MAX_STALE_WHEN_DETACHED, RedisUrl,
+};
 pub use ops::{
     AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
     require_admin_token,
@@ -94,6 +99,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// TLS on the public listener; `None` for plain HTTP.
     pub tls: Option<ServerCert>,
+    /// Invalidation shared with other instances through Redis; `None` (no `[cluster]`): this instance alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`
@@ -222,6 +229,7 @@ pub struct RawConfig {
     log: RawLog,
     admin: ops::RawAdmin,
     tls: ops::RawTls,
+    cluster: Option<cluster::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,6 +397,10 @@ impl RawConfig {
             log: self.log.validate()?,
             admin: self.admin.validate()?,
             tls: self.tls.validate()?,
+            cluster: self
+                .cluster
+                .map(cluster::RawCluster::validate)
+                .transpose()?,
         };
         ops::check_apart(&config.server, &config.admin)?;
         require_admin_token(config.admin.listen, config.admin.token.as_ref())?;

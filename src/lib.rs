@@ -49,6 +49,9 @@
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store, from
 //!   `body`).
+//! - [`cluster`]: with `[cluster]`, every invalidation shared with the other instances through a Redis
+//!   Stream (a writer appending this instance's, a reader applying the others' from its last id, a whole-cache
+//!   drop when history was lost), and the freshness cap while the stream cannot be read (detached).
 //! - [`invalidate`]: reading avatar changes (JWT `sub`, Cloudreve's confirmation), pure.
 //! - [`purge`]: the purge API (one avatar, all, statistics), mounted on the admin listener, bearer token;
 //!   a submodule of [`admin`] (`admin/purge.rs`), re-exported here.
@@ -108,6 +111,7 @@ pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod cloudreve;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
 use cloudreve_edge::reload::{self, Reloaded};
-use cloudreve_edge::{Config, Proxy, admin, demo, server};
+use cloudreve_edge::{Config, Proxy, admin, cluster, demo, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -175,6 +175,13 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
+    // Kept for the life of the process: dropping it stops sharing invalidations.
+    let _cluster = match &config.cluster {
+        Some(cluster) => {
+            Some(cluster::start(cluster, &proxy, None).context("cannot start the cluster")?)
+        }
+        None => None,
+    };
     // The admin listener is never shut down: it answers /readyz (503) through the whole drain.
     tokio::spawn(admin::run(
         admin_listener,

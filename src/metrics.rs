@@ -18,6 +18,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+mod cluster;
+
+pub use cluster::ClusterMetrics;
+
 use crate::access_log::AccessRecord;
 use crate::cache::status::Outcome;
 use crate::config::RuleKind;
@@ -100,6 +104,8 @@ pub struct Metrics {
     express_answers: Counter,
     /// The cache's size, set just before each render.
     cache: Arc<CacheCollector>,
+    /// The cluster's series, registered only when clustered ([`Metrics::clustered`]).
+    cluster: Option<ClusterMetrics>,
 }
 
 impl Default for Metrics {
@@ -163,7 +169,20 @@ impl Metrics {
             upstream_in_flight,
             express_answers,
             cache,
+            cluster: None,
         }
+    }
+
+    /// Every metric, the cluster's (`cloudreve_edge_cluster_*`) included.
+    pub fn clustered() -> Self {
+        let mut metrics = Self::new();
+        metrics.cluster = Some(ClusterMetrics::register(&mut metrics.registry));
+        metrics
+    }
+
+    /// The cluster's series, when clustered.
+    pub fn cluster(&self) -> Option<&ClusterMetrics> {
+        self.cluster.as_ref()
     }
 
     /// Counts one answered request, from what the request path recorded.

@@ -121,6 +121,17 @@ macro_rules! keep {
     };
 }
 
+/// [`OnReload::Restart`] for a field of `[cluster]` (a section that may be absent: turning it on or off is
+/// `cluster.redis_url`'s row, [`cluster_on_or_off`], which comes first).
+macro_rules! keep_cluster {
+    ($field:ident) => {
+        OnReload::Restart(|new, running| match (&mut new.cluster, &running.cluster) {
+            (Some(new), Some(running)) => kept(&mut new.$field, &running.$field),
+            _ => false,
+        })
+    };
+}
+
 /// Every key of `proxy.toml` and what a reload does with it (`[[cache.rules]]`, a list of tables, is one
 /// key); [`Reloaded::restart_needed`] names the keys in this order. README's SIGHUP paragraph says the same.
 const KEYS: &[(&str, OnReload)] = &[
@@ -170,6 +181,16 @@ const KEYS: &[(&str, OnReload)] = &[
     // TLS on or off is the listener's; the certificate and key files are read again, for new handshakes.
     ("tls.cert", OnReload::Restart(tls_on_or_off)),
     ("tls.key", OnReload::Applies),
+    // The cluster is started once, with its connections and tasks; `[cluster]` added or removed is
+    // reported as its `redis_url`.
+    ("cluster.redis_url", OnReload::Restart(cluster_on_or_off)),
+    ("cluster.instance_id", keep_cluster!(instance_id)),
+    ("cluster.stream", keep_cluster!(stream)),
+    ("cluster.retention", keep_cluster!(retention)),
+    (
+        "cluster.max_stale_when_detached",
+        keep_cluster!(max_stale_when_detached),
+    ),
 ];
 
 /// Puts `new` in force, except the keys [`KEYS`] says need a restart: those keep their running values and
@@ -211,6 +232,18 @@ fn tls_on_or_off(new: &mut Config, running: &Config) -> bool {
     switched
 }
 
+/// `[cluster]` added or removed keeps the running section whole; otherwise its `redis_url` is kept.
+fn cluster_on_or_off(new: &mut Config, running: &Config) -> bool {
+    match (&mut new.cluster, &running.cluster) {
+        (Some(new), Some(running)) => kept(&mut new.redis_url, &running.redis_url),
+        (None, None) => false,
+        _ => {
+            new.cluster.clone_from(&running.cluster);
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +253,7 @@ mod tests {
     fn proxy_toml_keys() -> Vec<(String, bool)> {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+        let text = uncommented(&text);
         let file: toml::Table = text.parse().unwrap();
         let marked = |section: &str, key: &str| {
             let mut in_section = false;
@@ -243,6 +277,40 @@ mod tests {
         keys
     }
 
+    /// `proxy.toml` with its commented-out sections (`# [cluster]` and the `# key = value` lines after it)
+    /// written in: their keys need rows too.
+    fn uncommented(text: &str) -> String {
+        let section_header = |line: &str| {
+            line.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .is_some_and(|name| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase())
+                })
+        };
+        let key_line = |line: &str| {
+            line.split_once(" = ")
+                .is_some_and(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        };
+        let mut in_section = false;
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with('[') {
+                    in_section = false;
+                }
+                match line.strip_prefix("# ") {
+                    Some(header) if section_header(header) => {
+                        in_section = true;
+                        header
+                    }
+                    Some(key) if in_section && key_line(key) => key,
+                    _ => line,
+                }
+            })
+            .collect();
+        lines.join("\n")
+    }
+
     #[test]
     fn every_key_of_proxy_toml_has_a_row_and_each_marked_restart_is_kept() {
         let mut in_file: Vec<_> = proxy_toml_keys().into_iter().map(|(key, _)| key).collect();
@@ -257,6 +325,27 @@ mod tests {
                 "{key} is marked (restart) in proxy.toml but applies on reload"
             );
         }
+    }
+
+    #[test]
+    fn the_cluster_section_keeps_its_running_value_on_reload() {
+        let clustered =
+            || Config::from_toml("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n").unwrap();
+        let live = Live::new(clustered());
+        let mut new = clustered();
+        let cluster = new.cluster.as_mut().unwrap();
+        cluster.stream = "other".to_owned();
+        cluster.retention *= 2;
+        assert_eq!(
+            apply(&live, new).restart_needed,
+            ["cluster.stream", "cluster.retention"]
+        );
+        assert_eq!(live.load().config.cluster, clustered().cluster);
+        assert_eq!(
+            apply(&live, Config::default()).restart_needed,
+            ["cluster.redis_url"]
+        );
+        assert_eq!(live.load().config.cluster, clustered().cluster);
     }
 
     #[test]

@@ -151,6 +151,26 @@ impl CachedResponse {
         self.ttl(now) > Duration::ZERO
     }
 
+    /// Fresh at `now` and, under a freshness cap (`cap`: the cluster is detached, see
+    /// [`super::Cache::cap_freshness`]), stored or validated less than `cap` ago.
+    pub fn is_fresh_within(&self, now: Instant, cap: Option<Duration>) -> bool {
+        !self.past_cap(now, cap) && self.is_fresh(now)
+    }
+
+    /// [`CachedResponse::staleness`] under a freshness cap: past the cap, an entry must be revalidated (no
+    /// `stale-while-revalidate` either: what it may have missed is exactly what a revalidation finds out).
+    pub fn staleness_within(&self, now: Instant, cap: Option<Duration>) -> Staleness {
+        if self.past_cap(now, cap) {
+            return Staleness::MustRevalidate;
+        }
+        self.staleness(now)
+    }
+
+    /// Whether the entry has been held, since stored or validated, for `cap` or longer.
+    fn past_cap(&self, now: Instant, cap: Option<Duration>) -> bool {
+        cap.is_some_and(|cap| self.resident(now) >= cap)
+    }
+
     /// Freshness left at `now`.
     pub fn ttl(&self, now: Instant) -> Duration {
         self.freshness.fresh_for.saturating_sub(self.resident(now))

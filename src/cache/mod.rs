@@ -14,8 +14,9 @@ pub mod store;
 pub mod vary;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::header::HeaderName;
@@ -41,7 +42,14 @@ pub struct Cache {
     keeper: Keeper,
     /// Where the invalidations this instance performs are shared, when clustered.
     publisher: OnceLock<Publisher>,
+    /// The freshness cap in milliseconds ([`NO_CAP`]: none), set while a clustered instance cannot read the
+    /// other instances' invalidations: a stored response is fresh at most this long after it was stored or
+    /// validated. One relaxed load per lookup; the cluster's reader sets and clears it.
+    freshness_cap: AtomicU64,
 }
+
+/// [`Cache::freshness_cap`] when nothing caps freshness.
+const NO_CAP: u64 = u64::MAX;
 
 /// What a lookup found, and what the request must do about it.
 pub enum Lookup {
@@ -89,6 +97,7 @@ impl Cache {
             counters: counters::Counters::default(),
             keeper: Keeper::start(),
             publisher: OnceLock::new(),
+            freshness_cap: AtomicU64::new(NO_CAP),
         }
     }
 
@@ -96,8 +105,12 @@ impl Cache {
     /// or claims or joins the fill for it.
     pub fn lookup(&self, primary: &str, request: &HeaderMap) -> Lookup {
         let now = self.clock.now();
+        let cap = self.freshness_cap();
         let (key, stored) = self.resolve(primary, request);
-        match stored.as_ref().map(|entry| entry.staleness(now)) {
+        match stored
+            .as_ref()
+            .map(|entry| entry.staleness_within(now, cap))
+        {
             Some(Staleness::Fresh) => Lookup::Fresh(stored.expect("matched Some")),
             Some(Staleness::WhileRevalidate) => {
                 let refresh = match self.store.claim(&key) {
@@ -117,7 +130,7 @@ impl Cache {
     fn claim_or_find(&self, key: &str, stale: Option<Arc<CachedResponse>>, now: Instant) -> Lookup {
         match self.store.claim(key) {
             Claim::Leader(fill) => match self.store.get(key) {
-                Some(Stored::Response(entry)) if entry.staleness(now) == Staleness::Fresh => {
+                Some(Stored::Response(entry)) if self.is_fresh(&entry, now) => {
                     fill.publish(Some(Stored::Response(Arc::clone(&entry))));
                     Lookup::Fresh(entry)
                 }
@@ -131,8 +144,31 @@ impl Cache {
     /// nothing. A key whose responses vary (a `Vary` index) gives `None`.
     pub fn fresh(&self, primary: &str, now: Instant) -> Option<Arc<CachedResponse>> {
         match self.store.get(primary) {
-            Some(Stored::Response(entry)) if entry.is_fresh(now) => Some(entry),
+            Some(Stored::Response(entry)) if self.is_fresh(&entry, now) => Some(entry),
             _ => None,
+        }
+    }
+
+    /// Whether `entry` may be served as fresh at `now`: fresh, and within the freshness cap when one is set.
+    pub fn is_fresh(&self, entry: &CachedResponse, now: Instant) -> bool {
+        entry.is_fresh_within(now, self.freshness_cap())
+    }
+
+    /// Caps freshness (`Some`): every stored response is served from memory at most `cap` after it was
+    /// stored or validated, then revalidated; `None` lifts the cap. The cluster sets it while it cannot read
+    /// the other instances' invalidations.
+    pub fn cap_freshness(&self, cap: Option<Duration>) {
+        let millis = cap.map_or(NO_CAP, |cap| {
+            u64::try_from(cap.as_millis()).unwrap_or(NO_CAP - 1)
+        });
+        self.freshness_cap.store(millis, Ordering::Relaxed);
+    }
+
+    /// The freshness cap in force, if any.
+    pub fn freshness_cap(&self) -> Option<Duration> {
+        match self.freshness_cap.load(Ordering::Relaxed) {
+            NO_CAP => None,
+            millis => Some(Duration::from_millis(millis)),
         }
     }
 
@@ -263,6 +299,26 @@ mod tests {
             &HeaderMap::new(),
             now,
         )))
+    }
+
+    #[test]
+    fn a_freshness_cap_makes_an_entry_held_that_long_revalidate() {
+        let clock = Clock::manual();
+        let cache = Cache::new(1 << 20, clock.clone());
+        let Stored::Response(entry) = fresh_entry(clock.now()) else {
+            unreachable!()
+        };
+        cache.insert("k", entry);
+        clock.advance(Duration::from_secs(30));
+        cache.cap_freshness(Some(Duration::from_secs(30)));
+        assert!(cache.fresh("k", clock.now()).is_none(), "held for the cap");
+        assert!(matches!(
+            cache.lookup("k", &HeaderMap::new()),
+            Lookup::Miss(Miss::Fill { stale: Some(_), .. })
+        ));
+        cache.cap_freshness(None);
+        assert!(cache.fresh("k", clock.now()).is_some(), "60 s of max-age");
+        assert_eq!(cache.freshness_cap(), None);
     }
 
     #[test]

@@ -92,7 +92,10 @@ impl Proxy {
         let (head, rule, primary) = (&cached.head, cached.rule, cached.primary);
         let stored = self.cache.peek(primary, &head.headers);
         let now = self.cache.clock().now();
-        if let Some(entry) = stored.as_ref().filter(|entry| entry.is_fresh(now)) {
+        if let Some(entry) = stored
+            .as_ref()
+            .filter(|entry| self.cache.is_fresh(entry, now))
+        {
             return Ok(self.serve_stored(
                 entry,
                 &cached.conditions,

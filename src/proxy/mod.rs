@@ -84,7 +84,11 @@ impl Proxy {
             cache: Cache::new(config.cache.capacity, clock),
             avatar_rule: rules.iter().position(|r| r.kind == RuleKind::Avatar),
             rules,
-            metrics: Metrics::new(),
+            metrics: if config.cluster.is_some() {
+                Metrics::clustered()
+            } else {
+                Metrics::new()
+            },
             health: Health::default(),
         })
     }

@@ -19,10 +19,10 @@ fn checked_in_proxy_toml_shows_the_defaults() {
 #[test]
 fn readme_reference_lists_exactly_the_keys_of_proxy_toml() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let file: toml::Table = std::fs::read_to_string(format!("{root}/proxy.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let file: toml::Table =
+        uncommented(&std::fs::read_to_string(format!("{root}/proxy.toml")).unwrap())
+            .parse()
+            .unwrap();
     let mut in_file: Vec<String> = Vec::new();
     for (section, keys) in &file {
         let keys = keys.as_table().expect("every top-level key is a section");
@@ -55,4 +55,46 @@ fn readme_reference_lists_exactly_the_keys_of_proxy_toml() {
     in_file.sort();
     in_readme.sort();
     assert_eq!(in_readme, in_file);
+}
+
+/// `proxy.toml` with its commented-out sections (`# [cluster]` and the `# key = value` lines after it)
+/// written in: they are documented like the others.
+fn uncommented(text: &str) -> String {
+    let section_header = |line: &str| {
+        line.strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
+    };
+    let key_line = |line: &str| {
+        line.split_once(" = ")
+            .is_some_and(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    };
+    let mut in_section = false;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with('[') {
+                in_section = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(header) if section_header(header) => {
+                    in_section = true;
+                    header
+                }
+                Some(key) if in_section && key_line(key) => key,
+                _ => line,
+            }
+        })
+        .collect();
+    lines.join("\n")
+}
+
+#[test]
+fn the_commented_cluster_section_shows_the_defaults() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+    let clustered = Config::from_toml(&uncommented(&text)).expect("the [cluster] section is valid");
+    let defaults =
+        Config::from_toml("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n").unwrap();
+    assert_eq!(clustered.cluster, defaults.cluster);
+    assert!(clustered.cluster.is_some());
 }

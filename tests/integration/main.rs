@@ -9,6 +9,7 @@ mod support;
 
 mod architecture;
 mod caching;
+mod cluster;
 mod config;
 mod deploy;
 mod express;

@@ -1,6 +1,6 @@
 //! Test fixtures: a fake Cloudreve that records what it receives, the real proxy on `127.0.0.1:0`, and clients:
 //! hyper's here, the one raw HTTP/1.1 client (and raw upstreams' helpers) in `raw`, a raw HTTP/2 one in
-//! `raw_h2`, TLS, the admin listener and `/metrics` in `ops`.
+//! `raw_h2`, TLS, the admin listener and `/metrics` in `ops`; a real Redis and proxies joined to it in `redis`.
 //!
 //! "Served from cache" is asserted as "the fake upstream saw one request". Nothing here sleeps to wait for
 //! readiness: listeners are bound before their address is handed out.
@@ -9,6 +9,7 @@
 pub mod ops;
 pub mod raw;
 pub mod raw_h2;
+pub mod redis;
 
 pub use raw::{drain, raw_exchange, read_head, skip_body};
 

@@ -1,0 +1,303 @@
+//! Several instances sharing invalidations through a real Redis (`[cluster]`): what one instance drops, the
+//! others drop (their own fake Cloudreve sees the next request); events missed while away are replayed;
+//! history lost while away (trimmed, Redis restarted empty) drops everything; while Redis is down an
+//! instance serves within the freshness cap, then revalidates. The propagation time is printed.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cloudreve_edge::cache::policy::AvatarKey;
+use http::{HeaderMap, Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::support::redis::{Node, TestRedis};
+use crate::support::*;
+
+const ALICE: &str = "/api/v4/user/avatar/img1alice";
+const BOB: &str = "/api/v4/user/avatar/img2bob";
+const ASSET: &str = "/assets/app.js";
+const APPLIED: &str = "cloudreve_edge_cluster_applied_total";
+const RESYNCS: &str = "cloudreve_edge_cluster_resyncs_total";
+const STREAM: &str = "cloudreve-edge:invalidations";
+
+/// Cloudreve as far as these tests need it: avatars (a 304 to a revalidation) and assets, a confirmed
+/// avatar change, and `POST`s under `/assets/` that succeed (an unsafe method's invalidation).
+fn fleet_cloudreve(request: &Request<Incoming>) -> Response<TestBody> {
+    let path = request.uri().path();
+    let avatar = path.starts_with("/api/v4/user/avatar/");
+    match *request.method() {
+        Method::PUT if path == "/api/v4/user/setting/avatar" => {
+            json_response(r#"{"code":0,"msg":""}"#)
+        }
+        Method::POST if path.starts_with("/assets/") => {
+            Response::builder().status(204).body(empty()).unwrap()
+        }
+        Method::GET if avatar && request.headers().contains_key("if-modified-since") => {
+            Response::builder()
+                .status(304)
+                .header("cache-control", "public, max-age=86400")
+                .header("last-modified", "Sun, 29 Nov 2026 12:00:00 GMT")
+                .body(empty())
+                .unwrap()
+        }
+        _ => cloudreve_with_assets(request),
+    }
+}
+
+async fn cloudreve() -> FakeCloudreve {
+    FakeCloudreve::start(|request| async move { fleet_cloudreve(&request) }).await
+}
+
+/// `POST` on an instance's admin listener (no token: loopback).
+async fn admin_post(node: &Node, path: &str) -> Reply {
+    request("POST", &node.admin.url(path)).await
+}
+
+/// A Cloudreve access token naming `sub`.
+fn bearer(sub: &str) -> String {
+    let payload = URL_SAFE_NO_PAD.encode(format!(r#"{{"token_type":"access","sub":"{sub}"}}"#));
+    format!("Bearer eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln")
+}
+
+/// Fills `path` on `node` and checks the next request is a hit.
+async fn cached(node: &Node, path: &str) {
+    get(&node.proxy.url(path)).await;
+    assert_eq!(get(&node.proxy.url(path)).await.x_cache(), "HIT", "{path}");
+}
+
+#[tokio::test]
+async fn a_purge_on_one_instance_is_a_miss_on_the_other() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    let purges = [
+        ("/purge/avatar/img1alice", ALICE),
+        ("/purge/url/assets/app.js", ASSET),
+        ("/purge/prefix/assets/", ASSET),
+        ("/purge/all", BOB),
+    ];
+    for (done, (purge, path)) in purges.into_iter().enumerate() {
+        cached(&b, path).await;
+        let fetched = b.upstream.count_target(path);
+        assert_eq!(admin_post(&a, purge).await.status, 200, "{purge}");
+        b.until_metric(APPLIED, &[], |n| n > done as f64).await;
+        assert_eq!(get(&b.proxy.url(path)).await.x_cache(), "MISS", "{purge}");
+        assert_eq!(b.upstream.count_target(path), fetched + 1, "{purge}");
+    }
+    assert_eq!(
+        a.metric("cloudreve_edge_cluster_published_total", &[])
+            .await,
+        4.0
+    );
+    assert_eq!(
+        a.metric(APPLIED, &[]).await,
+        0.0,
+        "an instance skips its own events"
+    );
+    assert_eq!(b.metric(RESYNCS, &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn an_avatar_change_and_an_unsafe_request_seen_by_one_instance_reach_the_other() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+    cached(&b, ASSET).await;
+
+    let change = send(
+        &client(),
+        Request::put(a.proxy.url("/api/v4/user/setting/avatar"))
+            .header("authorization", bearer("img1alice"))
+            .body(full("new png"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(change.json()["code"], 0);
+    b.until_metric(APPLIED, &[], |n| n >= 1.0).await;
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(
+        get(&b.proxy.url(BOB)).await.x_cache(),
+        "HIT",
+        "only that user"
+    );
+
+    let post = send(
+        &client(),
+        Request::post(a.proxy.url(ASSET)).body(full("x")).unwrap(),
+    )
+    .await;
+    assert_eq!(post.status, 204);
+    b.until_metric(APPLIED, &[], |n| n >= 2.0).await;
+    assert_eq!(get(&b.proxy.url(ASSET)).await.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn events_appended_while_a_reader_is_away_are_replayed_when_it_is_back() {
+    let redis = TestRedis::start().await;
+    // A writes as `default`; B as the user the test shuts out (its connections killed, new ones refused).
+    let a = Node::join(&redis.default_url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+
+    redis.shut_out().await;
+    b.until_connected(false).await;
+    assert_eq!(admin_post(&a, "/purge/avatar/img1alice").await.status, 200);
+    assert_eq!(
+        a.metric("cloudreve_edge_cluster_published_total", &[])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        get(&b.proxy.url(ALICE)).await.x_cache(),
+        "HIT",
+        "B has not read the purge yet"
+    );
+
+    redis.let_in().await;
+    b.until_connected(true).await;
+    assert_eq!(
+        b.metric(APPLIED, &[]).await,
+        1.0,
+        "replayed from B's last id"
+    );
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(
+        get(&b.proxy.url(BOB)).await.x_cache(),
+        "HIT",
+        "nothing else dropped"
+    );
+    assert_eq!(b.metric(RESYNCS, &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_stream_trimmed_past_a_reader_while_it_is_away_drops_its_whole_cache() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.default_url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+
+    redis.shut_out().await;
+    b.until_connected(false).await;
+    admin_post(&a, "/purge/avatar/img1alice").await;
+    a.until_metric("cloudreve_edge_cluster_published_total", &[], |n| n == 1.0)
+        .await;
+    redis.cmd(&["XTRIM", STREAM, "MAXLEN", "0"]).await;
+    admin_post(&a, "/purge/url/assets/app.js").await;
+    a.until_metric("cloudreve_edge_cluster_published_total", &[], |n| n == 2.0)
+        .await;
+
+    redis.let_in().await;
+    b.until_connected(true).await;
+    assert_eq!(b.metric(RESYNCS, &[("reason", "trimmed")]).await, 1.0);
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(
+        get(&b.proxy.url(BOB)).await.x_cache(),
+        "MISS",
+        "what the trimmed events dropped is unknown: everything goes"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_an_instance_serves_within_the_cap_then_revalidates_and_resyncs_when_back()
+{
+    let mut redis = TestRedis::start().await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    assert_eq!(b.upstream.count_target(ALICE), 1);
+
+    redis.stop().await;
+    b.until_connected(false).await;
+    assert_eq!(
+        get(&b.admin.url("/readyz")).await.status,
+        200,
+        "readiness ignores Redis"
+    );
+    b.proxy.clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        get(&b.proxy.url(ALICE)).await.x_cache(),
+        "HIT",
+        "within the cap"
+    );
+    assert_eq!(b.upstream.count_target(ALICE), 1);
+    b.proxy.clock.advance(Duration::from_secs(2));
+    get(&b.proxy.url(ALICE)).await;
+    assert_eq!(
+        b.upstream.count_target(ALICE),
+        2,
+        "fresh for a day by max-age, revalidated past the cap"
+    );
+    let revalidation = b.upstream.last();
+    assert_eq!(
+        revalidation.header("if-modified-since"),
+        Some("Sun, 29 Nov 2026 12:00:00 GMT")
+    );
+    assert_eq!(
+        get(&b.proxy.url(ALICE)).await.x_cache(),
+        "HIT",
+        "validated just now"
+    );
+
+    redis.restart().await;
+    b.until_connected(true).await;
+    assert_eq!(
+        b.metric(RESYNCS, &[("reason", "epoch")]).await,
+        1.0,
+        "a Redis that came back empty"
+    );
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    b.proxy.clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        get(&b.proxy.url(ALICE)).await.x_cache(),
+        "HIT",
+        "attached again: the upstream's freshness, uncapped"
+    );
+}
+
+/// Purges on A until each is gone from B's cache, 200 times: prints the time from sending the purge call to
+/// A's admin listener to the entry's absence on B. No timed assertion; BENCHMARKS.md keeps the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propagation_time_from_a_purge_on_one_instance_to_a_miss_on_the_other() {
+    const PURGES: usize = 200;
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    let purger = client();
+    let mut times = Vec::with_capacity(PURGES);
+    for i in 0..PURGES {
+        let id = format!("img{i}");
+        get(&b.proxy.url(&format!("/api/v4/user/avatar/{id}"))).await;
+        let key = AvatarKey::from_path_segment(&id).unwrap();
+        let stored = || {
+            b.proxy()
+                .cache()
+                .peek(key.as_str(), &HeaderMap::new())
+                .is_some()
+        };
+        assert!(stored());
+        let purge = Request::post(a.admin.url(&format!("/purge/avatar/{id}")))
+            .body(empty())
+            .unwrap();
+        let sent = Instant::now();
+        assert_eq!(send(&purger, purge).await.status, 200);
+        let deadline = sent + PATIENCE;
+        while stored() {
+            assert!(Instant::now() < deadline, "purge {i} never reached B");
+            tokio::task::yield_now().await;
+        }
+        times.push(sent.elapsed());
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "cluster propagation over loopback, {PURGES} purges A -> B: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.50),
+        at(0.99),
+        times[PURGES - 1]
+    );
+    assert_eq!(b.metric(APPLIED, &[]).await, PURGES as f64);
+}
