@@ -30,7 +30,7 @@ pub struct TestRedis {
 }
 
 impl TestRedis {
-    /// Starts one on a free port, waiting (bounded) until it answers `PING`.
+    /// Starts one on a free port, waiting (bounded) until it answers.
     pub async fn start() -> Self {
         let dir = TempDir::new("redis");
         let mut redis = Self {
@@ -98,7 +98,7 @@ impl TestRedis {
         self.cmd(&["ACL", "SETUSER", EDGE_USER, "on"]).await;
     }
 
-    /// Spawns the server and polls `PING` until it answers; `false` when it exited first (port taken).
+    /// Spawns the server and polls `INFO` until it answers; `false` when the port was taken.
     async fn launch(&mut self) -> bool {
         let log = self.dir.0.join("redis.log");
         let mut child = Command::new(REDIS_SERVER)
@@ -114,13 +114,20 @@ impl TestRedis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server runs (apt-get install redis-server)");
+        let pid = child.id().expect("running");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if child.try_wait().unwrap().is_some() {
                 return false;
             }
-            if self.ping().await {
-                break;
+            // Another test's server may hold the port (ours then fails to bind): only ours counts.
+            match self.server_pid().await {
+                Some(answered) if answered == pid => break,
+                Some(_) => {
+                    child.kill().await.unwrap();
+                    return false;
+                }
+                None => {}
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -144,17 +151,18 @@ impl TestRedis {
         true
     }
 
-    async fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)) else {
-            return false;
-        };
-        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
+    /// The process id of the server answering on the port (`INFO server`), if one answers.
+    async fn server_pid(&self) -> Option<u32> {
+        let client = redis::Client::open(self.default_url()).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
             .await
-            .is_ok_and(|pong| pong == "PONG")
+            .ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 }
 
