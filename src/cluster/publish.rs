@@ -29,7 +29,9 @@ const OWED_RETRY: Duration = Duration::from_secs(1);
 
 /// The writer's view of one stream.
 struct Writer {
-    /// The connection, reconnected by the manager after a failure.
+    /// Where the stream is, for a new manager.
+    client: redis::Client,
+    /// The connection, reconnected by the manager after an I/O error; replaced after any failure.
     redis: ConnectionManager,
     /// `cluster.stream`.
     stream: String,
@@ -47,14 +49,11 @@ pub(super) fn start(
     config: &ClusterConfig,
     shared: Arc<Shared>,
 ) -> Result<(Publisher, JoinHandle<()>), ClusterError> {
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let redis = ConnectionManager::new_lazy_with_config(client, manager_config)
-        .map_err(ClusterError::Client)?;
+    let redis = manager(&client).map_err(ClusterError::Client)?;
     let (queue, mut received) = mpsc::channel::<Invalidation>(QUEUE);
     let owed = Arc::new(AtomicBool::new(false));
     let writer = Writer {
+        client,
         redis,
         stream: config.stream.clone(),
         retention: config.retention,
@@ -64,6 +63,17 @@ pub(super) fn start(
     let publisher: Publisher = Box::new(move |what| hand_off(&queue, what, &owed, &shared));
     let task = tokio::spawn(async move { writer.run(&mut received).await });
     Ok((publisher, task))
+}
+
+/// A connection manager that connects on first use, trying a connection twice per command at most (the
+/// writer retries whole appends itself).
+fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(FIRST_RETRY);
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 /// On the request path: queue `what` for the writer, never waiting.
@@ -147,8 +157,21 @@ impl Writer {
                     delay *= 2;
                 }
             }
+            self.replace_manager();
         }
         false
+    }
+
+    /// A new manager in place of one whose command failed: the redis crate's manager reconnects after an
+    /// I/O error only, and keeps answering with the error of a failed connection attempt (a refused `AUTH`,
+    /// a Redis still loading) for good.
+    fn replace_manager(&mut self) {
+        match manager(&self.client) {
+            Ok(redis) => self.redis = redis,
+            Err(err) => {
+                tracing::error!(error = %err, "cluster: cannot make a Redis connection manager")
+            }
+        }
     }
 
     /// `XADD <stream> MINID ~ <now - retention> * <fields>`: the approximate trim keeps whole macro nodes,

@@ -168,6 +168,57 @@ async fn events_appended_while_a_reader_is_away_are_replayed_when_it_is_back() {
 }
 
 #[tokio::test]
+async fn an_append_on_a_killed_connection_is_retried_not_lost() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+    // Every connection of both instances: A's writer finds its connection closed at the next append.
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    assert_eq!(admin_post(&a, "/purge/avatar/img1alice").await.status, 200);
+    b.until_metric(APPLIED, &[], |n| n >= 1.0).await;
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(get(&b.proxy.url(BOB)).await.x_cache(), "HIT");
+    assert_eq!(a.metric(PUBLISHED, &[]).await, 1.0);
+    assert_eq!(
+        a.metric("cloudreve_edge_cluster_publish_failed_total", &[])
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_that_could_not_be_appended_makes_the_others_drop_everything() {
+    let redis = TestRedis::start().await;
+    // This time A is the one kept out: its append fails whatever it retries.
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.default_url(), "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+
+    redis.shut_out().await;
+    assert_eq!(admin_post(&a, "/purge/avatar/img1alice").await.status, 200);
+    a.until_metric(
+        "cloudreve_edge_cluster_publish_failed_total",
+        &[("reason", "redis")],
+        |n| n == 1.0,
+    )
+    .await;
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "HIT");
+
+    redis.let_in().await;
+    b.until_metric(RESYNCS, &[("reason", "peer_gap")], |n| n == 1.0)
+        .await;
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(
+        get(&b.proxy.url(BOB)).await.x_cache(),
+        "MISS",
+        "which entries A's lost purge named, B cannot know"
+    );
+}
+
+#[tokio::test]
 async fn a_stream_trimmed_past_a_reader_while_it_is_away_drops_its_whole_cache() {
     let redis = TestRedis::start().await;
     let a = Node::join(&redis.default_url(), "a", cloudreve().await).await;
