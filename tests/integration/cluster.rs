@@ -168,7 +168,7 @@ async fn events_appended_while_a_reader_is_away_are_replayed_when_it_is_back() {
 }
 
 #[tokio::test]
-async fn an_append_on_a_killed_connection_is_retried_not_lost() {
+async fn an_append_after_its_connection_was_killed_is_not_lost() {
     let redis = TestRedis::start().await;
     let a = Node::join(&redis.url(), "a", cloudreve().await).await;
     let b = Node::join(&redis.url(), "b", cloudreve().await).await;
@@ -343,4 +343,45 @@ async fn propagation_time_from_a_purge_on_one_instance_to_a_miss_on_the_other() 
         times[PURGES - 1]
     );
     assert_eq!(b.metric(APPLIED, &[]).await, PURGES as f64);
+}
+
+/// `deploy/redis-invalidations.conf`'s user line, as `ACL SETUSER` arguments (name first).
+fn deploy_redis_user() -> Vec<String> {
+    let conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/redis-invalidations.conf"
+    ))
+    .unwrap();
+    conf.lines()
+        .filter_map(|line| line.strip_prefix("user "))
+        .find(|rule| rule.starts_with("cloudreve-edge "))
+        .expect("a cloudreve-edge user")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_deploy_examples_redis_user_may_do_everything_an_instance_does() {
+    let redis = TestRedis::start().await;
+    let user = deploy_redis_user();
+    let mut setuser = vec!["ACL", "SETUSER"];
+    setuser.extend(user.iter().map(String::as_str));
+    redis.cmd(&setuser).await;
+    let password = user.iter().find_map(|rule| rule.strip_prefix('>')).unwrap();
+    let url = format!("redis://{}:{password}@127.0.0.1:{}", user[0], redis.port);
+    let a = Node::join(&url, "a", cloudreve().await).await;
+    let b = Node::join(&url, "b", cloudreve().await).await;
+    cached(&b, ALICE).await;
+    assert_eq!(admin_post(&a, "/purge/avatar/img1alice").await.status, 200);
+    b.until_metric(APPLIED, &[], |n| n == 1.0).await;
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    // What reaches B now reaches it on new connections, which run every check (the epoch key, TYPE,
+    // XINFO STREAM) first.
+    cached(&b, BOB).await;
+    redis.cmd(&["CLIENT", "KILL", "USER", &user[0]]).await;
+    assert_eq!(admin_post(&a, "/purge/avatar/img2bob").await.status, 200);
+    b.until_metric(APPLIED, &[], |n| n == 2.0).await;
+    assert_eq!(get(&b.proxy.url(BOB)).await.x_cache(), "MISS");
+    assert_eq!(b.metric(RESYNCS, &[]).await, 0.0);
 }

@@ -1,5 +1,7 @@
 //! The checked-in deployment files agree with the code: the Grafana dashboard only queries metrics the proxy
-//! exports, and the systemd unit gives the drain its time and the default limits their descriptors.
+//! exports, the systemd unit gives the drain its time and the default limits their descriptors, and the
+//! three-instance example is a valid configuration on a Redis that keeps nothing (its Redis user is tried
+//! against a real Redis in `cluster.rs`).
 
 use std::collections::BTreeSet;
 
@@ -25,7 +27,10 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn grafana_dashboard_queries_only_exported_metrics() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::clustered();
+    let cluster = metrics.cluster().unwrap();
+    cluster.resynced("epoch");
+    cluster.publish_failed("redis");
     let record = AccessRecord::start(
         &Method::GET,
         &Uri::from_static("/"),
@@ -138,4 +143,30 @@ fn systemd_unit_gives_the_default_limits_their_descriptors() {
         limit >= needed,
         "LimitNOFILE={limit}, the defaults need {needed}"
     );
+}
+
+#[test]
+fn the_three_instance_example_is_a_clustered_configuration() {
+    let config = cloudreve_edge::Config::from_toml(&deploy_file("proxy-cluster.toml"))
+        .expect("deploy/proxy-cluster.toml is valid");
+    let cluster = config.cluster.expect("a [cluster] section");
+    assert_eq!(
+        cluster.instance_id, None,
+        "one file for every instance: hostname-pid"
+    );
+    let redis = deploy_file("redis-invalidations.conf");
+    let (_, address) = cluster.redis_url.as_str().rsplit_once('@').unwrap();
+    let (host, port) = address.split_once(':').unwrap();
+    let bind = redis.lines().find_map(|l| l.strip_prefix("bind ")).unwrap();
+    assert!(bind.split_whitespace().any(|b| b == host), "{bind}");
+    assert!(redis.contains(&format!("\nport {port}\n")));
+    for line in ["save \"\"", "appendonly no", "maxmemory-policy noeviction"] {
+        assert!(redis.lines().any(|l| l == line), "{line}");
+    }
+    for file in ["haproxy.cfg", "nginx.conf", "prometheus.yml"] {
+        let text = deploy_file(file);
+        for instance in ["10.0.0.11:", "10.0.0.12:", "10.0.0.13:"] {
+            assert!(text.contains(instance), "{file} lists {instance}");
+        }
+    }
 }
