@@ -20,8 +20,8 @@ mod ops;
 use cache::RawCache;
 pub use cache::{CacheConfig, Limits, RuleConfig, RuleKind};
 pub use ops::{
-    AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
-    require_admin_token,
+    ACCESS_LOG_MODE, AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW,
+    TrustedProxies, open_access_log, require_admin_token,
 };
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
@@ -491,7 +491,7 @@ impl RawLog {
             path => {
                 // Opened (and created) now, so a path the proxy cannot write is an error at start and at
                 // reload, not lines lost later.
-                if let Err(err) = crate::access_log::sink::open(Path::new(path)) {
+                if let Err(err) = ops::open_access_log(Path::new(path)) {
                     return Err(invalid(
                         "log.access_log_path",
                         format!("cannot open {path} for appending: {err}"),

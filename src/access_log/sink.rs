@@ -3,9 +3,8 @@
 //! waits on the disk or a pipe: when the buffer is full (the disk stalls, the pipe's reader is gone) the line
 //! is dropped and counted.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -16,8 +15,6 @@ use std::time::Duration;
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Bytes that make a batch worth writing at once (nginx's default `buffer=64k`).
 const BATCH: usize = 64 * 1024;
-/// Permissions of an access log file the proxy creates (access logs hold client addresses).
-const FILE_MODE: u32 = 0o640;
 
 /// Lines dropped since start: the buffer was full, or writing them failed.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
@@ -91,13 +88,10 @@ impl Output {
     }
 }
 
-/// Opens an access log file for appending, created with mode 0640.
-pub fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(FILE_MODE)
-        .open(path)
+/// Opens an access log file for appending, created with mode 0640 (the one definition, shared with the
+/// validation of `log.access_log_path`).
+fn open(path: &Path) -> io::Result<File> {
+    crate::config::open_access_log(path)
 }
 
 impl Sink {
@@ -299,7 +293,7 @@ mod tests {
         assert_eq!(lines[999], "line 999");
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o640, "{mode:o}");
+        assert_eq!(mode & 0o777, crate::config::ACCESS_LOG_MODE, "{mode:o}");
     }
 
     #[test]
