@@ -1,10 +1,17 @@
 //! One access-log event per request, written when the response body is finished (or abandoned), so it
 //! carries the real byte count and whether the body was delivered whole.
+//!
+//! The binary installs a [`Sink`] (`install`): each event is then formatted into a buffer the thread reuses
+//! (`line.rs`, no allocation) and appended to the sink's bounded buffer, which a thread of its own writes out
+//! in batches, to standard error or `log.access_log_path` (`sink.rs`). Without one (the library in tests),
+//! events go through `tracing` like every other log event.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri, Version};
@@ -13,7 +20,31 @@ use hyper::body::Body as HttpBody;
 
 use crate::body::Body;
 use crate::cache::CacheStatus;
-use crate::config::RuleKind;
+use crate::config::{LogFormat, RuleKind};
+
+mod line;
+pub mod sink;
+
+pub use sink::Sink;
+
+/// The sink every access event goes to once installed, and the layout of its lines.
+static INSTALLED: OnceLock<(Sink, LogFormat)> = OnceLock::new();
+
+/// Sends every access event from now on to `sink`, as `format` lines. Only the first call takes effect; the
+/// sink of a later one is handed back.
+pub fn install(sink: Sink, format: LogFormat) -> Result<(), Sink> {
+    INSTALLED.set((sink, format)).map_err(|(sink, _)| sink)
+}
+
+/// The installed sink, for the binary's reopen, retarget and close.
+pub fn installed() -> Option<&'static Sink> {
+    INSTALLED.get().map(|(sink, _)| sink)
+}
+
+thread_local! {
+    /// The line being formatted, kept from one event to the next so formatting allocates nothing.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
 
 /// What is known about a request while it is handled; the phases of `proxy/` fill it in.
 #[derive(Debug)]
@@ -140,6 +171,30 @@ impl Drop for LoggedBody {
 impl AccessRecord {
     /// Writes the event: the response had `status`, and `bytes` of its body were sent, all of it or not.
     pub fn log(self, status: StatusCode, bytes: u64, complete: bool) {
+        if let Some((sink, format)) = INSTALLED.get() {
+            let fields = line::Fields {
+                at: SystemTime::now(),
+                client: self.client,
+                method: self.method.as_str(),
+                path: self.uri.path(),
+                version: self.version,
+                status: status.as_u16(),
+                cache: self.cache.map_or("-", |c| c.outcome.as_str()),
+                upstream: self.upstream_time,
+                bytes,
+                complete,
+                duration: self.started.elapsed(),
+            };
+            LINE.with_borrow_mut(|buffer| {
+                buffer.clear();
+                match format {
+                    LogFormat::Text => line::text(buffer, &fields),
+                    LogFormat::Json => line::json(buffer, &fields),
+                }
+                sink.push(buffer);
+            });
+            return;
+        }
         tracing::info!(
             target: "access",
             client = %self.client,

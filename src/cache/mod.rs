@@ -207,10 +207,28 @@ impl Cache {
     }
 
     /// Stores a filled response under `primary` (or under its variant key, with the `Vary` index under
-    /// `primary`) and hands it to the fill's waiters.
+    /// `primary`) and hands it to the fill's waiters. A fill a purge overtook stores nothing (its waiters,
+    /// which asked before the purge, still get it).
     pub fn complete(&self, fill: Fill, primary: &str, entry: Arc<CachedResponse>) {
-        self.insert(primary, Arc::clone(&entry));
+        fill.store_if_current(|| self.insert(primary, Arc::clone(&entry)));
         fill.publish(Some(Stored::Response(entry)));
+    }
+
+    /// Replaces the response `stored` that `request` found under `primary` with `updated`, unless it is not
+    /// stored there any more (purged, or replaced by a fill) since it was read.
+    pub fn update(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        stored: &Arc<CachedResponse>,
+        updated: Arc<CachedResponse>,
+    ) {
+        self.store.without_purges(|| {
+            let current = self.resolve(primary, request).1;
+            if current.is_some_and(|current| Arc::ptr_eq(&current, stored)) {
+                self.insert(primary, updated);
+            }
+        });
     }
 
     /// Stores a response under `primary`, or under its variant key with the `Vary` index under `primary`.
@@ -337,5 +355,27 @@ mod tests {
             cache.claim_or_find("absent", None, now),
             Lookup::Miss(Miss::Fill { .. })
         ));
+    }
+
+    #[test]
+    fn an_update_of_a_response_purged_since_it_was_read_stores_nothing() {
+        let cache = Cache::new(1 << 20, Clock::system());
+        let now = cache.clock().now();
+        let request = HeaderMap::new();
+        let Stored::Response(read) = fresh_entry(now) else {
+            unreachable!()
+        };
+        let Stored::Response(updated) = fresh_entry(now) else {
+            unreachable!()
+        };
+        cache.insert("k", Arc::clone(&read));
+        cache.purge("k");
+        cache.update("k", &request, &read, Arc::clone(&updated));
+        assert!(cache.peek("k", &request).is_none(), "purged stays purged");
+
+        cache.insert("k", Arc::clone(&read));
+        cache.update("k", &request, &read, Arc::clone(&updated));
+        let current = cache.peek("k", &request).expect("updated");
+        assert!(Arc::ptr_eq(&current, &updated));
     }
 }
