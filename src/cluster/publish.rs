@@ -13,6 +13,7 @@ use super::event::Event;
 use super::{CONNECT_TIMEOUT, ClusterError, Shared};
 use crate::cache::{Invalidation, Publisher};
 use crate::config::ClusterConfig;
+use crate::metrics::ClusterMetrics;
 
 /// Invalidations waiting for the writer. A purge storm beyond this, with Redis slow, is counted
 /// (`reason="queue_full"`) and made up for by an `all`.
@@ -58,9 +59,10 @@ pub(super) fn start(
         stream: config.stream.clone(),
         retention: config.retention,
         owed: Arc::clone(&owed),
-        shared: Arc::clone(&shared),
+        shared,
     };
-    let publisher: Publisher = Box::new(move |what| hand_off(&queue, what, &owed, &shared));
+    let metrics = writer.shared.metrics.clone();
+    let publisher: Publisher = Box::new(move |what| hand_off(&queue, what, &owed, &metrics));
     let task = tokio::spawn(async move { writer.run(&mut received).await });
     Ok((publisher, task))
 }
@@ -81,14 +83,14 @@ fn hand_off(
     queue: &mpsc::Sender<Invalidation>,
     what: &Invalidation,
     owed: &AtomicBool,
-    shared: &Shared,
+    metrics: &ClusterMetrics,
 ) {
     if let Err(err) = queue.try_send(what.clone()) {
         let reason = match err {
             TrySendError::Full(_) => "queue_full",
             TrySendError::Closed(_) => "stopped",
         };
-        shared.metrics.publish_failed(reason);
+        metrics.publish_failed(reason);
         // One line per run of losses, not one per request.
         if !owed.swap(true, Ordering::SeqCst) {
             tracing::warn!(
@@ -193,5 +195,23 @@ impl Writer {
         }
         command.query_async::<String>(&mut self.redis).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_never_waits_and_owes_the_others_an_all() {
+        let (queue, mut received) = mpsc::channel(1);
+        let owed = AtomicBool::new(false);
+        let metrics = ClusterMetrics::default();
+        hand_off(&queue, &Invalidation::Key("a".into()), &owed, &metrics);
+        assert!(!owed.load(Ordering::SeqCst));
+        hand_off(&queue, &Invalidation::Key("b".into()), &owed, &metrics);
+        assert!(owed.load(Ordering::SeqCst), "the second did not fit");
+        assert_eq!(received.try_recv(), Ok(Invalidation::Key("a".into())));
+        assert!(received.try_recv().is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use ::redis::Value;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudreve_edge::cache::policy::AvatarKey;
@@ -299,6 +300,53 @@ async fn with_redis_down_an_instance_serves_within_the_cap_then_revalidates_and_
         "HIT",
         "attached again: the upstream's freshness, uncapped"
     );
+}
+
+#[tokio::test]
+async fn an_instance_started_while_redis_is_down_serves_detached_then_attaches() {
+    let mut redis = TestRedis::start().await;
+    redis.stop().await;
+    let b = Node::start(&redis.url(), "b", cloudreve().await, None).await;
+    b.until_connected(false).await;
+    cached(&b, ALICE).await;
+    b.proxy.clock.advance(Duration::from_secs(61));
+    get(&b.proxy.url(ALICE)).await;
+    assert_eq!(b.upstream.count_target(ALICE), 2, "capped from the start");
+    redis.restart().await;
+    b.until_connected(true).await;
+    assert_eq!(b.metric(RESYNCS, &[]).await, 0.0, "nothing was ever read");
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn a_reader_resumes_after_the_id_it_is_given_and_reports_where_it_is() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    for purge in ["/purge/avatar/img1alice", "/purge/avatar/img2bob"] {
+        admin_post(&a, purge).await;
+    }
+    a.until_metric(PUBLISHED, &[], |n| n == 2.0).await;
+    let Value::Array(entries) = redis.cmd(&["XRANGE", STREAM, "-", "+"]).await else {
+        panic!("XRANGE answers an array");
+    };
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|entry| match entry {
+            Value::Array(parts) => ::redis::from_redis_value_ref(&parts[0]).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    // As a snapshot's stream id would be passed back: the second event is replayed, the first is not.
+    let b = Node::start(&redis.url(), "b", cloudreve().await, Some(&ids[0])).await;
+    b.until_connected(true).await;
+    assert_eq!(b.metric(APPLIED, &[]).await, 1.0);
+    assert_eq!(b.metric(RESYNCS, &[]).await, 0.0);
+    assert_eq!(
+        b.cluster.last_applied_id().as_deref(),
+        Some(ids[1].as_str())
+    );
+    assert_eq!(b.cluster.instance_id(), "b");
 }
 
 /// Purges on A until each is gone from B's cache, 200 times: prints the time from sending the purge call to

@@ -189,19 +189,30 @@ impl Node {
     /// with freshness capped at 60 s (of its manual clock) while detached; returns once its reader has
     /// caught up.
     pub async fn join(url: &str, id: &str, upstream: FakeCloudreve) -> Self {
+        let node = Self::start(url, id, upstream, None).await;
+        node.until_connected(true).await;
+        node
+    }
+
+    /// The same without waiting for the reader, which starts after `resume_from` when given.
+    pub async fn start(
+        url: &str,
+        id: &str,
+        upstream: FakeCloudreve,
+        resume_from: Option<&str>,
+    ) -> Self {
         let mut config = test_config(&upstream.url());
         config.cluster = cluster_config(url, id, "60s").cluster;
         let proxy = TestProxy::start_with(config.clone()).await;
         let admin = TestAdmin::start(&proxy).await;
-        let cluster = cluster::start(config.cluster.as_ref().unwrap(), &proxy.proxy, None).unwrap();
-        let node = Self {
+        let cluster =
+            cluster::start(config.cluster.as_ref().unwrap(), &proxy.proxy, resume_from).unwrap();
+        Self {
             upstream,
             proxy,
             admin,
             cluster,
-        };
-        node.until_connected(true).await;
-        node
+        }
     }
 
     /// Polls `/metrics` until `cloudreve_edge_cluster_connected` is `connected`.
