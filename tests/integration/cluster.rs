@@ -3,6 +3,8 @@
 //! history lost while away (trimmed, Redis restarted empty) drops everything; while Redis is down an
 //! instance serves within the freshness cap, then revalidates. The propagation time is printed.
 
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ::redis::Value;
@@ -11,7 +13,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudreve_edge::cache::policy::AvatarKey;
 use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
+use tokio::io::AsyncBufReadExt as _;
 
+use crate::support::ops::{TempDir, TestCa};
 use crate::support::redis::{Node, TestRedis};
 use crate::support::*;
 
@@ -432,4 +436,116 @@ async fn the_deploy_examples_redis_user_may_do_everything_an_instance_does() {
     b.until_metric(APPLIED, &[], |n| n == 2.0).await;
     assert_eq!(get(&b.proxy.url(BOB)).await.x_cache(), "MISS");
     assert_eq!(b.metric(RESYNCS, &[]).await, 0.0);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloudreve-edge");
+
+/// The binary's log (stderr), read line by line.
+struct Logged {
+    _child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl Logged {
+    /// Runs the binary on `config` (loopback listeners on free ports), with `cert_file` as the roots it
+    /// trusts (`SSL_CERT_FILE`), or the system's.
+    fn start(config: &Path, cert_file: Option<&Path>) -> Self {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(file) = cert_file {
+            command.env("SSL_CERT_FILE", file);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        Self {
+            _child: child,
+            lines: tokio::io::BufReader::new(stderr).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from here on) that contains `wanted`, within [`PATIENCE`].
+    async fn until(&mut self, wanted: &str) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = self.lines.next_line().await {
+                self.seen.push(line.clone());
+                if line.contains(wanted) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!("no {wanted:?} in the log:\n{}", self.seen.join("\n")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_joins_a_rediss_redis_it_trusts_and_only_that_one() {
+    let dir = TempDir::new("rediss");
+    let ca = TestCa::new("redis test CA");
+    let leaf = ca.leaf("redis");
+    let ca_file = dir.write("ca.pem", &ca.pem);
+    let redis = TestRedis::start_tls(
+        &dir.write("redis.crt", &leaf.cert_pem),
+        &dir.write("redis.key", &leaf.key_pem),
+        &ca_file,
+    )
+    .await;
+    let config = dir.write(
+        "proxy.toml",
+        &format!(
+            "[upstream]\nurl = \"http://127.0.0.1:9\"\n[cluster]\n\
+             redis_url = \"rediss://127.0.0.1:{}\"\ninstance_id = \"tls\"\n",
+            redis.tls_port.unwrap()
+        ),
+    );
+
+    let mut trusting = Logged::start(&config, Some(&ca_file));
+    let listening = trusting.until("listening").await;
+    trusting
+        .until("cluster: reading the invalidation stream")
+        .await;
+    // The writer speaks TLS too: a purge on this instance lands in the stream.
+    let admin = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("admin="))
+        .expect("the admin address in the listening line");
+    assert_eq!(
+        request("POST", &format!("http://{admin}/purge/all"))
+            .await
+            .status,
+        200
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while redis.cmd(&["XLEN", STREAM]).await != Value::Int(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the purge never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Verified against the system's roots, the test CA's certificate is refused; the proxy serves anyway.
+    let mut doubting = Logged::start(&config, None);
+    doubting.until("listening").await;
+    let refused = doubting
+        .until("cluster: cannot read the invalidation stream")
+        .await;
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }

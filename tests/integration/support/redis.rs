@@ -2,6 +2,7 @@
 //! loopback port, in a temp dir, without persistence (`--save '' --appendonly no`), killed on drop; and
 //! proxies joined to it, each with its own fake Cloudreve and admin listener.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,10 @@ const PORT_ATTEMPTS: usize = 10;
 /// A `redis-server` on `127.0.0.1:<port>`.
 pub struct TestRedis {
     pub port: u16,
+    /// With [`TestRedis::start_tls`]: the TLS port, beside the plain one.
+    pub tls_port: Option<u16>,
+    /// `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file` with [`TestRedis::start_tls`].
+    tls_files: Vec<std::path::PathBuf>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -32,14 +37,27 @@ pub struct TestRedis {
 impl TestRedis {
     /// Starts one on a free port, waiting (bounded) until it answers.
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// One that also takes TLS connections (on `tls_port`) with this certificate, key and CA, without
+    /// asking clients for certificates.
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_with(vec![cert.to_owned(), key.to_owned(), ca.to_owned()]).await
+    }
+
+    async fn start_with(tls_files: Vec<std::path::PathBuf>) -> Self {
         let dir = TempDir::new("redis");
         let mut redis = Self {
             port: 0,
+            tls_port: None,
+            tls_files,
             dir,
             child: None,
         };
         for _ in 0..PORT_ATTEMPTS {
             redis.port = free_port();
+            redis.tls_port = (!redis.tls_files.is_empty()).then(free_port);
             if redis.launch().await {
                 return redis;
             }
@@ -101,7 +119,14 @@ impl TestRedis {
     /// Spawns the server and polls `INFO` until it answers; `false` when the port was taken.
     async fn launch(&mut self) -> bool {
         let log = self.dir.0.join("redis.log");
-        let mut child = Command::new(REDIS_SERVER)
+        let mut command = Command::new(REDIS_SERVER);
+        if let (Some(port), [cert, key, ca]) = (self.tls_port, self.tls_files.as_slice()) {
+            command.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"]);
+            command.arg("--tls-cert-file").arg(cert);
+            command.arg("--tls-key-file").arg(key);
+            command.arg("--tls-ca-cert-file").arg(ca);
+        }
+        let mut child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
