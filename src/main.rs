@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -20,6 +21,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 64;
 /// Exit code when a second SIGTERM/SIGINT cut the drain short.
 const EXIT_FORCED: u8 = 1;
+/// After the drain, invalidations still queued for the cluster's stream get this long to be appended.
+const CLUSTER_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An edge caching reverse proxy for Cloudreve.
 #[derive(Debug, Parser)]
@@ -195,7 +198,7 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
     // Kept for the life of the process: dropping it stops sharing invalidations.
-    let _cluster = match &config.cluster {
+    let cluster = match &config.cluster {
         Some(cluster) => {
             Some(cluster::start(cluster, &proxy, None).context("cannot start the cluster")?)
         }
@@ -257,6 +260,12 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
         let _ = stopped.await;
     };
     server::run(listener, proxy, &config.server, shutdown).await?;
+    // The drain is over: what it invalidated last still has to reach the other instances.
+    if let Some(cluster) = cluster {
+        if !cluster.flush(CLUSTER_FLUSH_TIMEOUT).await {
+            tracing::warn!("cluster: invalidations still queued at exit were not shared");
+        }
+    }
     Ok(())
 }
 

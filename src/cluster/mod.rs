@@ -61,6 +61,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     /// The writer and the reader.
     tasks: [JoinHandle<()>; 2],
+    /// The writer's queue, to flush it.
+    queue: publish::Queue,
 }
 
 /// Why the cluster could not start.
@@ -94,6 +96,19 @@ impl Cluster {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         last.map(|pos| pos.to_string())
+    }
+}
+
+impl Cluster {
+    /// Waits until every invalidation queued so far has been dealt with (appended, or counted as failed
+    /// after its retries), for at most `within`; whether it was. For the end of a drain: what is still
+    /// queued when the process exits never reaches the other instances.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let flush = async {
+            self.queue.send(publish::Job::Flush(done)).await.is_ok() && flushed.await.is_ok()
+        };
+        tokio::time::timeout(within, flush).await.unwrap_or(false)
     }
 }
 
@@ -133,7 +148,7 @@ pub fn start(
         max_stale: config.max_stale_when_detached,
         last_applied: Mutex::new(None),
     });
-    let (publisher, writer) = publish::start(client.clone(), config, Arc::clone(&shared))?;
+    let (publisher, writer, queue) = publish::start(client.clone(), config, Arc::clone(&shared))?;
     if !shared.cache().set_publisher(publisher) {
         writer.abort();
         return Err(ClusterError::NotClustered);
@@ -148,6 +163,7 @@ pub fn start(
     Ok(Cluster {
         shared,
         tasks: [writer, reader],
+        queue,
     })
 }
 

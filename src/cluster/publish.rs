@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::event::Event;
@@ -28,6 +29,17 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// writer tries again this often.
 const OWED_RETRY: Duration = Duration::from_secs(1);
 
+/// What the writer is handed, in order.
+pub(super) enum Job {
+    /// Append this invalidation.
+    Append(Invalidation),
+    /// Answer once every job handed before has been dealt with (appended, or counted as failed).
+    Flush(oneshot::Sender<()>),
+}
+
+/// The writer's queue.
+pub(super) type Queue = mpsc::Sender<Job>;
+
 /// The writer's view of one stream.
 struct Writer {
     /// Where the stream is, for a new manager.
@@ -44,14 +56,14 @@ struct Writer {
     shared: Arc<Shared>,
 }
 
-/// The cache's publisher (a non-blocking hand-off) and the writer task draining it.
+/// The cache's publisher (a non-blocking hand-off), the writer task draining it, and its queue (to flush).
 pub(super) fn start(
     client: redis::Client,
     config: &ClusterConfig,
     shared: Arc<Shared>,
-) -> Result<(Publisher, JoinHandle<()>), ClusterError> {
+) -> Result<(Publisher, JoinHandle<()>, Queue), ClusterError> {
     let redis = manager(&client).map_err(ClusterError::Client)?;
-    let (queue, mut received) = mpsc::channel::<Invalidation>(QUEUE);
+    let (queue, mut received) = mpsc::channel::<Job>(QUEUE);
     let owed = Arc::new(AtomicBool::new(false));
     let writer = Writer {
         client,
@@ -62,9 +74,10 @@ pub(super) fn start(
         shared,
     };
     let metrics = writer.shared.metrics.clone();
+    let flush = queue.clone();
     let publisher: Publisher = Box::new(move |what| hand_off(&queue, what, &owed, &metrics));
     let task = tokio::spawn(async move { writer.run(&mut received).await });
-    Ok((publisher, task))
+    Ok((publisher, task, flush))
 }
 
 /// A connection manager that connects on first use, trying a connection twice per command at most (the
@@ -79,13 +92,8 @@ fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
 }
 
 /// On the request path: queue `what` for the writer, never waiting.
-fn hand_off(
-    queue: &mpsc::Sender<Invalidation>,
-    what: &Invalidation,
-    owed: &AtomicBool,
-    metrics: &ClusterMetrics,
-) {
-    if let Err(err) = queue.try_send(what.clone()) {
+fn hand_off(queue: &Queue, what: &Invalidation, owed: &AtomicBool, metrics: &ClusterMetrics) {
+    if let Err(err) = queue.try_send(Job::Append(what.clone())) {
         let reason = match err {
             TrySendError::Full(_) => "queue_full",
             TrySendError::Closed(_) => "stopped",
@@ -105,7 +113,7 @@ fn hand_off(
 
 impl Writer {
     /// Appends what arrives, in order, until the queue closes; pays an owed `all` first.
-    async fn run(mut self, received: &mut mpsc::Receiver<Invalidation>) {
+    async fn run(mut self, received: &mut mpsc::Receiver<Job>) {
         loop {
             let owed = self.owed.load(Ordering::SeqCst);
             let next = if owed {
@@ -123,10 +131,15 @@ impl Writer {
                 self.owed.store(false, Ordering::SeqCst);
                 tracing::info!("cluster: appended `all` for the invalidations that had been lost");
             }
-            if let Some(what) = next {
-                if !self.append(&what, false).await {
-                    self.owed.store(true, Ordering::SeqCst);
+            match next {
+                Some(Job::Append(what)) => {
+                    let appended = self.append(&what, false).await;
+                    self.owed.fetch_or(!appended, Ordering::SeqCst);
                 }
+                Some(Job::Flush(done)) => {
+                    let _ = done.send(());
+                }
+                None => {}
             }
         }
     }
@@ -211,7 +224,10 @@ mod tests {
         assert!(!owed.load(Ordering::SeqCst));
         hand_off(&queue, &Invalidation::Key("b".into()), &owed, &metrics);
         assert!(owed.load(Ordering::SeqCst), "the second did not fit");
-        assert_eq!(received.try_recv(), Ok(Invalidation::Key("a".into())));
+        assert!(matches!(
+            received.try_recv(),
+            Ok(Job::Append(Invalidation::Key(key))) if key == "a"
+        ));
         assert!(received.try_recv().is_err());
     }
 }

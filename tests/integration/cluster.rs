@@ -307,6 +307,37 @@ async fn with_redis_down_an_instance_serves_within_the_cap_then_revalidates_and_
 }
 
 #[tokio::test]
+async fn a_flush_returns_once_what_was_queued_is_in_the_stream_and_never_hangs() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.url(), "a", cloudreve().await).await;
+    for purge in ["/purge/avatar/img1alice", "/purge/avatar/img2bob"] {
+        admin_post(&a, purge).await;
+    }
+    assert!(a.cluster.flush(PATIENCE).await);
+    assert_eq!(
+        redis.cmd(&["XLEN", STREAM]).await,
+        Value::Int(2),
+        "no waiting"
+    );
+    // With Redis refusing it, the writer gives up on the append after its retries (counted), and the flush
+    // after `within` at the latest.
+    redis.shut_out().await;
+    admin_post(&a, "/purge/avatar/img1alice").await;
+    let flushed = a.cluster.flush(Duration::from_millis(1)).await;
+    assert!(!flushed, "an append retries for longer than that");
+    assert!(a.cluster.flush(PATIENCE).await);
+    // The purge, then the `all` the writer owes the others, tried before each later job.
+    let failed = a
+        .metric(
+            "cloudreve_edge_cluster_publish_failed_total",
+            &[("reason", "redis")],
+        )
+        .await;
+    assert!(failed >= 2.0, "{failed}");
+    assert_eq!(redis.cmd(&["XLEN", STREAM]).await, Value::Int(2));
+}
+
+#[tokio::test]
 async fn an_instance_started_while_redis_is_down_serves_detached_then_attaches() {
     let mut redis = TestRedis::start().await;
     redis.stop().await;
