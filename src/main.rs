@@ -85,6 +85,7 @@ fn start_access_log(log: &LogConfig) -> Result<(), String> {
         .map_err(|err| format!("log.access_log_path: {err}"))?;
     // Only the first install takes effect, and this is the first.
     let _ = access_log::install(sink, log.format);
+    access_log::refresh_filter();
     Ok(())
 }
 
@@ -233,6 +234,7 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
             };
             if let Some(level) = reloaded.log_level {
                 set_level(&level);
+                access_log::refresh_filter();
             }
             if let (Some(path), Some(sink)) = (reloaded.access_log_path, access_log::installed()) {
                 match sink.retarget(path.as_deref()) {
