@@ -102,14 +102,28 @@ fn address(out: &mut Vec<u8>, address: SocketAddr) {
         return;
     };
     let [a, b, c, d] = v4.ip().octets();
-    for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-        if i > 0 {
-            out.push(b'.');
-        }
-        integer(out, u64::from(octet));
+    octet(out, a);
+    for byte in [b, c, d] {
+        out.push(b'.');
+        octet(out, byte);
     }
     out.push(b':');
     integer(out, u64::from(v4.port()));
+}
+
+/// A byte in decimal, without leading zeros.
+fn octet(out: &mut Vec<u8>, value: u8) {
+    let digits = [
+        b'0' + value / 100,
+        b'0' + value / 10 % 10,
+        b'0' + value % 10,
+    ];
+    let skip = match value {
+        100.. => 0,
+        10.. => 1,
+        _ => 2,
+    };
+    out.extend_from_slice(&digits[skip..]);
 }
 
 fn version(version: Version) -> &'static str {
@@ -360,6 +374,17 @@ mod tests {
             let mut out = Vec::new();
             timestamp(&mut out, at);
             assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn padding_matches_format() {
+        for value in [0, 7, 42, 999, 1000, 123_456, 999_999, 1_000_000, 12_345_678] {
+            for width in [2, 3, 4, 6] {
+                let mut out = Vec::new();
+                padded(&mut out, value, width);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{value:0width$}"));
+            }
         }
     }
 
