@@ -8,6 +8,7 @@ mod entry;
 pub mod policy;
 pub mod request;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod vary;
