@@ -122,6 +122,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod restart;
 pub mod route;
 pub mod server;
 pub mod tls;

@@ -35,6 +35,9 @@ pub struct Store<V: Stored> {
     touched: Arc<Mutex<Option<Touched>>>,
     /// Whether `touched` is `Some`.
     restoring: Arc<AtomicBool>,
+    /// Removals so far (one key, by predicate, or all), so that a snapshot written while one happened is
+    /// given up rather than bring the removed entry back.
+    removals: Arc<AtomicU64>,
 }
 
 /// What changed in the store since a restore began.
@@ -69,6 +72,7 @@ impl<V: Stored> Clone for Store<V> {
             evictions: Arc::clone(&self.evictions),
             touched: Arc::clone(&self.touched),
             restoring: Arc::clone(&self.restoring),
+            removals: Arc::clone(&self.removals),
         }
     }
 }
@@ -149,6 +153,7 @@ impl<V: Stored> Store<V> {
             evictions,
             touched: Arc::new(Mutex::new(None)),
             restoring: Arc::new(AtomicBool::new(false)),
+            removals: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -165,12 +170,14 @@ impl<V: Stored> Store<V> {
 
     /// Removes a key.
     pub fn remove(&self, key: &str) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(Some(key));
         self.entries.invalidate(key);
     }
 
     /// Removes every entry.
     pub fn clear(&self) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(None);
         self.entries.invalidate_all();
     }
@@ -178,6 +185,7 @@ impl<V: Stored> Store<V> {
     /// Removes every entry whose key satisfies `predicate`. Removal is immediate for lookups (moka checks
     /// the predicate on every read) and the memory is reclaimed by its maintenance.
     pub fn remove_if(&self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(None);
         // Only fails when invalidation closures are not enabled, which `new` always does.
         let _ = self
@@ -232,6 +240,12 @@ impl<V: Stored> Store<V> {
         self.entries
             .iter()
             .map(|(key, value)| (Arc::clone(&*key), value))
+    }
+
+    /// Removals so far: compared before and after a read of every entry ([`Store::iter`]), it tells whether
+    /// one may have been missed.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::SeqCst)
     }
 
     /// Starts a restore: from now until [`Store::end_restore`], every key written or removed is remembered,

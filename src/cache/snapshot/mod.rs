@@ -78,7 +78,9 @@ pub struct Restore {
 }
 
 /// Writes every response `cache` holds to `out`, record by record, giving up with
-/// [`io::ErrorKind::TimedOut`] once `deadline` passes.
+/// [`io::ErrorKind::TimedOut`] once `deadline` passes, and with [`io::ErrorKind::Interrupted`] when anything
+/// was removed from the cache meanwhile (a purge on the admin listener during the drain): an entry written
+/// before the purge would come back with the next start.
 pub fn write(
     cache: &Cache,
     out: impl Write,
@@ -86,6 +88,7 @@ pub fn write(
     deadline: Instant,
 ) -> io::Result<Written> {
     let now = cache.clock().now();
+    let removals = cache.store.removals();
     let mut writer = format::Writer::new(out, header)?;
     let mut written = Written::default();
     for (key, stored) in cache.store.iter() {
@@ -103,6 +106,12 @@ pub fn write(
         writer.record(&meta, &entry.body)?;
         written.entries += 1;
         written.body_bytes += entry.body.len() as u64;
+    }
+    if cache.store.removals() != removals {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "an entry was purged while the snapshot was written",
+        ));
     }
     let (_, _, file_bytes) = writer.finish()?;
     written.file_bytes = file_bytes;

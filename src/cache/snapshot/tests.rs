@@ -394,6 +394,31 @@ fn a_write_past_its_deadline_gives_up() {
 }
 
 #[test]
+fn a_purge_while_writing_gives_the_snapshot_up() {
+    let cache = filled_cache();
+    let far = Instant::now() + Duration::from_secs(3600);
+    let mut purging = PurgeOnFirstWrite(Some(&cache), Vec::new());
+    let err = write(&cache, &mut purging, &header(None), far).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
+}
+
+/// An output that purges one entry of the cache as the first bytes are written.
+struct PurgeOnFirstWrite<'a>(Option<&'a Cache>, Vec<u8>);
+
+impl Write for PurgeOnFirstWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(cache) = self.0.take() {
+            cache.purge("grav");
+        }
+        self.1.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
 fn the_build_hash_names_the_schema() {
     assert_ne!(build_hash(), 0);
     assert_eq!(build_hash(), build_hash());
