@@ -25,11 +25,17 @@ use http::{HeaderMap, Response};
 fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().map_or(100_000, |a| a.parse().expect("AVATARS"));
-    let size: usize = args.next().map_or(6 * 1024, |a| a.parse().expect("BYTES_EACH"));
+    let size: usize = args
+        .next()
+        .map_or(6 * 1024, |a| a.parse().expect("BYTES_EACH"));
     let directory = args.next().map_or_else(std::env::temp_dir, Into::into);
     let path = directory.join(format!("edge-snapshot-example-{}", std::process::id()));
     let config = Config::default();
-    let limits = config.cache.avatar().expect("the default avatar rule").limits;
+    let limits = config
+        .cache
+        .avatar()
+        .expect("the default avatar rule")
+        .limits;
     let expect = Expect {
         build: snapshot::build_hash(),
         context: restart::context(&config.cache),
