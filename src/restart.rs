@@ -100,6 +100,9 @@ fn restore(proxy: &Proxy, path: &Path, expect: Expect) -> Restored {
     let stream_id = loaded.header.stream_id.clone();
     let outcome = proxy.cache().restore(loaded);
     let superseded = outcome.superseded + outcome.stopped;
+    proxy
+        .metrics()
+        .snapshot_restored(outcome.restored, expired, started.elapsed());
     tracing::info!(
         path = %path.display(),
         restored = outcome.restored,

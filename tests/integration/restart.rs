@@ -65,8 +65,9 @@ impl Setup {
         }
     }
 
-    /// The binary on this setup's file, on `127.0.0.1:0`, in front of `upstream`.
-    async fn start(&self, upstream: &FakeCloudreve) -> (Edge, String) {
+    /// The binary on this setup's file, on `127.0.0.1:0`, in front of `upstream`: it, its base URL and its
+    /// admin listener's.
+    async fn start_with_admin(&self, upstream: &FakeCloudreve) -> (Edge, String, String) {
         let mut edge = Edge::spawn(
             &[
                 "--config",
@@ -81,8 +82,15 @@ impl Setup {
             &[],
             Some(self.scratch.path()),
         );
-        let (addr, _) = edge.listening().await;
-        (edge, format!("http://{addr}"))
+        let (addr, line) = edge.listening().await;
+        let admin = format!("http://{}", field(&line, "admin"));
+        (edge, format!("http://{addr}"), admin)
+    }
+
+    /// [`Setup::start_with_admin`] without the admin listener.
+    async fn start(&self, upstream: &FakeCloudreve) -> (Edge, String) {
+        let (edge, base, _) = self.start_with_admin(upstream).await;
+        (edge, base)
     }
 }
 
@@ -127,7 +135,7 @@ async fn a_restart_keeps_the_hits_and_their_age_grows_by_the_time_down() {
     // The time down, which the restored Age must show: not a wait for anything to be ready.
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let (mut edge, base) = setup.start(&upstream).await;
+    let (mut edge, base, admin) = setup.start_with_admin(&upstream).await;
     let restored = edge
         .logged("the restore", |l| l.contains("cache snapshot restored"))
         .await;
@@ -136,6 +144,10 @@ async fn a_restart_keeps_the_hits_and_their_age_grows_by_the_time_down() {
         AVATARS.to_string(),
         "{restored}"
     );
+    let metrics = get(&format!("{admin}/metrics")).await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    let restored_entries = format!("cloudreve_edge_snapshot_restored_entries {AVATARS}");
+    assert!(metrics.lines().any(|l| l == restored_entries), "{metrics}");
     assert_eq!(field(&restored, "expired"), "0", "{restored}");
     assert!(!setup.snapshot.exists(), "a snapshot is read once");
     for (n, age_before) in ages.iter().enumerate() {
