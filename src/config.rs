@@ -18,7 +18,7 @@ mod cache;
 mod ops;
 
 use cache::RawCache;
-pub use cache::{CacheConfig, Limits, RuleConfig, RuleKind};
+pub use cache::{CacheConfig, DEFAULT_SNAPSHOT_TIMEOUT, Limits, RuleConfig, RuleKind};
 pub use ops::{
     AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
     require_admin_token,
@@ -689,10 +689,7 @@ mod tests {
     fn snapshot_path_is_off_by_default_and_must_name_a_file_in_a_writable_directory() {
         let config = Config::default();
         assert_eq!(config.cache.snapshot_path, None);
-        assert_eq!(
-            config.cache.snapshot_timeout,
-            cache::DEFAULT_SNAPSHOT_TIMEOUT
-        );
+        assert_eq!(config.cache.snapshot_timeout, DEFAULT_SNAPSHOT_TIMEOUT);
         let dir = std::env::temp_dir().join(format!("edge-config-snapshot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cache.snapshot");
