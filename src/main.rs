@@ -177,7 +177,7 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let proxy = Proxy::new(&config);
     // Before anything is served (the purge API included): from here on the restore keeps out every key a fill
     // or a purge touches. The outcome carries the snapshot's stream id, for a clustered reader's replay.
-    let _restored = restart::restore_in_background(&proxy);
+    let restoring = restart::restore_in_background(&proxy);
     // The admin listener is never shut down: it answers /readyz (503) through the whole drain.
     tokio::spawn(admin::run(
         admin_listener,
@@ -229,7 +229,7 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     server::run(listener, Arc::clone(&proxy), &config.server, shutdown).await?;
     // Drained: only the admin listener's purges still change the cache, and one during the write gives the
     // snapshot up (it would bring the purged entry back).
-    restart::save(&proxy, None).await;
+    restart::save(&proxy, &restoring.finished, None).await;
     Ok(())
 }
 

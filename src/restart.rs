@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::cache::snapshot::{self, Expect, Header};
 use crate::config::CacheConfig;
@@ -34,6 +34,27 @@ pub enum Restored {
     },
 }
 
+/// The start-up restore, under way or done.
+pub struct Restoring {
+    /// Its outcome, once the cache holds the entries: a clustered reader takes it to replay the
+    /// invalidations after its `stream_id` (an error: the restore thread could not start, a cold start).
+    pub outcome: oneshot::Receiver<Restored>,
+    /// When it has ended, for [`save`].
+    pub finished: Finished,
+}
+
+/// Whether the start-up restore has ended, however it ended.
+#[derive(Clone)]
+pub struct Finished(watch::Receiver<bool>);
+
+impl Finished {
+    /// Waits until the restore has ended.
+    pub async fn wait(&mut self) {
+        // An error means the sender is gone, which it only is once it has said so.
+        let _ = self.0.wait_for(|finished| *finished).await;
+    }
+}
+
 /// The fingerprint of what stored entries depend on besides the build: the cache rules (a rule's kind,
 /// prefix and limits decided what was stored and for how long). A snapshot written under other rules is
 /// not read.
@@ -45,39 +66,47 @@ pub fn context(cache: &CacheConfig) -> u64 {
 /// meanwhile. Call it before serving anything: it begins the restore, which from then on keeps every key
 /// a fill or a purge touches out of what it restores. The receiver gets the outcome once the cache holds
 /// the entries: a clustered reader replays the invalidations after its `stream_id`.
-pub fn restore_in_background(proxy: &Arc<Proxy>) -> oneshot::Receiver<Restored> {
+pub fn restore_in_background(proxy: &Arc<Proxy>) -> Restoring {
     let (done, outcome) = oneshot::channel();
+    let (ended, finished) = watch::channel(false);
+    let restoring = Restoring {
+        outcome,
+        finished: Finished(finished),
+    };
     let config = &proxy.live().load().config.cache;
     let Some(path) = config.snapshot_path.clone() else {
         let _ = done.send(Restored::Nothing);
-        return outcome;
+        ended.send_replace(true);
+        return restoring;
     };
     let expect = Expect {
         build: snapshot::build_hash(),
         context: context(config),
     };
     proxy.cache().begin_restore();
-    let restoring = EndRestore(Arc::clone(proxy));
+    let guard = EndRestore(Arc::clone(proxy), ended);
     let spawned = std::thread::Builder::new()
         .name("edge-snapshot".to_owned())
         .spawn(move || {
-            let restored = restore(&restoring.0, &path, expect);
-            drop(restoring);
+            let restored = restore(&guard.0, &path, expect);
+            drop(guard);
             let _ = done.send(restored);
         });
     if let Err(err) = spawned {
         // The closure, and with it the guard, was dropped: the restore is ended.
         tracing::warn!(error = %err, "cannot start the snapshot thread; starting cold");
     }
-    outcome
+    restoring
 }
 
-/// Ends the restore however the thread ends, a panic included: the store stops remembering keys.
-struct EndRestore(Arc<Proxy>);
+/// Ends the restore however the thread ends, a panic included: the store stops remembering keys, and
+/// [`Finished`] says so.
+struct EndRestore(Arc<Proxy>, watch::Sender<bool>);
 
 impl Drop for EndRestore {
     fn drop(&mut self) {
         self.0.cache().end_restore();
+        self.1.send_replace(true);
     }
 }
 
@@ -122,14 +151,26 @@ fn restore(proxy: &Proxy, path: &Path, expect: Expect) -> Restored {
 
 /// Writes the cache to `cache.snapshot_path` (as configured now) after the drain, within
 /// `cache.snapshot_timeout`: past it the write is given up, logged, and the caller goes on to exit (a write
-/// stuck in the kernel is left to the exit). `stream_id`: the last invalidation id applied, when clustered.
-/// Never fails the process: a snapshot is an optimisation, and what goes wrong is one log line.
-pub async fn save(proxy: &Arc<Proxy>, stream_id: Option<String>) {
+/// stuck in the kernel is left to the exit). A start-up restore still loading (a stop right after a start)
+/// is waited for first, within the same time: the file it reads is gone, and a snapshot written without its
+/// entries would lose them. `stream_id`: the last invalidation id applied, when clustered. Never fails the
+/// process: a snapshot is an optimisation, and what goes wrong is one log line.
+pub async fn save(proxy: &Arc<Proxy>, restore: &Finished, stream_id: Option<String>) {
     let config = proxy.live().load().config.cache.clone();
     let Some(path) = config.snapshot_path.clone() else {
         return;
     };
     let timeout = config.snapshot_timeout;
+    let started = Instant::now();
+    if tokio::time::timeout(timeout, restore.clone().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?timeout,
+            "the snapshot read at start is still loading; writing what the cache holds"
+        );
+    }
     let header = Header {
         build: snapshot::build_hash(),
         context: context(&config),
@@ -141,7 +182,6 @@ pub async fn save(proxy: &Arc<Proxy>, stream_id: Option<String>) {
             .unwrap_or_default(),
         stream_id,
     };
-    let started = Instant::now();
     // A thread of its own, not tokio's blocking pool: the runtime waits for its blocking tasks when it shuts
     // down, and a write stuck past its time must not hold the exit.
     let (done, writing) = oneshot::channel();
@@ -163,7 +203,8 @@ pub async fn save(proxy: &Arc<Proxy>, stream_id: Option<String>) {
         return;
     }
     let elapsed_ms = |started: Instant| started.elapsed().as_millis() as u64;
-    match tokio::time::timeout(timeout + WAIT_PAST_DEADLINE, writing).await {
+    let deadline = tokio::time::Instant::from_std(started + timeout + WAIT_PAST_DEADLINE);
+    match tokio::time::timeout_at(deadline, writing).await {
         Ok(Ok(Ok(written))) => tracing::info!(
             path = %path.display(),
             entries = written.entries,

@@ -8,10 +8,14 @@
 //! and in the entries that expire meanwhile.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::binary::{Edge, Scratch, field};
 use crate::support::*;
+use cloudreve_edge::Proxy;
+use cloudreve_edge::cache::Clock;
+use cloudreve_edge::restart::{self, Restored};
 use http::Response;
 
 /// How many avatars a test fills.
@@ -260,4 +264,38 @@ async fn a_snapshot_of_another_format_version_is_refused_and_the_proxy_starts_co
 async fn a_file_that_is_no_snapshot_is_refused_and_the_proxy_starts_cold() {
     let other = |bytes: &mut Vec<u8>| bytes[..8].copy_from_slice(b"GIF89a\0\0");
     assert_refused("magic", other, "wrong magic bytes").await;
+}
+
+#[tokio::test]
+async fn a_stop_right_after_a_start_waits_for_the_restore_and_writes_its_entries() {
+    const FILLED: usize = 300;
+    let upstream = upstream(86_400, usize::MAX, 0).await;
+    let scratch = Scratch::new("stop-while-loading");
+    let path = scratch.path().join("cache.snapshot");
+    let mut config = test_config(&upstream.url());
+    config.cache.snapshot_path = Some(path.clone());
+    let first = TestProxy::start_with(config.clone()).await;
+    let nothing = restart::restore_in_background(&first.proxy);
+    for n in 0..FILLED {
+        assert_eq!(get(&first.url(&avatar(n))).await.x_cache(), "MISS");
+    }
+    let proxy = Arc::clone(&first.proxy);
+    first.shutdown().await.unwrap();
+    restart::save(&proxy, &nothing.finished, None).await;
+    assert!(path.exists());
+
+    // Stopped as soon as it started: the snapshot it writes must hold what it was still loading.
+    let second = Proxy::with_clock(&config, Clock::manual());
+    let loading = restart::restore_in_background(&second);
+    restart::save(&second, &loading.finished, None).await;
+
+    let third = Proxy::with_clock(&config, Clock::manual());
+    let restored = tokio::time::timeout(PATIENCE, restart::restore_in_background(&third).outcome)
+        .await
+        .expect("the restore ends")
+        .expect("the restore thread ran");
+    let Restored::Loaded { restored, .. } = restored else {
+        panic!("{restored:?}");
+    };
+    assert_eq!(restored, FILLED as u64);
 }
