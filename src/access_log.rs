@@ -1,10 +1,17 @@
 //! One access-log event per request, written when the response body is finished (or abandoned), so it
 //! carries the real byte count and whether the body was delivered whole.
+//!
+//! The binary installs a [`Sink`] (`install`): each event is then formatted into a buffer the thread reuses
+//! (`line.rs`, no allocation) and appended to the sink's bounded buffer, which a thread of its own writes out
+//! in batches, to standard error or `log.access_log_path` (`sink.rs`). Without one (the library in tests),
+//! events go through `tracing` like every other log event.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri, Version};
@@ -13,7 +20,54 @@ use hyper::body::Body as HttpBody;
 
 use crate::body::Body;
 use crate::cache::CacheStatus;
-use crate::config::RuleKind;
+use crate::config::{LogFormat, RuleKind};
+
+mod line;
+pub mod sink;
+
+pub use sink::Sink;
+
+/// The sink every access event goes to once installed, and the layout of its lines.
+static INSTALLED: OnceLock<(Sink, LogFormat)> = OnceLock::new();
+
+/// Sends every access event from now on to `sink`, as `format` lines. Only the first call takes effect; the
+/// sink of a later one is handed back.
+pub fn install(sink: Sink, format: LogFormat) -> Result<(), Sink> {
+    INSTALLED.set((sink, format)).map_err(|(sink, _)| sink)
+}
+
+/// Whether the log filter lets access events through, as the binary last found (at start and after each
+/// change of level): asking `tracing` on every request costs more than the line.
+static FILTER_ALLOWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Asks the log filter again whether it lets access events through; the binary calls it at start and after
+/// each change of `log.level`.
+pub fn refresh_filter() {
+    FILTER_ALLOWS.store(
+        tracing::enabled!(target: "access", tracing::Level::INFO),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether access events are let through by the log filter: as last refreshed when a sink is installed,
+/// else asked of `tracing` now.
+pub fn filter_allows() -> bool {
+    if INSTALLED.get().is_some() {
+        FILTER_ALLOWS.load(std::sync::atomic::Ordering::Relaxed)
+    } else {
+        tracing::enabled!(target: "access", tracing::Level::INFO)
+    }
+}
+
+/// The installed sink, for the binary's reopen, retarget and close.
+pub fn installed() -> Option<&'static Sink> {
+    INSTALLED.get().map(|(sink, _)| sink)
+}
+
+thread_local! {
+    /// The line being formatted, kept from one event to the next so formatting allocates nothing.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
 
 /// What is known about a request while it is handled; the phases of `proxy/` fill it in.
 #[derive(Debug)]
@@ -21,7 +75,7 @@ pub struct AccessRecord {
     /// Request method.
     method: Method,
     /// Request target; only its path is logged (queries carry signatures and tokens).
-    uri: Uri,
+    target: Target,
     /// Protocol the client spoke.
     version: Version,
     /// Client address.
@@ -44,7 +98,7 @@ impl AccessRecord {
     pub fn start(method: &Method, uri: &Uri, version: Version, client: SocketAddr) -> Self {
         Self {
             method: method.clone(),
-            uri: uri.clone(),
+            target: Target::Uri(uri.clone()),
             version,
             client,
             started: Instant::now(),
@@ -60,9 +114,28 @@ impl AccessRecord {
         &self.method
     }
 
+    /// A record for a `GET` the express lane answers: `path` is its whole target (the lane takes none with a
+    /// query), copied as it is rather than parsed again into a `Uri`.
+    pub fn express(path: &str, client: SocketAddr) -> Self {
+        Self {
+            method: Method::GET,
+            target: Target::Path(path.into()),
+            version: Version::HTTP_11,
+            client,
+            started: Instant::now(),
+            upstream_time: None,
+            cache: None,
+            labelled: false,
+            rule: None,
+        }
+    }
+
     /// The request path, without the query.
     pub fn path(&self) -> &str {
-        self.uri.path()
+        match &self.target {
+            Target::Uri(uri) => uri.path(),
+            Target::Path(path) => path,
+        }
     }
 
     /// Wraps a response body so the event is written when it ends. With logging off, the body passes bare.
@@ -80,6 +153,15 @@ impl AccessRecord {
             ended: false,
         }
     }
+}
+
+/// The request target as the record keeps it.
+#[derive(Debug)]
+enum Target {
+    /// The request's own (a clone shares its bytes).
+    Uri(Uri),
+    /// A path without a query, copied.
+    Path(Box<str>),
 }
 
 #[derive(Debug)]
@@ -140,11 +222,35 @@ impl Drop for LoggedBody {
 impl AccessRecord {
     /// Writes the event: the response had `status`, and `bytes` of its body were sent, all of it or not.
     pub fn log(self, status: StatusCode, bytes: u64, complete: bool) {
+        if let Some((sink, format)) = INSTALLED.get() {
+            let fields = line::Fields {
+                at: SystemTime::now(),
+                client: self.client,
+                method: self.method.as_str(),
+                path: self.path(),
+                version: self.version,
+                status: status.as_u16(),
+                cache: self.cache.map_or("-", |c| c.outcome.as_str()),
+                upstream: self.upstream_time,
+                bytes,
+                complete,
+                duration: self.started.elapsed(),
+            };
+            LINE.with_borrow_mut(|buffer| {
+                buffer.clear();
+                match format {
+                    LogFormat::Text => line::text(buffer, &fields),
+                    LogFormat::Json => line::json(buffer, &fields),
+                }
+                sink.push(buffer);
+            });
+            return;
+        }
         tracing::info!(
             target: "access",
             client = %self.client,
             method = %self.method,
-            path = self.uri.path(),
+            path = self.path(),
             version = ?self.version,
             status = status.as_u16(),
             cache = self.cache.map_or("-", |c| c.outcome.as_str()),

@@ -20,8 +20,8 @@ mod ops;
 use cache::RawCache;
 pub use cache::{CacheConfig, DEFAULT_SNAPSHOT_TIMEOUT, Limits, RuleConfig, RuleKind};
 pub use ops::{
-    AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW, TrustedProxies,
-    require_admin_token,
+    ACCESS_LOG_MODE, AdminConfig, AdminToken, DEFAULT_ADMIN_LISTEN, DEFAULT_READINESS_WINDOW,
+    TrustedProxies, open_access_log, require_admin_token,
 };
 
 /// Listen address: every interface, port 8080 (the load balancer connects from another host).
@@ -51,6 +51,12 @@ pub const MIN_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest `server.send_timeout`: longer lets a client that reads nothing hold an upstream connection
 /// for longer than anything else in the proxy waits.
 pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Bytes of access lines held in memory for the writer thread; lines past it are dropped and counted.
+pub const DEFAULT_ACCESS_LOG_BUFFER: ByteSize = ByteSize::mib(1);
+/// The smallest `log.access_log_buffer`: a few lines, batched.
+pub const MIN_ACCESS_LOG_BUFFER: ByteSize = ByteSize::kib(4);
+/// The largest `log.access_log_buffer`.
+pub const MAX_ACCESS_LOG_BUFFER: ByteSize = ByteSize::gib(1);
 /// Largest request head (request line and header fields) accepted; larger ones get 431.
 pub const DEFAULT_MAX_REQUEST_HEAD_SIZE: ByteSize = ByteSize::kib(64);
 /// Most header fields accepted in one request head; more get 431.
@@ -161,6 +167,11 @@ pub struct LogConfig {
     pub level: String,
     /// Emit one `access` event per request.
     pub access_log: bool,
+    /// Where access lines go: a file opened for appending (mode 0640, reopened on SIGUSR1), or standard
+    /// error when `None`.
+    pub access_log_path: Option<std::path::PathBuf>,
+    /// Bytes of access lines waiting for the writer thread at most.
+    pub access_log_buffer: usize,
 }
 
 /// How log lines are written.
@@ -307,6 +318,8 @@ struct RawLog {
     format: LogFormat,
     level: String,
     access_log: bool,
+    access_log_path: String,
+    access_log_buffer: ByteSize,
 }
 
 impl Default for RawLog {
@@ -315,6 +328,8 @@ impl Default for RawLog {
             format: LogFormat::Text,
             level: "info".to_owned(),
             access_log: true,
+            access_log_path: String::new(),
+            access_log_buffer: DEFAULT_ACCESS_LOG_BUFFER,
         }
     }
 }
@@ -462,10 +477,36 @@ impl RawLog {
         if let Err(e) = self.level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(invalid("log.level", e.to_string()));
         }
+        if !(MIN_ACCESS_LOG_BUFFER..=MAX_ACCESS_LOG_BUFFER).contains(&self.access_log_buffer) {
+            return Err(invalid(
+                "log.access_log_buffer",
+                format!(
+                    "{} is outside {MIN_ACCESS_LOG_BUFFER}..={MAX_ACCESS_LOG_BUFFER}",
+                    self.access_log_buffer
+                ),
+            ));
+        }
+        let access_log_path = match self.access_log_path.as_str() {
+            "" => None,
+            path => {
+                // Opened (and created) now, so a path the proxy cannot write is an error at start and at
+                // reload, not lines lost later.
+                if let Err(err) = ops::open_access_log(Path::new(path)) {
+                    return Err(invalid(
+                        "log.access_log_path",
+                        format!("cannot open {path} for appending: {err}"),
+                    ));
+                }
+                Some(path.into())
+            }
+        };
         Ok(LogConfig {
             format: self.format,
             level: self.level,
             access_log: self.access_log,
+            access_log_path,
+            access_log_buffer: usize::try_from(self.access_log_buffer.as_u64())
+                .unwrap_or(usize::MAX),
         })
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
-use cloudreve_edge::reload::{self, Reloaded};
-use cloudreve_edge::{Config, Proxy, admin, demo, restart, server};
+use cloudreve_edge::reload;
+use cloudreve_edge::{Config, Proxy, access_log, admin, demo, restart, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -59,7 +59,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let set_level = init_tracing(&config.log);
-    match start(cli, config, set_level) {
+    if let Err(err) = start_access_log(&config.log) {
+        eprintln!("cloudreve-edge: invalid configuration: {err}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let result = start(cli, config, set_level);
+    // Whatever ended the run, the lines still in memory are written before the process exits.
+    if let Some(sink) = access_log::installed() {
+        sink.close();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -67,6 +76,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the access log's writer thread, on `log.access_log_path` or standard error. Started even with
+/// `log.access_log = false`, which a reload can turn on.
+fn start_access_log(log: &LogConfig) -> Result<(), String> {
+    let sink = access_log::Sink::start(log.access_log_path.as_deref(), log.access_log_buffer)
+        .map_err(|err| format!("log.access_log_path: {err}"))?;
+    // Only the first install takes effect, and this is the first.
+    let _ = access_log::install(sink, log.format);
+    access_log::refresh_filter();
+    Ok(())
 }
 
 /// The file (or the defaults, for `--demo` without a file), then the flags over it.
@@ -212,12 +232,20 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
                 })
             })
             .await;
-            if let Ok(Ok(Reloaded {
-                log_level: Some(level),
-                ..
-            })) = result
-            {
+            let Ok(Ok(reloaded)) = result else {
+                return;
+            };
+            if let Some(level) = reloaded.log_level {
                 set_level(&level);
+                access_log::refresh_filter();
+            }
+            if let (Some(path), Some(sink)) = (reloaded.access_log_path, access_log::installed()) {
+                match sink.retarget(path.as_deref()) {
+                    Ok(()) => tracing::info!(path = ?path, "access log moved"),
+                    Err(err) => {
+                        tracing::error!(path = ?path, error = %err, "log.access_log_path: cannot open; access lines go where they went");
+                    }
+                }
             }
         }
     };
@@ -245,6 +273,7 @@ struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
+    user1: Signal,
 }
 
 impl Signals {
@@ -253,10 +282,12 @@ impl Signals {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
             hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
         })
     }
 
-    /// SIGTERM or SIGINT starts the drain (`stop`); a second one exits at once. SIGHUP reloads.
+    /// SIGTERM or SIGINT starts the drain (`stop`); a second one exits at once. SIGHUP reloads. SIGUSR1
+    /// reopens the access log file (after logrotate moved it, as nginx does).
     async fn handle<F: Future<Output = ()>>(
         mut self,
         stop: oneshot::Sender<()>,
@@ -270,6 +301,13 @@ impl Signals {
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP received; reloading the configuration");
                     reload().await;
+                    continue;
+                }
+                _ = self.user1.recv() => {
+                    tracing::info!("SIGUSR1 received; reopening the access log");
+                    if let Some(sink) = access_log::installed() {
+                        sink.reopen();
+                    }
                     continue;
                 }
             };

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::{self, AccessRecord};
 use crate::cache::status::Outcome;
 use crate::config::RuleKind;
 
@@ -340,7 +340,24 @@ impl Collector for CacheCollector {
             None,
             evictions.metric_type(),
         )?;
-        evictions.encode(metric)
+        evictions.encode(metric)?;
+        // The access log's writer is one per process (the binary's), so its counts are the process's.
+        let lines = ConstCounter::new(access_log::sink::written());
+        let metric = encoder.encode_descriptor(
+            "access_log_lines",
+            "Access lines written.",
+            None,
+            lines.metric_type(),
+        )?;
+        lines.encode(metric)?;
+        let dropped = ConstCounter::new(access_log::sink::dropped());
+        let metric = encoder.encode_descriptor(
+            "access_log_dropped",
+            "Access lines dropped: the buffer was full (the writer could not keep up) or writing failed.",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(metric)
     }
 }
 
@@ -411,6 +428,8 @@ mod tests {
             "cloudreve_edge_cache_entries 3",
             "cloudreve_edge_cache_bytes 4096",
             "cloudreve_edge_cache_evictions_total 1",
+            "# TYPE cloudreve_edge_access_log_lines_total counter",
+            "# TYPE cloudreve_edge_access_log_dropped_total counter",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

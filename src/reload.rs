@@ -72,6 +72,9 @@ pub struct Reloaded {
     pub restart_needed: Vec<&'static str>,
     /// The new `log.level`, when it changed (the binary owns the subscriber and applies it).
     pub log_level: Option<String>,
+    /// The new `log.access_log_path` (`None` inside: standard error), when it changed (the binary owns the
+    /// access log's writer and moves it).
+    pub access_log_path: Option<Option<std::path::PathBuf>>,
 }
 
 /// Re-reads the configuration with `load` and puts it in force; on an error the running configuration stays
@@ -171,6 +174,9 @@ const KEYS: &[(&str, OnReload)] = &[
     // Handed to the binary, which owns the subscriber ([`Reloaded::log_level`]).
     ("log.level", OnReload::Applies),
     ("log.access_log", OnReload::Applies),
+    // Handed to the binary, which owns the access log's writer ([`Reloaded::access_log_path`]).
+    ("log.access_log_path", OnReload::Applies),
+    ("log.access_log_buffer", keep!(log.access_log_buffer)),
     // TLS on or off is the listener's; the certificate and key files are read again, for new handshakes.
     ("tls.cert", OnReload::Restart(tls_on_or_off)),
     ("tls.key", OnReload::Applies),
@@ -189,10 +195,13 @@ pub fn apply(live: &Live, mut new: Config) -> Reloaded {
         })
         .collect();
     let log_level = (new.log.level != running.log.level).then(|| new.log.level.clone());
+    let access_log_path = (new.log.access_log_path != running.log.access_log_path)
+        .then(|| new.log.access_log_path.clone());
     live.store(Snapshot::new(new));
     Reloaded {
         restart_needed,
         log_level,
+        access_log_path,
     }
 }
 

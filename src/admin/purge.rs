@@ -16,8 +16,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::Body;
-use crate::cache::Cache;
 use crate::cache::policy::AvatarKey;
+use crate::cache::{Cache, Invalidation};
 use crate::config::RuleConfig;
 use crate::route;
 
@@ -83,9 +83,10 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
     match action {
         Action::PurgeUrl(url) if url.starts_with('/') => match route::key_for(url, None, rules) {
             Some(key) => {
-                cache.purge(&key);
                 if route::keyed_by_host(url, rules) {
-                    cache.purge_target(url);
+                    cache.invalidate(&Invalidation::Target((*url).to_owned()));
+                } else {
+                    cache.invalidate(&Invalidation::Key(key.into_owned()));
                 }
                 tracing::info!(url, "purge API: URL dropped");
                 json(StatusCode::OK, &serde_json::json!({ "purged": url }))
@@ -96,7 +97,7 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
             ),
         },
         Action::PurgePrefix(prefix) if prefix.starts_with('/') => {
-            cache.purge_prefix(prefix);
+            cache.invalidate(&Invalidation::Prefix((*prefix).to_owned()));
             tracing::info!(prefix, "purge API: prefix dropped");
             json(
                 StatusCode::OK,
@@ -110,7 +111,7 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
         Action::PurgeAvatar(id) => match AvatarKey::from_path_segment(id) {
             Some(key) => {
                 let purged = cache.peek(key.as_str(), &http::HeaderMap::new()).is_some();
-                cache.purge(key.as_str());
+                cache.invalidate(&Invalidation::Key(key.as_str().to_owned()));
                 tracing::info!(user = *id, purged, "purge API: avatar dropped");
                 json(
                     StatusCode::OK,
@@ -124,7 +125,7 @@ pub fn perform(cache: &Cache, rules: &[RuleConfig], action: &Action<'_>) -> Resp
         },
         Action::PurgeAll => {
             let (entries, _) = cache.usage();
-            cache.purge_all();
+            cache.invalidate(&Invalidation::All);
             tracing::info!(entries, "purge API: every avatar dropped");
             json(StatusCode::OK, &serde_json::json!({ "purged": entries }))
         }

@@ -5,6 +5,7 @@ mod clock;
 mod counters;
 mod directives;
 mod entry;
+pub mod invalidation;
 pub mod policy;
 pub mod request;
 pub mod serve;
@@ -14,7 +15,7 @@ pub mod store;
 pub mod vary;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::HeaderMap;
@@ -26,6 +27,7 @@ pub use crate::body::{Copying, Keeper};
 pub use clock::Clock;
 pub use counters::Counts;
 pub use entry::{CachedResponse, Staleness, Stored, VaryIndex};
+pub use invalidation::{Invalidation, Publisher};
 pub use status::CacheStatus;
 
 /// The in-memory cache shared by every rule.
@@ -38,6 +40,8 @@ pub struct Cache {
     counters: counters::Counters,
     /// Makes the copies of bodies to store, on a thread of its own (see [`Keeper`]).
     keeper: Keeper,
+    /// Where the invalidations this instance performs are shared, when clustered.
+    publisher: OnceLock<Publisher>,
 }
 
 /// What a lookup found, and what the request must do about it.
@@ -85,6 +89,7 @@ impl Cache {
             clock,
             counters: counters::Counters::default(),
             keeper: Keeper::start(),
+            publisher: OnceLock::new(),
         }
     }
 
@@ -167,10 +172,28 @@ impl Cache {
     }
 
     /// Stores a filled response under `primary` (or under its variant key, with the `Vary` index under
-    /// `primary`) and hands it to the fill's waiters.
+    /// `primary`) and hands it to the fill's waiters. A fill a purge overtook stores nothing (its waiters,
+    /// which asked before the purge, still get it).
     pub fn complete(&self, fill: Fill, primary: &str, entry: Arc<CachedResponse>) {
-        self.insert(primary, Arc::clone(&entry));
+        fill.store_if_current(|| self.insert(primary, Arc::clone(&entry)));
         fill.publish(Some(Stored::Response(entry)));
+    }
+
+    /// Replaces the response `stored` that `request` found under `primary` with `updated`, unless it is not
+    /// stored there any more (purged, or replaced by a fill) since it was read.
+    pub fn update(
+        &self,
+        primary: &str,
+        request: &HeaderMap,
+        stored: &Arc<CachedResponse>,
+        updated: Arc<CachedResponse>,
+    ) {
+        self.store.without_purges(|| {
+            let current = self.resolve(primary, request).1;
+            if current.is_some_and(|current| Arc::ptr_eq(&current, stored)) {
+                self.insert(primary, updated);
+            }
+        });
     }
 
     /// Stores a response under `primary`, or under its variant key with the `Vary` index under `primary`.
@@ -185,35 +208,19 @@ impl Cache {
         }
     }
 
-    /// Drops what is stored under `primary`, every variant included.
+    /// Drops what is stored under `primary`, every variant included, on this instance only: upkeep of one
+    /// entry (a `HEAD` showed it outdated), not news for other instances (see [`Cache::invalidate`]).
     pub fn purge(&self, primary: &str) {
+        self.purge_key(primary);
+    }
+
+    fn purge_key(&self, primary: &str) {
         if let Some(Stored::Vary(_)) = self.store.get(primary) {
             let primary = primary.to_owned();
             self.store
                 .remove_if(move |key| vary::primary_of(key) == primary);
         }
         self.store.remove(primary);
-    }
-
-    /// Drops what is stored for the request target `target` under every host (a rule that keys on the host
-    /// holds one entry per host), every variant included.
-    pub fn purge_target(&self, target: &str) {
-        let target = target.to_owned();
-        self.store.remove_if(move |key| {
-            policy::key_target(vary::primary_of(key)) == Some(target.as_str())
-        });
-    }
-
-    /// Drops every entry whose path starts with `path_prefix` (raw, as requested).
-    pub fn purge_prefix(&self, path_prefix: &str) {
-        let path_prefix = path_prefix.to_owned();
-        self.store
-            .remove_if(move |key| policy::key_path_starts_with(key, &path_prefix));
-    }
-
-    /// Drops every entry.
-    pub fn purge_all(&self) {
-        self.store.clear();
     }
 
     /// Requests waiting right now on the fill of `key`.
@@ -293,5 +300,27 @@ mod tests {
             cache.claim_or_find("absent", None, now),
             Lookup::Miss(Miss::Fill { .. })
         ));
+    }
+
+    #[test]
+    fn an_update_of_a_response_purged_since_it_was_read_stores_nothing() {
+        let cache = Cache::new(1 << 20, Clock::system());
+        let now = cache.clock().now();
+        let request = HeaderMap::new();
+        let Stored::Response(read) = fresh_entry(now) else {
+            unreachable!()
+        };
+        let Stored::Response(updated) = fresh_entry(now) else {
+            unreachable!()
+        };
+        cache.insert("k", Arc::clone(&read));
+        cache.purge("k");
+        cache.update("k", &request, &read, Arc::clone(&updated));
+        assert!(cache.peek("k", &request).is_none(), "purged stays purged");
+
+        cache.insert("k", Arc::clone(&read));
+        cache.update("k", &request, &read, Arc::clone(&updated));
+        let current = cache.peek("k", &request).expect("updated");
+        assert!(Arc::ptr_eq(&current, &updated));
     }
 }

@@ -1,6 +1,11 @@
 //! Cache storage: moka entries bounded in bytes, per-entry expiry, coalesced fills and purge.
 //!
 //! Knows nothing of HTTP: values are opaque, they only report their weight and time to live.
+//!
+//! A purge wins over the fills in flight for what it drops: it detaches them (the next request claims a new
+//! fill instead of joining one that may bring the old answer) and a detached fill stores nothing, though its
+//! waiters still get what it fetched. Purges, and the stores of fills, run under the fills lock, so a fill
+//! either stored before the purge (and the purge drops it) or finds itself detached.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -168,34 +173,51 @@ impl<V: Stored> Store<V> {
         self.entries.insert(key.into(), value);
     }
 
-    /// Removes a key.
+    /// Removes a key, and detaches the fill in flight for it.
     pub fn remove(&self, key: &str) {
         self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(Some(key));
+        let mut fills = self.lock_fills();
+        fills.remove(key);
         self.entries.invalidate(key);
     }
 
-    /// Removes every entry.
+    /// Removes every entry, and detaches every fill in flight.
     pub fn clear(&self) {
         self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(None);
+        let mut fills = self.lock_fills();
+        fills.clear();
         self.entries.invalidate_all();
     }
 
-    /// Removes every entry whose key satisfies `predicate`. Removal is immediate for lookups (moka checks
-    /// the predicate on every read) and the memory is reclaimed by its maintenance.
+    /// Removes every entry whose key satisfies `predicate`, and detaches the fills in flight for such keys.
+    /// Removal is immediate for lookups (moka checks the predicate on every read) and the memory is
+    /// reclaimed by its maintenance.
     pub fn remove_if(&self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) {
         self.removals.fetch_add(1, Ordering::SeqCst);
         self.touch(None);
+        let mut fills = self.lock_fills();
+        fills.retain(|key, _| !predicate(key));
         // Only fails when invalidation closures are not enabled, which `new` always does.
         let _ = self
             .entries
             .invalidate_entries_if(move |key, _| predicate(key));
     }
 
+    /// Runs `write` with purges held off: a purge happens wholly before it or wholly after.
+    pub fn without_purges<R>(&self, write: impl FnOnce() -> R) -> R {
+        let _fills = self.lock_fills();
+        write()
+    }
+
+    fn lock_fills(&self) -> std::sync::MutexGuard<'_, Fills<V>> {
+        self.fills.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Becomes the one request fetching `key`, or joins the one already doing so.
     pub fn claim(&self, key: &str) -> Claim<V> {
-        let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fills = self.lock_fills();
         if let Some(tx) = fills.get(key) {
             return Claim::Follower(FillWaiter { rx: tx.subscribe() });
         }
@@ -210,7 +232,7 @@ impl<V: Stored> Store<V> {
 
     /// How many requests are waiting on the fill of `key` right now (0 when none is in flight).
     pub fn waiters(&self, key: &str) -> usize {
-        let fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        let fills = self.lock_fills();
         fills.get(key).map_or(0, watch::Sender::receiver_count)
     }
 
@@ -300,11 +322,16 @@ impl<V: Stored> Store<V> {
         }
     }
 
-    fn end_fill(&self, key: &str) {
-        self.fills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+    /// Unregisters the fill publishing on `tx`, unless a purge detached it already (another fill may hold
+    /// the key by now).
+    fn end_fill(&self, key: &str, tx: &watch::Sender<FillState<V>>) {
+        let mut fills = self.lock_fills();
+        if fills
+            .get(key)
+            .is_some_and(|current| current.same_channel(tx))
+        {
+            fills.remove(key);
+        }
     }
 }
 
@@ -313,9 +340,22 @@ impl<V: Stored> FillGuard<V> {
     /// sends the waiters on their own way at once.
     pub fn finish(self, value: Option<V>) {
         if let Some(value) = &value {
-            self.store.insert(&self.key, value.clone());
+            self.store_if_current(|| self.store.insert(&self.key, value.clone()));
         }
         self.publish(value);
+    }
+
+    /// Runs `store` unless a purge detached this fill since it was claimed, with purges held off meanwhile:
+    /// what a purge dropped is never stored again by a fill that began before it. Whether it ran.
+    pub fn store_if_current(&self, store: impl FnOnce()) -> bool {
+        let fills = self.store.lock_fills();
+        let current = fills
+            .get(&self.key)
+            .is_some_and(|tx| tx.same_channel(&self.tx));
+        if current {
+            store();
+        }
+        current
     }
 
     /// Hands the outcome to the waiters without storing anything (the caller stored it where it belongs).
@@ -333,14 +373,16 @@ impl<V: Stored> FillGuard<V> {
 impl<V: Stored> FillGuard<V> {
     /// Stores nothing and drops what the store held for the key: the upstream's answer superseded it.
     pub fn discard(self) {
-        self.store.remove(&self.key);
+        // Not a purge (the fill stays current), but a removal a restore must not undo.
+        self.store.touch(Some(&self.key));
+        self.store.entries.invalidate(&self.key);
         self.finish(None);
     }
 }
 
 impl<V: Stored> Drop for FillGuard<V> {
     fn drop(&mut self) {
-        self.store.end_fill(&self.key);
+        self.store.end_fill(&self.key, &self.tx);
         // An unfinished fill (error, cancelled request) releases its waiters with nothing.
         self.tx.send_if_modified(|state| match state {
             FillState::Pending => {
@@ -514,6 +556,51 @@ mod tests {
         assert_eq!(waiter.wait().await, None);
     }
 
+    #[tokio::test]
+    async fn a_fill_overtaken_by_a_purge_stores_nothing_but_answers_its_waiters() {
+        for purge in [
+            (|store: &Store<Blob>| store.remove("k")) as fn(&Store<Blob>),
+            |store| store.remove_if(|key| key.starts_with('k')),
+            Store::clear,
+        ] {
+            let store = Store::new(10_000);
+            let Claim::Leader(old) = store.claim("k") else {
+                panic!("first claim must lead")
+            };
+            let Claim::Follower(waiter) = store.claim("k") else {
+                panic!("second claim must follow")
+            };
+            purge(&store);
+            // A request after the purge does not join the fill that began before it.
+            let Claim::Leader(new) = store.claim("k") else {
+                panic!("the purge detached the old fill")
+            };
+            old.finish(Some(blob(1)));
+            assert_eq!(store.get("k"), None, "the overtaken fill stored nothing");
+            assert_eq!(
+                waiter.wait().await,
+                Some(blob(1)),
+                "its waiter got its answer"
+            );
+            // The old fill's end leaves the new fill registered, and the new one stores.
+            assert!(matches!(store.claim("k"), Claim::Follower(_)));
+            new.finish(Some(blob(2)));
+            assert_eq!(store.get("k"), Some(blob(2)));
+        }
+    }
+
+    #[test]
+    fn a_purge_of_other_keys_leaves_a_fill_current() {
+        let store = Store::new(10_000);
+        let Claim::Leader(fill) = store.claim("k") else {
+            panic!()
+        };
+        store.remove("other");
+        store.remove_if(|key| key == "x");
+        fill.finish(Some(blob(1)));
+        assert_eq!(store.get("k"), Some(blob(1)));
+    }
+
     #[test]
     fn a_restore_stores_only_keys_nothing_wrote_or_removed_since_it_began() {
         let store = Store::new(10_000);
@@ -522,7 +609,12 @@ mod tests {
         store.begin_restore();
         store.insert("written", blob(3));
         store.remove("removed");
+        let Claim::Leader(fill) = store.claim("discarded") else {
+            panic!("nobody fills it")
+        };
+        fill.discard();
         assert_eq!(store.restore("fresh", blob(1)), Restored::Inserted);
+        assert_eq!(store.restore("discarded", blob(1)), Restored::Superseded);
         assert_eq!(store.restore("held", blob(1)), Restored::Superseded);
         assert_eq!(store.restore("written", blob(1)), Restored::Superseded);
         assert_eq!(store.restore("removed", blob(1)), Restored::Superseded);

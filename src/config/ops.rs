@@ -95,6 +95,20 @@ impl RawAdmin {
     }
 }
 
+/// Permissions of an access log file the proxy creates (access logs hold client addresses).
+pub const ACCESS_LOG_MODE: u32 = 0o640;
+
+/// Opens an access log file for appending, creating it with [`ACCESS_LOG_MODE`]: how the writer opens it,
+/// and how validation finds out at start and at reload that it cannot.
+pub fn open_access_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(ACCESS_LOG_MODE)
+        .open(path)
+}
+
 /// The purge API on an admin listener other clients can reach must ask for a token: off loopback, none set is
 /// an error naming `admin.token`. Checked at start (after the flags) and on every reload, against the admin
 /// address that is actually bound.

@@ -159,7 +159,7 @@ impl Proxy {
     /// outdated and drops it (RFC 9111 §4.3.5).
     pub(super) fn update_from_head(
         &self,
-        stored: &CachedResponse,
+        stored: &Arc<CachedResponse>,
         head: &response::Parts,
         exchange: Exchange,
         rule: usize,
@@ -182,7 +182,7 @@ impl Proxy {
                 let body = stored.body.clone();
                 let entry =
                     CachedResponse::new(&parts, body, freshness, &rule.limits, request, now);
-                self.cache.insert(primary, Arc::new(entry));
+                self.cache.update(primary, request, stored, Arc::new(entry));
             }
             Err(_) => self.cache.purge(primary),
         }

@@ -19,6 +19,7 @@ use super::Proxy;
 use super::hit::{CACHE_STATUS, X_CACHE};
 use crate::access_log::{AccessRecord, LoggedBody};
 use crate::body::{Body, Collected, collect_up_to};
+use crate::cache::Invalidation;
 use crate::cache::policy::{self, AvatarKey};
 use crate::cache::status::Outcome;
 use crate::config::RuleKind;
@@ -125,8 +126,8 @@ impl Proxy {
             policy::invalidated_by_unsafe(response.status(), response.headers(), target, host);
         for path_and_query in invalidated {
             if let Some(key) = route::key_for(path_and_query, host, &self.rules) {
-                self.cache.purge(&key);
-                tracing::debug!(key = %key, "invalidated by an unsafe request");
+                self.cache.invalidate(&Invalidation::Key(key.into_owned()));
+                tracing::debug!(target = path_and_query, "invalidated by an unsafe request");
             }
         }
     }
@@ -157,7 +158,8 @@ impl Proxy {
 
     fn purge_user(&self, user: &str, why: &'static str) {
         if let Some(key) = AvatarKey::from_path_segment(user) {
-            self.cache.purge(key.as_str());
+            self.cache
+                .invalidate(&Invalidation::Key(key.as_str().to_owned()));
             tracing::info!(user, why, "stored avatar dropped");
         }
     }

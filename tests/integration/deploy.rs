@@ -146,3 +146,26 @@ fn systemd_unit_gives_the_default_limits_their_descriptors() {
         "LimitNOFILE={limit}, the defaults need {needed}"
     );
 }
+
+#[test]
+fn logrotate_rotates_the_file_in_the_units_logs_directory_and_signals_a_reopen() {
+    let unit = deploy_file("cloudreve-edge.service");
+    let logs = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LogsDirectory="))
+        .expect("LogsDirectory");
+    let rotate = deploy_file("cloudreve-edge.logrotate");
+    let target = rotate
+        .lines()
+        .find(|l| l.ends_with('{'))
+        .expect("a path block")
+        .trim_end_matches('{')
+        .trim();
+    assert_eq!(
+        std::path::Path::new(target).parent(),
+        Some(std::path::Path::new("/var/log").join(logs).as_path()),
+        "{target}"
+    );
+    assert!(rotate.contains("--signal=USR1 cloudreve-edge.service"));
+    assert!(rotate.contains("delaycompress"));
+}

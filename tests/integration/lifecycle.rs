@@ -6,6 +6,7 @@
 //! slept for. Every child is spawned with `kill_on_drop`, so a failing test leaves no process behind.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -616,4 +617,155 @@ async fn json_access_log_has_one_event_per_request() {
         2,
         "{log:#?}"
     );
+}
+
+/// A proxy (the binary) in front of the avatar fake, writing access lines to `access.log` in `scratch`.
+async fn start_logging_to_a_file(scratch: &Scratch, upstream: &str) -> (Edge, SocketAddr, PathBuf) {
+    let log = scratch.path().join("access.log");
+    let path = scratch.config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{upstream}\"\n\n[log]\naccess_log_path = \"{}\"\n",
+        log.display()
+    ));
+    let mut edge = Edge::spawn(&["--config", &path], &[], None);
+    let (addr, _) = edge.listening().await;
+    (edge, addr, log)
+}
+
+/// `count` requests on one keep-alive connection: avatar misses then hits (express lane) and pass-through,
+/// each answered 200.
+async fn requests(addr: SocketAddr, count: usize) {
+    let client = client();
+    for i in 0..count {
+        let path = match i % 3 {
+            0 => format!("/api/v4/user/avatar/img{}", i % 7),
+            1 => "/api/v4/user/avatar/img1".to_owned(),
+            _ => format!("/api/v4/site/config?n={i}"),
+        };
+        let request = Request::get(format!("http://{addr}{path}"))
+            .body(empty())
+            .unwrap();
+        let reply = send(&client, request).await;
+        assert!(!reply.status.is_server_error(), "{path}: {}", reply.status);
+    }
+}
+
+/// The lines of an access log file, each checked to be one whole access line.
+fn access_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for line in &lines {
+        assert!(
+            line.contains(" INFO access: client=127.0.0.1:") && line.contains(" duration_ms="),
+            "{line}"
+        );
+    }
+    lines
+}
+
+#[tokio::test]
+async fn every_access_line_is_in_the_file_after_sigterm() {
+    let upstream = FakeCloudreve::avatars().await;
+    let scratch = Scratch::new("access-file");
+    let (mut edge, addr, log) = start_logging_to_a_file(&scratch, &upstream.url()).await;
+    const REQUESTS: usize = 300;
+    requests(addr, REQUESTS).await;
+    // Less than a second after the last answer: most lines are still in memory, and the drain writes them.
+    edge.signal("TERM");
+    assert_eq!(edge.exit_status().await.code(), Some(0));
+    let lines = access_lines(&log);
+    assert_eq!(
+        lines.len(),
+        REQUESTS,
+        "{:#?}",
+        &lines[lines.len().saturating_sub(3)..]
+    );
+    assert!(lines.iter().any(|l| l.contains(r#"cache="hit""#)));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#"path="/api/v4/site/config""#))
+    );
+    assert!(
+        !edge.whole_log().await.iter().any(|l| l.contains("access:")),
+        "no access line on stderr"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & !0o640, 0, "at most 0640: {mode:o}");
+}
+
+#[tokio::test]
+async fn sigusr1_reopens_the_access_log_after_a_rotation() {
+    let upstream = FakeCloudreve::avatars().await;
+    let scratch = Scratch::new("access-rotate");
+    let (mut edge, addr, log) = start_logging_to_a_file(&scratch, &upstream.url()).await;
+    requests(addr, 10).await;
+    // Written within a second (the writer's timer), without a drain.
+    let deadline = Instant::now() + PATIENCE;
+    while access_lines(&log).len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the first 10 lines were never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rotated = scratch.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    edge.signal("USR1");
+    edge.stderr_line("the reopen", |l| l.contains("access log reopened"))
+        .await;
+    requests(addr, 5).await;
+    edge.signal("TERM");
+    assert_eq!(edge.exit_status().await.code(), Some(0));
+    assert_eq!(access_lines(&rotated).len(), 10, "before the rotation");
+    assert_eq!(access_lines(&log).len(), 5, "after it, in a new file");
+}
+
+#[tokio::test]
+async fn an_access_log_that_cannot_be_written_drops_lines_counted_and_serves_on() {
+    let upstream = FakeCloudreve::avatars().await;
+    let scratch = Scratch::new("access-full");
+    // /dev/full opens, and every write to it fails with ENOSPC: a disk that filled up.
+    let path = scratch.config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{}\"\n\n[log]\naccess_log_path = \"/dev/full\"\n",
+        upstream.url()
+    ));
+    let mut edge = Edge::spawn(&["--config", &path], &[], None);
+    let (addr, line) = edge.listening().await;
+    let admin: SocketAddr = field(&line, "admin").parse().unwrap();
+    requests(addr, 30).await;
+    edge.stderr_line("the failing write", |l| {
+        l.contains("WARN") && l.contains("cannot write the access log")
+    })
+    .await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = get(&format!("http://{admin}/metrics")).await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cloudreve_edge_access_log_dropped_total "))
+            .map(|v| v.parse::<f64>().unwrap());
+        // The scrape's own line is dropped too, after the 30.
+        if dropped.is_some_and(|d| d >= 30.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dropped lines not counted: {dropped:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    requests(addr, 3).await;
+    edge.signal("TERM");
+    assert_eq!(edge.exit_status().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn an_access_log_path_that_cannot_be_opened_exits_64_before_binding() {
+    assert_rejected_before_binding(
+        "[log]\naccess_log_path = \"/nonexistent-dir/access.log\"",
+        "log.access_log_path",
+    )
+    .await;
 }

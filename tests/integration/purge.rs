@@ -389,3 +389,50 @@ async fn under_a_rule_keyed_by_host_purges_drop_the_target_for_every_host() {
         "HIT"
     );
 }
+
+/// A purge that lands while a fill of the same avatar is in flight: the fill began before the purge, so what
+/// it brings back may be the old avatar; it answers the requests that were waiting on it but is not stored,
+/// and the next request goes upstream (before: the fill stored it after the purge, and the old avatar was
+/// served until max-age).
+#[tokio::test]
+async fn a_fill_in_flight_when_a_purge_lands_does_not_store_what_it_brings() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = std::sync::Arc::clone(&release);
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let upstream = FakeCloudreve::start(move |request| {
+        let response = cloudreve_avatar(&request);
+        let held = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let gate = std::sync::Arc::clone(&gate);
+        async move {
+            if held {
+                gate.notified().await;
+            }
+            response
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let admin = TestAdmin::start(&proxy).await;
+
+    let url = proxy.url(ALICE);
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    eventually("the fill reached the upstream", || {
+        upstream.count_target(ALICE) == 1
+    })
+    .await;
+    let reply = admin_call("POST", &admin.url("/purge/avatar/img1alice"), None).await;
+    assert_eq!(reply.status, 200);
+    release.notify_one();
+    let overtaken = in_flight.await.unwrap();
+    assert_eq!(overtaken.status, 200);
+    assert_eq!(overtaken.body, avatar_bytes("img1alice"));
+
+    let next = get(&proxy.url(ALICE)).await;
+    assert_eq!(next.x_cache(), "MISS", "{}", next.cache_status());
+    assert_eq!(
+        upstream.count_target(ALICE),
+        2,
+        "the answer of the overtaken fill was not stored"
+    );
+    assert_eq!(get(&proxy.url(ALICE)).await.x_cache(), "HIT");
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::support::*;
 use bytes::Bytes;
+use cloudreve_edge::cache::Invalidation;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
@@ -773,10 +774,16 @@ async fn purge_by_prefix_drops_only_what_is_under_it() {
     for target in [ASSET, "/assets/b.css"] {
         get(&proxy.url(target)).await;
     }
-    proxy.proxy.cache().purge_prefix("/assets/b");
+    proxy
+        .proxy
+        .cache()
+        .invalidate(&Invalidation::Prefix("/assets/b".into()));
     assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "HIT");
     assert_eq!(get(&proxy.url("/assets/b.css")).await.x_cache(), "MISS");
-    proxy.proxy.cache().purge_prefix("/assets/");
+    proxy
+        .proxy
+        .cache()
+        .invalidate(&Invalidation::Prefix("/assets/".into()));
     assert_eq!(get(&proxy.url(ASSET)).await.x_cache(), "MISS");
 }
 

@@ -370,7 +370,7 @@ fn a_purge_of_a_prefix_while_loading_stops_the_restore() {
     let bytes = written(&filled_cache(), None);
     let cache = Cache::new(1 << 20, Clock::manual());
     cache.begin_restore();
-    cache.purge_prefix("/assets/");
+    cache.invalidate(&crate::cache::Invalidation::Prefix("/assets/".to_owned()));
     let outcome = cache.restore(read_at(&bytes, cache.clock(), written_at()).unwrap());
     cache.end_restore();
     assert_eq!(outcome.restored, 0, "{outcome:?}");
