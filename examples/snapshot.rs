@@ -98,7 +98,7 @@ fn main() {
     let cache = Cache::new(u64::MAX / 2, Clock::system());
     cache.begin_restore();
     let started = Instant::now();
-    let loaded = snapshot::load(&path, expect, cache.clock())
+    let loaded = snapshot::load(&path, expect, &cache)
         .expect("no doubt")
         .expect("the file is there");
     let read_time = started.elapsed();

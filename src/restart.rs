@@ -113,7 +113,7 @@ impl Drop for EndRestore {
 /// The restore itself, on the snapshot thread: read whole, then stored; one log line either way.
 fn restore(proxy: &Proxy, path: &Path, expect: Expect) -> Restored {
     let started = Instant::now();
-    let loaded = match snapshot::load(path, expect, proxy.cache().clock()) {
+    let loaded = match snapshot::load(path, expect, proxy.cache()) {
         Ok(Some(loaded)) => loaded,
         Ok(None) => {
             tracing::info!(path = %path.display(), "no cache snapshot; starting cold");
@@ -125,7 +125,7 @@ fn restore(proxy: &Proxy, path: &Path, expect: Expect) -> Restored {
             return Restored::Discarded(reason);
         }
     };
-    let expired = loaded.expired;
+    let (expired, over_capacity) = (loaded.expired, loaded.over_capacity);
     let stream_id = loaded.header.stream_id.clone();
     let outcome = proxy.cache().restore(loaded);
     let superseded = outcome.superseded + outcome.stopped;
@@ -136,6 +136,7 @@ fn restore(proxy: &Proxy, path: &Path, expect: Expect) -> Restored {
         path = %path.display(),
         restored = outcome.restored,
         expired,
+        over_capacity,
         superseded,
         elapsed_ms = started.elapsed().as_millis() as u64,
         stream_id = stream_id.as_deref().unwrap_or("-"),

@@ -228,6 +228,11 @@ impl Cache {
         self.store.waiters(key)
     }
 
+    /// The most bytes it holds (`cache.capacity`).
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
+    }
+
     /// Entries and bytes held, after running pending maintenance.
     pub fn usage(&self) -> (u64, u64) {
         self.store.sync();

@@ -236,6 +236,11 @@ impl<V: Stored> Store<V> {
         fills.get(key).map_or(0, watch::Sender::receiver_count)
     }
 
+    /// The most bytes it holds.
+    pub fn capacity(&self) -> u64 {
+        self.entries.policy().max_capacity().unwrap_or(u64::MAX)
+    }
+
     /// Number of entries (approximate until pending maintenance has run).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()

@@ -7,6 +7,7 @@
 //! Two tests do wait with the proxy stopped: that time down is what they measure, in the restored `Age`
 //! and in the entries that expire meanwhile.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,7 +127,11 @@ async fn filled_and_stopped(setup: &Setup, upstream: &FakeCloudreve, count: usiz
     assert_eq!(upstream.count(), count);
     let written = stop(edge).await;
     assert_eq!(field(&written, "entries"), count.to_string(), "{written}");
-    assert!(setup.snapshot.exists());
+    let mode = std::fs::metadata(&setup.snapshot)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "readable by the proxy's user only");
     ages
 }
 

@@ -1,13 +1,14 @@
 //! The snapshot file: written whole or not at all (a temporary file in the same directory, synced, renamed
 //! over the old name, the directory synced), and read at most once (removed as soon as it is open).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{Doubt, Expect, Header, Loaded, Written};
-use crate::cache::{Cache, Clock};
+use crate::cache::Cache;
 
 /// Buffer for writing and reading: large sequential I/O, few system calls.
 const BUFFER: usize = 1 << 20;
@@ -30,7 +31,13 @@ fn save_to(
     header: &Header,
     deadline: Instant,
 ) -> io::Result<Written> {
-    let file = File::create(temporary)?;
+    // The proxy's own copy of what it served: readable by its user only.
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(temporary)?;
     let written = super::write(
         cache,
         BufWriter::with_capacity(BUFFER, &file),
@@ -45,11 +52,11 @@ fn save_to(
     Ok(written)
 }
 
-/// Reads the snapshot at `path` whole (see [`super::read`]) on the cache's `clock`, and removes the file as soon as it is open,
+/// Reads the snapshot at `path` whole (see [`super::read`]) for `cache` (its clock, its capacity), and removes the file as soon as it is open,
 /// whatever it holds: a snapshot is read once. Kept, a process that crashed (and so wrote none) would
 /// read at its next start the same old file again, with every purge made since it was read lost. `None`
 /// when there is no file.
-pub fn load(path: &Path, expect: Expect, clock: &Clock) -> Result<Option<Loaded>, Doubt> {
+pub fn load(path: &Path, expect: Expect, cache: &Cache) -> Result<Option<Loaded>, Doubt> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -58,7 +65,16 @@ pub fn load(path: &Path, expect: Expect, clock: &Clock) -> Result<Option<Loaded>
     fs::remove_file(path).map_err(Doubt::Io)?;
     let length = file.metadata().map_err(Doubt::Io)?.len();
     let reader = BufReader::with_capacity(BUFFER, file);
-    super::read(reader, length, expect, clock.now(), clock.system_now()).map(Some)
+    let clock = cache.clock();
+    super::read(
+        reader,
+        length,
+        expect,
+        clock.now(),
+        clock.system_now(),
+        cache.capacity(),
+    )
+    .map(Some)
 }
 
 /// `.name.tmp` beside `path`: the same directory (so the rename is atomic), hidden.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub use file::{load, save};
 pub use format::{Doubt, FORMAT_VERSION, Header, MAGIC, SCHEMA_VERSION, build_hash};
 
-use super::store::Restored;
+use super::store::{Restored, Stored as _};
 use super::{Cache, CachedResponse, Stored, VaryIndex, vary};
 
 /// What a snapshot must match to be read: this build, and the caller's context (see [`Header::context`]).
@@ -48,9 +48,11 @@ pub struct Loaded {
     /// The file's header (its stream id is what a clustered reader replays from).
     pub header: Header,
     /// The entries still worth keeping, by store key.
-    entries: Vec<(String, CachedResponse)>,
+    entries: Vec<(String, Arc<CachedResponse>)>,
     /// Entries dropped because the store would have dropped them by now.
     pub expired: u64,
+    /// Entries dropped because those before them filled the cache's capacity (a cache made smaller since).
+    pub over_capacity: u64,
 }
 
 impl Loaded {
@@ -120,13 +122,16 @@ pub fn write(
 
 /// Reads and checks a whole snapshot of `length` bytes: any doubt about any byte is an error and nothing is
 /// kept. The cache clock says `now` when the wall clock says `now_wall`; the entries' age includes the time
-/// since they were stored, and those the store would have dropped by then are left out.
+/// since they were stored, and those the store would have dropped by then are left out. Entries past
+/// `capacity` bytes (weighed as the store weighs them) are checked and left out too: what is held while the
+/// file is read never passes what the cache may hold.
 pub fn read(
     input: impl Read,
     length: u64,
     expect: Expect,
     now: Instant,
     now_wall: SystemTime,
+    capacity: u64,
 ) -> Result<Loaded, Doubt> {
     let mut reader = format::Reader::open(input, length)?;
     let header = reader.header().clone();
@@ -149,8 +154,10 @@ pub fn read(
         header,
         entries: Vec::new(),
         expired: 0,
+        over_capacity: 0,
     };
     let mut index = 0;
+    let mut weight = 0;
     while let Some((meta, body)) = reader.next_record()? {
         if meta.stored_at > loaded.header.written_at {
             return Err(Doubt::Malformed {
@@ -160,7 +167,16 @@ pub fn read(
         }
         let key = meta.key.clone();
         match record::entry_of(meta, body, now, now_wall, index)? {
-            Some(entry) => loaded.entries.push((key, entry)),
+            Some(entry) => {
+                let entry = Arc::new(entry);
+                let weighs = key.len() as u64 + Stored::Response(Arc::clone(&entry)).weight();
+                if weight + weighs <= capacity {
+                    weight += weighs;
+                    loaded.entries.push((key, entry));
+                } else {
+                    loaded.over_capacity += 1;
+                }
+            }
             None => loaded.expired += 1,
         }
         index += 1;
@@ -212,7 +228,7 @@ impl Cache {
                 count(Restored::Superseded);
                 continue;
             }
-            count(self.store.restore(&key, Stored::Response(Arc::new(entry))));
+            count(self.store.restore(&key, Stored::Response(entry)));
         }
         outcome
     }

@@ -115,7 +115,14 @@ fn written(cache: &Cache, stream_id: Option<&str>) -> Vec<u8> {
 }
 
 fn read_at(bytes: &[u8], clock: &Clock, wall: SystemTime) -> Result<Loaded, Doubt> {
-    read(bytes, bytes.len() as u64, EXPECT, clock.now(), wall)
+    read(
+        bytes,
+        bytes.len() as u64,
+        EXPECT,
+        clock.now(),
+        wall,
+        u64::MAX,
+    )
 }
 
 fn responses(cache: &Cache) -> Vec<(String, Arc<CachedResponse>)> {
@@ -324,6 +331,7 @@ fn another_magic_version_build_or_context_is_refused_by_name() {
             other,
             clock.now(),
             written_at(),
+            u64::MAX,
         )
         .err()
         .unwrap();
@@ -383,6 +391,52 @@ fn without_a_restore_begun_nothing_is_restored() {
     let cache = Cache::new(1 << 20, Clock::manual());
     let outcome = cache.restore(read_at(&bytes, cache.clock(), written_at()).unwrap());
     assert_eq!(outcome.restored, 0);
+}
+
+#[test]
+fn what_passes_the_capacity_is_checked_and_left_out() {
+    let bytes = written(&filled_cache(), None);
+    let now = Clock::manual().now();
+    let all = read(
+        &bytes[..],
+        bytes.len() as u64,
+        EXPECT,
+        now,
+        written_at(),
+        u64::MAX,
+    )
+    .unwrap();
+    let weights: Vec<u64> = all
+        .entries
+        .iter()
+        .map(|(key, entry)| key.len() as u64 + Stored::Response(Arc::clone(entry)).weight())
+        .collect();
+    let room = weights[0] + weights[1];
+    let some = read(
+        &bytes[..],
+        bytes.len() as u64,
+        EXPECT,
+        now,
+        written_at(),
+        room,
+    )
+    .unwrap();
+    assert_eq!((some.len(), some.over_capacity, some.expired), (2, 2, 0));
+    let mut damaged = bytes;
+    let last = damaged.len() - 20;
+    damaged[last] ^= 1;
+    assert!(
+        read(
+            &damaged[..],
+            damaged.len() as u64,
+            EXPECT,
+            now,
+            written_at(),
+            room
+        )
+        .is_err(),
+        "what is left out is checked all the same"
+    );
 }
 
 #[test]
