@@ -3,13 +3,14 @@
 //! and its checks are the cache's own (`cache::snapshot`); this module brings the configuration and the
 //! threads.
 
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::cache::snapshot::{self, Expect, Header};
+use crate::cache::snapshot::{self, Expect, Header, Written};
 use crate::config::CacheConfig;
 use crate::proxy::Proxy;
 
@@ -183,41 +184,29 @@ pub async fn save(proxy: &Arc<Proxy>, restore: &Finished, stream_id: Option<Stri
             .unwrap_or_default(),
         stream_id,
     };
-    // A thread of its own, not tokio's blocking pool: the runtime waits for its blocking tasks when it shuts
-    // down, and a write stuck past its time must not hold the exit.
-    let (done, writing) = oneshot::channel();
-    let spawned = {
-        let (proxy, path) = (Arc::clone(proxy), path.clone());
-        std::thread::Builder::new()
-            .name("edge-snapshot".to_owned())
-            .spawn(move || {
-                let _ = done.send(snapshot::save(
-                    proxy.cache(),
-                    &path,
-                    &header,
-                    started + timeout,
-                ));
-            })
+    let writing = match spawn_write(proxy, &path, header, started + timeout) {
+        Ok(writing) => writing,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the snapshot thread; the next start is cold");
+            return;
+        }
     };
-    if let Err(err) = spawned {
-        tracing::warn!(error = %err, "cannot start the snapshot thread; the next start is cold");
-        return;
-    }
-    let elapsed_ms = |started: Instant| started.elapsed().as_millis() as u64;
     let deadline = tokio::time::Instant::from_std(started + timeout + WAIT_PAST_DEADLINE);
-    match tokio::time::timeout_at(deadline, writing).await {
+    let result = tokio::time::timeout_at(deadline, writing).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
         Ok(Ok(Ok(written))) => tracing::info!(
             path = %path.display(),
             entries = written.entries,
             body_bytes = written.body_bytes,
             file_bytes = written.file_bytes,
-            elapsed_ms = elapsed_ms(started),
+            elapsed_ms,
             "cache snapshot written"
         ),
         Ok(Ok(Err(err))) => tracing::warn!(
             path = %path.display(),
             error = %err,
-            elapsed_ms = elapsed_ms(started),
+            elapsed_ms,
             "cache snapshot not written; the next start is cold"
         ),
         Ok(Err(_)) => tracing::error!("cache snapshot thread panicked; the next start is cold"),
@@ -227,6 +216,24 @@ pub async fn save(proxy: &Arc<Proxy>, restore: &Finished, stream_id: Option<Stri
             "cache snapshot not written within cache.snapshot_timeout; the next start is cold"
         ),
     }
+}
+
+/// Writes the snapshot on a thread of its own, not tokio's blocking pool: the runtime waits for its blocking
+/// tasks when it shuts down, and a write stuck past its time must not hold the exit.
+fn spawn_write(
+    proxy: &Arc<Proxy>,
+    path: &Path,
+    header: Header,
+    deadline: Instant,
+) -> io::Result<oneshot::Receiver<io::Result<Written>>> {
+    let (done, writing) = oneshot::channel();
+    let (proxy, path) = (Arc::clone(proxy), path.to_owned());
+    std::thread::Builder::new()
+        .name("edge-snapshot".to_owned())
+        .spawn(move || {
+            let _ = done.send(snapshot::save(proxy.cache(), &path, &header, deadline));
+        })?;
+    Ok(writing)
 }
 
 /// The writer checks its deadline between records; a single slow write or `fsync` can overrun it, and is
