@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 pub const MAGIC: [u8; 8] = *b"CEDGSNAP";
 /// The framing above; bumped when it changes.
 pub const FORMAT_VERSION: u16 = 1;
-/// The layout and meaning of [`Header`] and [`RecordMeta`]; bumped when a field is added, removed or
+/// The layout and meaning of [`Header`] and the record metadata; bumped when a field is added, removed or
 /// read differently, so that a build never reads a record it would misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
