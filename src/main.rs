@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
 use cloudreve_edge::reload;
-use cloudreve_edge::{Config, Proxy, access_log, admin, demo, server};
+use cloudreve_edge::{Config, Proxy, access_log, admin, demo, restart, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -195,6 +195,9 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
+    // Before anything is served (the purge API included): from here on the restore keeps out every key a fill
+    // or a purge touches. The outcome carries the snapshot's stream id, for a clustered reader's replay.
+    let restoring = restart::restore_in_background(&proxy);
     // The admin listener is never shut down: it answers /readyz (503) through the whole drain.
     tokio::spawn(admin::run(
         admin_listener,
@@ -251,7 +254,10 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let shutdown = async {
         let _ = stopped.await;
     };
-    server::run(listener, proxy, &config.server, shutdown).await?;
+    server::run(listener, Arc::clone(&proxy), &config.server, shutdown).await?;
+    // Drained: only the admin listener's purges still change the cache, and one during the write gives the
+    // snapshot up (it would bring the purged entry back).
+    restart::save(&proxy, &restoring.finished, None).await;
     Ok(())
 }
 
