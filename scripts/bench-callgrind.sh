@@ -4,6 +4,8 @@
 # Usage: scripts/bench-callgrind.sh TARGET [SECONDS]      e.g. /api/v4/user/avatar/1 (hit), /api/v4/site/config (pass)
 #        CONFIG=other.toml ...     another configuration (e.g. express_lane = false for hits through hyper)
 #        WRKARGS="-s scripts/browser.lua"  extra wrk arguments (a browser's request head)
+#        RUST_LOG=info ...          the access log on (the default config's level), to stderr redirected to a
+#                                   file; the default here is RUST_LOG=warn, which filters it out
 # Needs: valgrind, wrk, and the harness's origin ($BENCH_WORK/target/release/bench-origin). Builds a profiling
 # binary (thin LTO, line tables) into target/callgrind. The proxy runs under valgrind pinned to cpu 0 (one
 # worker), wrk -t1 -c4 on cpu 1; prints total instructions / requests wrk completed (start-up included, < 1 %).
@@ -25,7 +27,7 @@ trap cleanup EXIT
 
 taskset -c 1 "$ORIGIN_BIN" --port 18480 >/dev/null 2>&1 &
 pids+=($!)
-RUST_LOG=warn taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
+RUST_LOG=${RUST_LOG:-warn} taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" \
   target/callgrind/release/cloudreve-edge --config "$CONFIG" --listen 127.0.0.1:18490 \
   --admin-listen 127.0.0.1:18491 --upstream http://127.0.0.1:18480 >"$out/proxy.log" 2>&1 &
 proxy=$!
@@ -38,4 +40,5 @@ requests=$(taskset -c 1 wrk ${WRKARGS:-} -t1 -c4 -d"${SECS}s" "http://127.0.0.1:
 kill -INT "$proxy"
 wait "$proxy" 2>/dev/null || true
 total=$(callgrind_annotate "$out/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "$TARGET: requests=$requests instructions=$total per request=$((total / (requests + 1)))"
+lines=$(grep -c ' access: ' "$out/proxy.log" || true)
+echo "$TARGET: requests=$requests instructions=$total per request=$((total / (requests + 1))) access lines=$lines"

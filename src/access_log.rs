@@ -36,6 +36,29 @@ pub fn install(sink: Sink, format: LogFormat) -> Result<(), Sink> {
     INSTALLED.set((sink, format)).map_err(|(sink, _)| sink)
 }
 
+/// Whether the log filter lets access events through, as the binary last found (at start and after each
+/// change of level): asking `tracing` on every request costs more than the line.
+static FILTER_ALLOWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Asks the log filter again whether it lets access events through; the binary calls it at start and after
+/// each change of `log.level`.
+pub fn refresh_filter() {
+    FILTER_ALLOWS.store(
+        tracing::enabled!(target: "access", tracing::Level::INFO),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether access events are let through by the log filter: as last refreshed when a sink is installed,
+/// else asked of `tracing` now.
+pub fn filter_allows() -> bool {
+    if INSTALLED.get().is_some() {
+        FILTER_ALLOWS.load(std::sync::atomic::Ordering::Relaxed)
+    } else {
+        tracing::enabled!(target: "access", tracing::Level::INFO)
+    }
+}
+
 /// The installed sink, for the binary's reopen, retarget and close.
 pub fn installed() -> Option<&'static Sink> {
     INSTALLED.get().map(|(sink, _)| sink)
@@ -52,7 +75,7 @@ pub struct AccessRecord {
     /// Request method.
     method: Method,
     /// Request target; only its path is logged (queries carry signatures and tokens).
-    uri: Uri,
+    target: Target,
     /// Protocol the client spoke.
     version: Version,
     /// Client address.
@@ -75,7 +98,7 @@ impl AccessRecord {
     pub fn start(method: &Method, uri: &Uri, version: Version, client: SocketAddr) -> Self {
         Self {
             method: method.clone(),
-            uri: uri.clone(),
+            target: Target::Uri(uri.clone()),
             version,
             client,
             started: Instant::now(),
@@ -91,9 +114,28 @@ impl AccessRecord {
         &self.method
     }
 
+    /// A record for a `GET` the express lane answers: `path` is its whole target (the lane takes none with a
+    /// query), copied as it is rather than parsed again into a `Uri`.
+    pub fn express(path: &str, client: SocketAddr) -> Self {
+        Self {
+            method: Method::GET,
+            target: Target::Path(path.into()),
+            version: Version::HTTP_11,
+            client,
+            started: Instant::now(),
+            upstream_time: None,
+            cache: None,
+            labelled: false,
+            rule: None,
+        }
+    }
+
     /// The request path, without the query.
     pub fn path(&self) -> &str {
-        self.uri.path()
+        match &self.target {
+            Target::Uri(uri) => uri.path(),
+            Target::Path(path) => path,
+        }
     }
 
     /// Wraps a response body so the event is written when it ends. With logging off, the body passes bare.
@@ -111,6 +153,15 @@ impl AccessRecord {
             ended: false,
         }
     }
+}
+
+/// The request target as the record keeps it.
+#[derive(Debug)]
+enum Target {
+    /// The request's own (a clone shares its bytes).
+    Uri(Uri),
+    /// A path without a query, copied.
+    Path(Box<str>),
 }
 
 #[derive(Debug)]
@@ -176,7 +227,7 @@ impl AccessRecord {
                 at: SystemTime::now(),
                 client: self.client,
                 method: self.method.as_str(),
-                path: self.uri.path(),
+                path: self.path(),
                 version: self.version,
                 status: status.as_u16(),
                 cache: self.cache.map_or("-", |c| c.outcome.as_str()),
@@ -199,7 +250,7 @@ impl AccessRecord {
             target: "access",
             client = %self.client,
             method = %self.method,
-            path = self.uri.path(),
+            path = self.path(),
             version = ?self.version,
             status = status.as_u16(),
             cache = self.cache.map_or("-", |c| c.outcome.as_str()),

@@ -19,7 +19,7 @@ mod cluster;
 mod ops;
 
 use cache::RawCache;
-pub use cache::{CacheConfig, Limits, RuleConfig, RuleKind};
+pub use cache::{CacheConfig, DEFAULT_SNAPSHOT_TIMEOUT, Limits, RuleConfig, RuleKind};
 pub use cluster::{
     ClusterConfig, DEFAULT_CLUSTER_RETENTION, DEFAULT_CLUSTER_STREAM,
     DEFAULT_MAX_STALE_WHEN_DETACHED, RedisUrl,
@@ -736,6 +736,36 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(key_of(err), "cache.rules");
+    }
+
+    #[test]
+    fn snapshot_path_is_off_by_default_and_must_name_a_file_in_a_writable_directory() {
+        let config = Config::default();
+        assert_eq!(config.cache.snapshot_path, None);
+        assert_eq!(config.cache.snapshot_timeout, DEFAULT_SNAPSHOT_TIMEOUT);
+        let dir = std::env::temp_dir().join(format!("edge-config-snapshot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cache.snapshot");
+        let toml = |path: &Path| {
+            format!(
+                "[cache]\nsnapshot_path = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let config = Config::from_toml(&toml(&file)).unwrap();
+        assert_eq!(config.cache.snapshot_path.as_deref(), Some(file.as_path()));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        for refused in [dir.clone(), dir.join("missing").join("cache.snapshot")] {
+            let err = Config::from_toml(&toml(&refused)).unwrap_err();
+            assert_eq!(key_of(err), "cache.snapshot_path", "{}", refused.display());
+        }
+        let err = Config::from_toml("[cache]\nsnapshot_timeout = \"0s\"\n").unwrap_err();
+        assert_eq!(key_of(err), "cache.snapshot_timeout");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

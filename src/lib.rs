@@ -47,6 +47,8 @@
 //!   sends upstream, built from what the key covers),
 //!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
+//!   [`cache::snapshot`] (the warm-restart file: written on drain, read back all or nothing, entries aged by
+//!   the time down),
 //!   [`cache::status`] (`Cache-Status`), [`cache::Keeper`] (the thread that copies bodies to store, from
 //!   `body`).
 //! - [`cluster`]: with `[cluster]`, every invalidation shared with the other instances through a Redis
@@ -63,6 +65,8 @@
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` and the purge API's routes.
 //! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
 //! - [`health`]: readiness: draining, upstream answering recently.
+//! - [`restart`]: warm restart: the cache snapshot read in the background at start and written after the
+//!   drain (`cache.snapshot_path`); the format, its checks and the restore are [`cache::snapshot`]'s.
 //! - [`reload`]: the running configuration as one swappable snapshot ([`reload::Live`]), and SIGHUP reload
 //!   into it (what cannot change in a running process keeps its value and is reported); the listener's
 //!   certificate resolver reads it ([`reload::LiveCert`], handed to [`tls`]).
@@ -126,6 +130,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod restart;
 pub mod route;
 pub mod server;
 pub mod tls;

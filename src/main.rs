@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use cloudreve_edge::config::{ConfigError, LogConfig, LogFormat};
 use cloudreve_edge::reload;
-use cloudreve_edge::{Config, Proxy, access_log, admin, cluster, demo, server};
+use cloudreve_edge::{Config, Proxy, access_log, admin, cluster, demo, restart, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
@@ -88,6 +88,7 @@ fn start_access_log(log: &LogConfig) -> Result<(), String> {
         .map_err(|err| format!("log.access_log_path: {err}"))?;
     // Only the first install takes effect, and this is the first.
     let _ = access_log::install(sink, log.format);
+    access_log::refresh_filter();
     Ok(())
 }
 
@@ -197,6 +198,9 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let proxy = Proxy::new(&config);
+    // Before anything is served (the purge API included): from here on the restore keeps out every key a fill
+    // or a purge touches. The outcome carries the snapshot's stream id, for a clustered reader's replay.
+    let restoring = restart::restore_in_background(&proxy);
     // Kept for the life of the process: dropping it stops sharing invalidations.
     let cluster = match &config.cluster {
         Some(cluster) => {
@@ -243,6 +247,7 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
             };
             if let Some(level) = reloaded.log_level {
                 set_level(&level);
+                access_log::refresh_filter();
             }
             if let (Some(path), Some(sink)) = (reloaded.access_log_path, access_log::installed()) {
                 match sink.retarget(path.as_deref()) {
@@ -259,13 +264,16 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let shutdown = async {
         let _ = stopped.await;
     };
-    server::run(listener, proxy, &config.server, shutdown).await?;
+    server::run(listener, Arc::clone(&proxy), &config.server, shutdown).await?;
     // The drain is over: what it invalidated last still has to reach the other instances.
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = &cluster {
         if !cluster.flush(CLUSTER_FLUSH_TIMEOUT).await {
             tracing::warn!("cluster: invalidations still queued at exit were not shared");
         }
     }
+    // Drained: only the admin listener's purges still change the cache, and one during the write gives the
+    // snapshot up (it would bring the purged entry back).
+    restart::save(&proxy, &restoring.finished, None).await;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! traffic. Request counters are taken from the access record the request path fills anyway; cache size is read
 //! from the cache when scraped, not tracked on every insert.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -106,6 +106,12 @@ pub struct Metrics {
     cache: Arc<CacheCollector>,
     /// The cluster's series, registered only when clustered ([`Metrics::clustered`]).
     cluster: Option<ClusterMetrics>,
+    /// Entries the start-up restore stored from the snapshot (warm restart).
+    snapshot_restored: Gauge<i64, AtomicI64>,
+    /// Entries the start-up restore left out because they expired while the proxy was down.
+    snapshot_expired: Gauge<i64, AtomicI64>,
+    /// How long the start-up restore took, reading and storing.
+    snapshot_load_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -157,6 +163,25 @@ impl Metrics {
         );
         let cache = Arc::new(CacheCollector::default());
         registry.register_collector(Box::new(Arc::clone(&cache)));
+        let snapshot_restored = Gauge::default();
+        registry.register(
+            "snapshot_restored_entries",
+            "Entries restored at start from the cache snapshot (0 without one, or when it was discarded)",
+            snapshot_restored.clone(),
+        );
+        let snapshot_expired = Gauge::default();
+        registry.register(
+            "snapshot_expired_entries",
+            "Snapshot entries left out at start because they expired while the proxy was down",
+            snapshot_expired.clone(),
+        );
+        let snapshot_load_seconds = Gauge::default();
+        registry.register_with_unit(
+            "snapshot_load",
+            "Time the start-up restore took to read, check and store the snapshot",
+            Unit::Seconds,
+            snapshot_load_seconds.clone(),
+        );
         Self {
             registry,
             requests,
@@ -170,6 +195,9 @@ impl Metrics {
             express_answers,
             cache,
             cluster: None,
+            snapshot_restored,
+            snapshot_expired,
+            snapshot_load_seconds,
         }
     }
 
@@ -183,6 +211,13 @@ impl Metrics {
     /// The cluster's series, when clustered.
     pub fn cluster(&self) -> Option<&ClusterMetrics> {
         self.cluster.as_ref()
+    }
+
+    /// Records what the start-up restore did (warm restart).
+    pub fn snapshot_restored(&self, restored: u64, expired: u64, elapsed: Duration) {
+        self.snapshot_restored.set(saturating_i64(restored));
+        self.snapshot_expired.set(saturating_i64(expired));
+        self.snapshot_load_seconds.set(elapsed.as_secs_f64());
     }
 
     /// Counts one answered request, from what the request path recorded.

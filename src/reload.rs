@@ -177,6 +177,10 @@ const KEYS: &[(&str, OnReload)] = &[
     // moka cannot change a cache's capacity, and the rules are fixed with the cache they fill.
     ("cache.capacity", keep!(cache.capacity)),
     ("cache.rules", keep!(cache.rules)),
+    // Read on drain: the snapshot is written where the configuration in force then says (the one read at
+    // start was read from the path in force at start).
+    ("cache.snapshot_path", OnReload::Applies),
+    ("cache.snapshot_timeout", OnReload::Applies),
     ("log.format", keep!(log.format)),
     // Handed to the binary, which owns the subscriber ([`Reloaded::log_level`]).
     ("log.level", OnReload::Applies),

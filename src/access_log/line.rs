@@ -1,6 +1,7 @@
 //! An access event as one line of bytes, in the `text` or `json` layout of the rest of the log (the
 //! tracing-subscriber formats), written into a buffer the caller reuses: no allocation per line.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,8 +23,8 @@ pub struct Fields<'a> {
     pub version: Version,
     /// Response status code.
     pub status: u16,
-    /// What the cache did (`hit`, `miss`, ... or `-`).
-    pub cache: &'a str,
+    /// What the cache did (`hit`, `miss`, ... or `-`): one of the fixed labels, written unescaped.
+    pub cache: &'static str,
     /// Time to the upstream's response head, when the request went upstream.
     pub upstream: Option<Duration>,
     /// Body bytes sent.
@@ -38,7 +39,7 @@ pub struct Fields<'a> {
 pub fn text(out: &mut Vec<u8>, fields: &Fields<'_>) {
     timestamp(out, fields.at);
     out.extend_from_slice(b"  INFO access: client=");
-    let _ = write!(out, "{}", fields.client);
+    address(out, fields.client);
     out.extend_from_slice(b" method=");
     out.extend_from_slice(fields.method.as_bytes());
     out.extend_from_slice(b" path=");
@@ -47,8 +48,9 @@ pub fn text(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(version(fields.version).as_bytes());
     out.extend_from_slice(b" status=");
     integer(out, u64::from(fields.status));
-    out.extend_from_slice(b" cache=");
-    quoted(out, fields.cache, Escape::Debug);
+    out.extend_from_slice(b" cache=\"");
+    out.extend_from_slice(fields.cache.as_bytes());
+    out.push(b'"');
     if let Some(upstream) = fields.upstream {
         out.extend_from_slice(b" upstream_ms=");
         millis(out, upstream);
@@ -67,7 +69,7 @@ pub fn json(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(out, fields.at);
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"client\":\"");
-    let _ = write!(out, "{}", fields.client);
+    address(out, fields.client);
     out.extend_from_slice(b"\",\"method\":");
     quoted(out, fields.method, Escape::Json);
     out.extend_from_slice(b",\"path\":");
@@ -76,8 +78,9 @@ pub fn json(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(version(fields.version).as_bytes());
     out.extend_from_slice(b"\",\"status\":");
     integer(out, u64::from(fields.status));
-    out.extend_from_slice(b",\"cache\":");
-    quoted(out, fields.cache, Escape::Json);
+    out.extend_from_slice(b",\"cache\":\"");
+    out.extend_from_slice(fields.cache.as_bytes());
+    out.push(b'"');
     if let Some(upstream) = fields.upstream {
         out.extend_from_slice(b",\"upstream_ms\":");
         millis(out, upstream);
@@ -89,6 +92,38 @@ pub fn json(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(b",\"duration_ms\":");
     millis(out, fields.duration);
     out.extend_from_slice(b",\"target\":\"access\"}\n");
+}
+
+/// `a.b.c.d:port`, or `[v6]:port`, as `Display` writes them; an IPv4 address without the formatting
+/// machinery, which cost more than the rest of the line.
+fn address(out: &mut Vec<u8>, address: SocketAddr) {
+    let SocketAddr::V4(v4) = address else {
+        let _ = write!(out, "{address}");
+        return;
+    };
+    let [a, b, c, d] = v4.ip().octets();
+    octet(out, a);
+    for byte in [b, c, d] {
+        out.push(b'.');
+        octet(out, byte);
+    }
+    out.push(b':');
+    integer(out, u64::from(v4.port()));
+}
+
+/// A byte in decimal, without leading zeros.
+fn octet(out: &mut Vec<u8>, value: u8) {
+    let digits = [
+        b'0' + value / 100,
+        b'0' + value / 10 % 10,
+        b'0' + value % 10,
+    ];
+    let skip = match value {
+        100.. => 0,
+        10.. => 1,
+        _ => 2,
+    };
+    out.extend_from_slice(&digits[skip..]);
 }
 
 fn version(version: Version) -> &'static str {
@@ -132,8 +167,27 @@ enum Escape {
     Json,
 }
 
+/// The bytes [`quoted`] escapes: `"`, `\\` and the control characters, in both layouts.
+const ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table
+};
+
 fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
     out.push(b'"');
+    if !value.bytes().any(|byte| ESCAPED[usize::from(byte)]) {
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for &byte in value.as_bytes() {
         match byte {
             b'"' | b'\\' => out.extend_from_slice(&[b'\\', byte]),
@@ -151,26 +205,48 @@ fn quoted(out: &mut Vec<u8>, value: &str, escape: Escape) {
     out.push(b'"');
 }
 
-/// RFC 3339 in UTC with microseconds, `2026-12-02T18:24:04.103291Z`, as tracing-subscriber writes it.
+/// `YYYY-MM-DDTHH:MM:SS`: the part of a timestamp that changes once a second.
+type Second = [u8; 19];
+
+thread_local! {
+    /// The second the thread last wrote a timestamp in, and its text.
+    static LAST_SECOND: Cell<(u64, Second)> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// RFC 3339 in UTC with microseconds, `2026-12-02T18:24:04.103291Z`, as tracing-subscriber writes it. The
+/// date and time of day are worked out once a second per thread.
 fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    padded(out, year, 4);
-    out.push(b'-');
-    padded(out, month, 2);
-    out.push(b'-');
-    padded(out, day, 2);
-    out.push(b'T');
-    padded(out, of_day / 3600, 2);
-    out.push(b':');
-    padded(out, of_day / 60 % 60, 2);
-    out.push(b':');
-    padded(out, of_day % 60, 2);
+    let (last, mut text) = LAST_SECOND.get();
+    if last != seconds {
+        text = second(seconds);
+        LAST_SECOND.set((seconds, text));
+    }
+    out.extend_from_slice(&text);
     out.push(b'.');
     padded(out, u64::from(since.subsec_micros()), 6);
     out.push(b'Z');
+}
+
+/// The date and time of day of a second since the epoch, as [`Second`].
+fn second(seconds: u64) -> Second {
+    let mut text = Vec::with_capacity(19);
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    padded(&mut text, year, 4);
+    text.push(b'-');
+    padded(&mut text, month, 2);
+    text.push(b'-');
+    padded(&mut text, day, 2);
+    text.push(b'T');
+    padded(&mut text, of_day / 3600, 2);
+    text.push(b':');
+    padded(&mut text, of_day / 60 % 60, 2);
+    text.push(b':');
+    padded(&mut text, of_day % 60, 2);
+    // Four-digit years: until 9999.
+    text.try_into().unwrap_or([b'9'; 19])
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (H. Hinnant's `civil_from_days`, for days
@@ -259,6 +335,57 @@ mod tests {
         let path = "/a\"b\\c\u{1}d\u{7f}é";
         quoted(&mut out, path, Escape::Debug);
         assert_eq!(String::from_utf8(out).unwrap(), format!("{path:?}"));
+    }
+
+    #[test]
+    fn addresses_read_as_display_writes_them() {
+        for address in [
+            "127.0.0.1:39236",
+            "10.20.255.0:0",
+            "[::1]:8080",
+            "[2001:db8::7]:1",
+        ] {
+            let address: SocketAddr = address.parse().unwrap();
+            let mut out = Vec::new();
+            super::address(&mut out, address);
+            assert_eq!(String::from_utf8(out).unwrap(), address.to_string());
+        }
+    }
+
+    #[test]
+    fn timestamps_within_a_second_and_across_seconds_are_right() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_796_235_844);
+        for (at, text) in [
+            (base, "2026-12-02T18:24:04.000000Z"),
+            (
+                base + Duration::from_micros(999_999),
+                "2026-12-02T18:24:04.999999Z",
+            ),
+            (base + Duration::from_secs(1), "2026-12-02T18:24:05.000000Z"),
+            (
+                base - Duration::from_secs(86_400),
+                "2026-12-01T18:24:04.000000Z",
+            ),
+            (
+                base + Duration::from_micros(5),
+                "2026-12-02T18:24:04.000005Z",
+            ),
+        ] {
+            let mut out = Vec::new();
+            timestamp(&mut out, at);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn padding_matches_format() {
+        for value in [0, 7, 42, 999, 1000, 123_456, 999_999, 1_000_000, 12_345_678] {
+            for width in [2, 3, 4, 6] {
+                let mut out = Vec::new();
+                padded(&mut out, value, width);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{value:0width$}"));
+            }
+        }
     }
 
     #[test]

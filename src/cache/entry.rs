@@ -27,7 +27,7 @@ pub struct VaryIndex {
     /// Nominated request fields, normalised (see [`vary::names`]).
     pub names: Vec<HeaderName>,
     /// As long as the variant it was stored with.
-    retain_for: Duration,
+    pub(super) retain_for: Duration,
 }
 
 /// A stored response: status, end-to-end headers and the whole body, with its freshness.
@@ -45,15 +45,18 @@ pub struct CachedResponse {
     /// `Last-Modified`, parsed, for the client's `If-Modified-Since` and `If-Range`.
     pub last_modified: Option<SystemTime>,
     /// The `ETag` in `headers` was minted here, not sent by the upstream (so it is never sent back).
-    etag_minted: bool,
+    pub(super) etag_minted: bool,
     /// The nominated request fields and their values in the request that produced it, when it varies.
     pub vary: Option<Box<(Vec<HeaderName>, String)>>,
     /// When it was stored, on the cache clock.
-    stored_at: Instant,
+    pub(super) stored_at: Instant,
     /// Age when stored, freshness left then, and the stale windows (RFC 9111 §4.2, RFC 5861).
-    freshness: Freshness,
-    /// How long the store keeps it (fresh, then stale-servable or revalidatable).
-    retain_for: Duration,
+    pub(super) freshness: Freshness,
+    /// How long the store keeps it from `stored_at` (fresh, then stale-servable or revalidatable).
+    pub(super) retain_for: Duration,
+    /// For an entry restored from a snapshot, how long it had been stored when it was restored (`stored_at`
+    /// is that long before the restore); zero for the others. The store keeps it `retain_for` less this.
+    pub(super) restored_after: Duration,
 }
 
 /// Where an entry stands at a given moment.
@@ -116,6 +119,7 @@ impl CachedResponse {
             stored_at: now,
             freshness,
             retain_for: freshness.retain_for(limits),
+            restored_after: Duration::ZERO,
         }
     }
 
@@ -131,7 +135,8 @@ impl CachedResponse {
     pub fn vary_index(&self) -> Option<VaryIndex> {
         self.vary.as_ref().map(|vary| VaryIndex {
             names: vary.0.clone(),
-            retain_for: self.retain_for,
+            // From now, as the store counts it for the variant (see `restored_after`).
+            retain_for: self.retain_for.saturating_sub(self.restored_after),
         })
     }
 
@@ -470,7 +475,7 @@ impl store::Stored for Stored {
 
     fn time_to_live(&self) -> Duration {
         match self {
-            Self::Response(entry) => entry.retain_for,
+            Self::Response(entry) => entry.retain_for.saturating_sub(entry.restored_after),
             Self::Vary(index) => index.retain_for,
         }
     }

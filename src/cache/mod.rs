@@ -9,6 +9,7 @@ pub mod invalidation;
 pub mod policy;
 pub mod request;
 pub mod serve;
+pub mod snapshot;
 pub mod status;
 pub mod store;
 pub mod vary;
@@ -261,6 +262,11 @@ impl Cache {
     /// Requests waiting right now on the fill of `key`.
     pub fn waiters(&self, key: &str) -> usize {
         self.store.waiters(key)
+    }
+
+    /// The most bytes it holds (`cache.capacity`).
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
     }
 
     /// Entries and bytes held, after running pending maintenance.

@@ -7,9 +7,9 @@
 //! waiters still get what it fetched. Purges, and the stores of fills, run under the fills lock, so a fill
 //! either stored before the purge (and the purge drops it) or finds itself detached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,35 @@ pub struct Store<V: Stored> {
     fills: Arc<Mutex<Fills<V>>>,
     /// Entries removed to stay within the byte budget (not expired, replaced or purged ones), for metrics.
     evictions: Arc<AtomicU64>,
+    /// While a restore (a snapshot loading) is under way: the keys written or removed since it began, which it
+    /// must not bring back or overwrite. `restoring` lets the request path skip the lock when none is.
+    touched: Arc<Mutex<Option<Touched>>>,
+    /// Whether `touched` is `Some`.
+    restoring: Arc<AtomicBool>,
+    /// Removals so far (one key, by predicate, or all), so that a snapshot written while one happened is
+    /// given up rather than bring the removed entry back.
+    removals: Arc<AtomicU64>,
+}
+
+/// What changed in the store since a restore began.
+#[derive(Default)]
+struct Touched {
+    /// Keys inserted or removed one by one.
+    keys: HashSet<Arc<str>>,
+    /// A removal by predicate, or of everything: nothing more may be restored.
+    broad: bool,
+}
+
+/// What [`Store::restore`] did with one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Stored: the key held nothing, and nothing wrote or removed it since the restore began.
+    Inserted,
+    /// Not stored: the key holds a value, or was written or removed since the restore began.
+    Superseded,
+    /// Not stored, nor anything after it: a removal by predicate (a purge of a prefix, or of everything)
+    /// happened since the restore began, and what it would have removed cannot be told apart.
+    Stopped,
 }
 
 /// Keys being fetched, each with the channel its outcome is published on.
@@ -46,6 +75,9 @@ impl<V: Stored> Clone for Store<V> {
             entries: self.entries.clone(),
             fills: Arc::clone(&self.fills),
             evictions: Arc::clone(&self.evictions),
+            touched: Arc::clone(&self.touched),
+            restoring: Arc::clone(&self.restoring),
+            removals: Arc::clone(&self.removals),
         }
     }
 }
@@ -124,6 +156,9 @@ impl<V: Stored> Store<V> {
             entries,
             fills: Arc::new(Mutex::new(HashMap::new())),
             evictions,
+            touched: Arc::new(Mutex::new(None)),
+            restoring: Arc::new(AtomicBool::new(false)),
+            removals: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -134,11 +169,14 @@ impl<V: Stored> Store<V> {
 
     /// Stores a value, replacing any other.
     pub fn insert(&self, key: &str, value: V) {
+        self.touch(Some(key));
         self.entries.insert(key.into(), value);
     }
 
     /// Removes a key, and detaches the fill in flight for it.
     pub fn remove(&self, key: &str) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
+        self.touch(Some(key));
         let mut fills = self.lock_fills();
         fills.remove(key);
         self.entries.invalidate(key);
@@ -146,6 +184,8 @@ impl<V: Stored> Store<V> {
 
     /// Removes every entry, and detaches every fill in flight.
     pub fn clear(&self) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
+        self.touch(None);
         let mut fills = self.lock_fills();
         fills.clear();
         self.entries.invalidate_all();
@@ -155,6 +195,8 @@ impl<V: Stored> Store<V> {
     /// Removal is immediate for lookups (moka checks the predicate on every read) and the memory is
     /// reclaimed by its maintenance.
     pub fn remove_if(&self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
+        self.touch(None);
         let mut fills = self.lock_fills();
         fills.retain(|key, _| !predicate(key));
         // Only fails when invalidation closures are not enabled, which `new` always does.
@@ -194,6 +236,11 @@ impl<V: Stored> Store<V> {
         fills.get(key).map_or(0, watch::Sender::receiver_count)
     }
 
+    /// The most bytes it holds.
+    pub fn capacity(&self) -> u64 {
+        self.entries.policy().max_capacity().unwrap_or(u64::MAX)
+    }
+
     /// Number of entries (approximate until pending maintenance has run).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
@@ -212,6 +259,72 @@ impl<V: Stored> Store<V> {
     /// Runs moka's pending maintenance (evictions, counters) now; for tests and stats.
     pub fn sync(&self) {
         self.entries.run_pending_tasks();
+    }
+
+    /// Every entry held now, with its key (a weakly consistent view: writes made meanwhile may or may not
+    /// show). For writing a snapshot.
+    pub fn iter(&self) -> impl Iterator<Item = (Arc<str>, V)> + '_ {
+        self.entries
+            .iter()
+            .map(|(key, value)| (Arc::clone(&*key), value))
+    }
+
+    /// Removals so far: compared before and after a read of every entry ([`Store::iter`]), it tells whether
+    /// one may have been missed.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::SeqCst)
+    }
+
+    /// Starts a restore: from now until [`Store::end_restore`], every key written or removed is remembered,
+    /// so that [`Store::restore`] never brings back what was removed meanwhile nor overwrites a newer value.
+    pub fn begin_restore(&self) {
+        *self.touched.lock().unwrap_or_else(PoisonError::into_inner) = Some(Touched::default());
+        self.restoring.store(true, Ordering::SeqCst);
+    }
+
+    /// Stores a value from before the process started (a snapshot), unless the key holds a value or was
+    /// written or removed since [`Store::begin_restore`]. The check and the insert are one step for writers:
+    /// a removal that comes after it removes the restored value.
+    pub fn restore(&self, key: &str, value: V) -> Restored {
+        let touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        match touched.as_ref() {
+            Some(touched) if touched.broad => Restored::Stopped,
+            Some(touched) if touched.keys.contains(key) => Restored::Superseded,
+            // Without a restore begun, nothing is known about what happened to the key: never stored.
+            None => Restored::Stopped,
+            Some(_) => {
+                let entry = self.entries.entry(key.into()).or_insert_with(|| value);
+                if entry.is_fresh() {
+                    Restored::Inserted
+                } else {
+                    Restored::Superseded
+                }
+            }
+        }
+    }
+
+    /// Ends the restore begun by [`Store::begin_restore`]: writes and removals are no longer remembered.
+    pub fn end_restore(&self) {
+        self.restoring.store(false, Ordering::SeqCst);
+        *self.touched.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Remembers a write or removal of `key` (`None`: a removal by predicate) while a restore is under way.
+    /// Taken before the write itself, so a restore that checks after it sees it, and a restore that inserted
+    /// before it has its value replaced or removed by it.
+    fn touch(&self, key: Option<&str>) {
+        if !self.restoring.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(touched) = touched.as_mut() {
+            match key {
+                Some(key) => {
+                    touched.keys.insert(key.into());
+                }
+                None => touched.broad = true,
+            }
+        }
     }
 
     /// Unregisters the fill publishing on `tx`, unless a purge detached it already (another fill may hold
@@ -265,6 +378,8 @@ impl<V: Stored> FillGuard<V> {
 impl<V: Stored> FillGuard<V> {
     /// Stores nothing and drops what the store held for the key: the upstream's answer superseded it.
     pub fn discard(self) {
+        // Not a purge (the fill stays current), but a removal a restore must not undo.
+        self.store.touch(Some(&self.key));
         self.store.entries.invalidate(&self.key);
         self.finish(None);
     }
@@ -489,6 +604,35 @@ mod tests {
         store.remove_if(|key| key == "x");
         fill.finish(Some(blob(1)));
         assert_eq!(store.get("k"), Some(blob(1)));
+    }
+
+    #[test]
+    fn a_restore_stores_only_keys_nothing_wrote_or_removed_since_it_began() {
+        let store = Store::new(10_000);
+        assert_eq!(store.restore("k", blob(1)), Restored::Stopped, "not begun");
+        store.insert("held", blob(2));
+        store.begin_restore();
+        store.insert("written", blob(3));
+        store.remove("removed");
+        let Claim::Leader(fill) = store.claim("discarded") else {
+            panic!("nobody fills it")
+        };
+        fill.discard();
+        assert_eq!(store.restore("fresh", blob(1)), Restored::Inserted);
+        assert_eq!(store.restore("discarded", blob(1)), Restored::Superseded);
+        assert_eq!(store.restore("held", blob(1)), Restored::Superseded);
+        assert_eq!(store.restore("written", blob(1)), Restored::Superseded);
+        assert_eq!(store.restore("removed", blob(1)), Restored::Superseded);
+        assert_eq!(store.get("held"), Some(blob(2)));
+        assert_eq!(store.get("removed"), None);
+        store.remove_if(|key| key.starts_with('x'));
+        assert_eq!(store.restore("other", blob(1)), Restored::Stopped);
+        store.end_restore();
+        assert_eq!(store.restore("other", blob(1)), Restored::Stopped);
+        assert!(
+            store.touched.lock().unwrap().is_none(),
+            "nothing remembered after the end"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `[cache]` and its ordered `[[cache.rules]]`: which paths are cached, by which kind of rule, with which limits.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -37,6 +38,10 @@ pub const DEFAULT_KEEP: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_HEURISTIC_FRACTION: f64 = 0.1;
 /// ...and never more than this.
 pub const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The longest the snapshot written on drain may take (`cache.snapshot_timeout`): past it, the snapshot is
+/// given up and the process exits; the next start is cold. Well inside the 30 s an orchestrator usually
+/// allows after SIGTERM once the drain is done (Kubernetes' grace period, systemd's is 90 s).
+pub const DEFAULT_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The path prefix of the web app's hashed bundles (`public, max-age=31536000` from Cloudreve).
 pub const ASSETS_PREFIX: &str = "/assets/";
 
@@ -47,6 +52,10 @@ pub struct CacheConfig {
     pub capacity: u64,
     /// The rules, in order; the first whose prefix matches a `GET`/`HEAD` path decides.
     pub rules: Vec<RuleConfig>,
+    /// Where the cache is written on drain and read back at start (warm restart); `None`: off.
+    pub snapshot_path: Option<PathBuf>,
+    /// The longest writing the snapshot may take.
+    pub snapshot_timeout: Duration,
 }
 
 /// One `[[cache.rules]]` entry.
@@ -109,6 +118,9 @@ impl CacheConfig {
 pub(super) struct RawCache {
     capacity: ByteSize,
     rules: Vec<RawRule>,
+    snapshot_path: String,
+    #[serde(with = "humantime_serde")]
+    snapshot_timeout: Duration,
 }
 
 impl Default for RawCache {
@@ -116,6 +128,8 @@ impl Default for RawCache {
         Self {
             capacity: DEFAULT_CACHE_CAPACITY,
             rules: vec![RawRule::new(RuleKind::Avatar), RawRule::assets()],
+            snapshot_path: String::new(),
+            snapshot_timeout: DEFAULT_SNAPSHOT_TIMEOUT,
         }
     }
 }
@@ -208,7 +222,63 @@ impl RawCache {
                 "at most one rule may be of kind \"avatar\"",
             ));
         }
-        Ok(CacheConfig { capacity, rules })
+        if self.snapshot_timeout.is_zero() {
+            return Err(invalid(
+                "cache.snapshot_timeout",
+                "must be more than 0s (leave cache.snapshot_path empty to write no snapshot)",
+            ));
+        }
+        let snapshot_path = (!self.snapshot_path.is_empty())
+            .then(|| snapshot_path(&self.snapshot_path))
+            .transpose()?;
+        Ok(CacheConfig {
+            capacity,
+            rules,
+            snapshot_path,
+            snapshot_timeout: self.snapshot_timeout,
+        })
+    }
+}
+
+/// `cache.snapshot_path`: a file name in a directory that exists and that this process may write (a file is
+/// created there and removed again, as the snapshot's temporary file will be), so that a drain never finds
+/// out too late. Checked at start and on every reload.
+fn snapshot_path(path: &str) -> Result<PathBuf, ConfigError> {
+    const KEY: &str = "cache.snapshot_path";
+    let path = PathBuf::from(path);
+    let Some(name) = path.file_name() else {
+        return Err(invalid(KEY, format!("{} names no file", path.display())));
+    };
+    if path.is_dir() {
+        return Err(invalid(
+            KEY,
+            format!("{} is a directory; name a file in it", path.display()),
+        ));
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !directory.is_dir() {
+        return Err(invalid(
+            KEY,
+            format!("directory {} does not exist", directory.display()),
+        ));
+    }
+    let probe = directory.join(format!(
+        ".{}.probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(path)
+        }
+        Err(err) => Err(invalid(
+            KEY,
+            format!("cannot write in {}: {err}", directory.display()),
+        )),
     }
 }
 

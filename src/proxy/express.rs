@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use http::{Method, StatusCode, Uri, Version};
+use http::StatusCode;
 
 use super::Proxy;
 use super::hit::Hit;
@@ -32,8 +32,7 @@ impl Proxy {
         self.metrics.express_answered();
         let done = self
             .access_logging()
-            .then(|| logged(target, client, hit.status(), entry.status))
-            .flatten();
+            .then(|| logged(target, client, hit.status(), entry.status));
         Some(Answer {
             head,
             body: entry.body.clone(),
@@ -48,12 +47,9 @@ fn logged(
     client: SocketAddr,
     status: CacheStatus,
     code: StatusCode,
-) -> Option<Box<dyn FnOnce(u64, bool) + Send>> {
-    let uri = Uri::try_from(target).ok()?;
-    let mut record = AccessRecord::start(&Method::GET, &uri, Version::HTTP_11, client);
+) -> Box<dyn FnOnce(u64, bool) + Send> {
+    let mut record = AccessRecord::express(target, client);
     record.rule = Some(RuleKind::Avatar);
     record.cache = Some(status);
-    Some(Box::new(move |sent, complete| {
-        record.log(code, sent, complete)
-    }))
+    Box::new(move |sent, complete| record.log(code, sent, complete))
 }

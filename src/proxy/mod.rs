@@ -174,8 +174,7 @@ impl Proxy {
 
     /// Whether access events are written: configured, and the log filter lets them through.
     fn access_logging(&self) -> bool {
-        self.live.load().config.log.access_log
-            && tracing::enabled!(target: "access", tracing::Level::INFO)
+        self.live.load().config.log.access_log && crate::access_log::filter_allows()
     }
 }
 

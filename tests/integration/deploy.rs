@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use cloudreve_edge::access_log::AccessRecord;
 use cloudreve_edge::cache::status::Outcome;
 use cloudreve_edge::config::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_UPSTREAM_MAX_CONNECTIONS,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SNAPSHOT_TIMEOUT,
+    DEFAULT_UPSTREAM_MAX_CONNECTIONS,
 };
 use cloudreve_edge::metrics::{CacheUsage, Metrics};
 use http::{Method, StatusCode, Uri, Version};
@@ -116,14 +117,20 @@ fn grafana_dashboard_filters_on_cache_outcomes_that_exist() {
 }
 
 #[test]
-fn systemd_unit_waits_longer_than_the_drain_and_reloads_with_sighup() {
+fn systemd_unit_waits_longer_than_the_drain_and_the_snapshot_and_reloads_with_sighup() {
     let unit = deploy_file("cloudreve-edge.service");
     let stop = unit
         .lines()
         .find_map(|l| l.strip_prefix("TimeoutStopSec="))
         .expect("TimeoutStopSec");
     let stop: u64 = stop.trim_end_matches('s').parse().unwrap();
-    assert!(stop > DEFAULT_DRAIN_TIMEOUT.as_secs(), "{stop}");
+    // The drain, then the cache snapshot (warm restart).
+    let needed = DEFAULT_DRAIN_TIMEOUT + DEFAULT_SNAPSHOT_TIMEOUT;
+    assert!(stop > needed.as_secs(), "{stop}");
+    assert!(
+        unit.contains("StateDirectory=cloudreve-edge"),
+        "a writable directory for the snapshot"
+    );
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }
 

@@ -7,75 +7,27 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::binary::{Edge, Scratch, edge_command, field};
 use crate::support::raw::Raw;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloudreve-edge");
 const PROXY_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
 /// `EX_USAGE`: the configuration cannot be used.
 const EXIT_CONFIG: i32 = 64;
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 // Fixtures
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cloudreve-edge-lifecycle-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `proxy.toml` with `contents` and returns its path as a string.
-    fn config(&self, contents: &str) -> String {
-        let path = self.0.join("proxy.toml");
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The binary with a clean logging environment (no colours, no inherited `RUST_LOG`).
-fn edge_command(args: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
 
 /// Runs the binary to its end (configuration errors, `--check`), within [`PATIENCE`].
 async fn run_to_end(args: &[&str]) -> Output {
@@ -112,156 +64,6 @@ fn assert_config_error(output: &Output, key: &str) {
         "stdout: {}",
         String::from_utf8_lossy(&output.stdout)
     );
-}
-
-/// Removes ANSI escape sequences (`ESC [ ... letter`), in case colours are forced on.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Forwards the lines of a child's pipe, ANSI-stripped; the channel closes when the pipe does.
-fn forward_lines(
-    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(strip_ansi(&line)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// The binary running in the background, its stdout and stderr read line by line.
-struct Edge {
-    child: Child,
-    pid: u32,
-    stdout: mpsc::UnboundedReceiver<String>,
-    stderr: mpsc::UnboundedReceiver<String>,
-    /// Every stderr line read so far, for failure messages and later checks.
-    log: Vec<String>,
-}
-
-impl Edge {
-    fn spawn(args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Self {
-        let mut command = edge_command(args);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        if let Some(dir) = dir {
-            command.current_dir(dir);
-        }
-        let mut child = command.spawn().expect("cannot start the binary");
-        let pid = child.id().expect("a running child has a pid");
-        let stdout = forward_lines(child.stdout.take().unwrap());
-        let stderr = forward_lines(child.stderr.take().unwrap());
-        Self {
-            child,
-            pid,
-            stdout,
-            stderr,
-            log: Vec::new(),
-        }
-    }
-
-    /// Reads stderr until a line satisfies `matches`, within [`PATIENCE`].
-    async fn stderr_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        let found = timeout(PATIENCE, async {
-            while let Some(line) = self.stderr.recv().await {
-                self.log.push(line.clone());
-                if matches(&line) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("stderr ended before {what}; log:\n{}", self.log.join("\n")),
-            Err(_) => panic!(
-                "timed out waiting for {what}; log:\n{}",
-                self.log.join("\n")
-            ),
-        }
-    }
-
-    /// Reads stdout until a line satisfies `matches`, within [`PATIENCE`].
-    async fn stdout_line(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
-        timeout(PATIENCE, async {
-            while let Some(line) = self.stdout.recv().await {
-                if matches(&line) {
-                    return line;
-                }
-            }
-            panic!("stdout ended before {what}");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what} on stdout"))
-    }
-
-    /// The `listening` line's `addr=`.
-    async fn listening(&mut self) -> (SocketAddr, String) {
-        let line = self
-            .stderr_line("the listening line", |l| l.contains("listening"))
-            .await;
-        (field(&line, "addr").parse().unwrap(), line)
-    }
-
-    /// Sends a signal with `kill(1)`.
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("cannot run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid);
-    }
-
-    /// Waits (bounded) for the process to exit.
-    async fn exit_status(&mut self) -> ExitStatus {
-        match timeout(PATIENCE, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("the process did not exit; log:\n{}", self.log.join("\n")),
-        }
-    }
-
-    /// After exit: every stderr line up to the end of the pipe, appended to `log`; returns the whole log.
-    async fn whole_log(&mut self) -> &[String] {
-        timeout(PATIENCE, async {
-            while let Some(line) = self.stderr.recv().await {
-                self.log.push(line);
-            }
-        })
-        .await
-        .expect("stderr did not end after exit");
-        &self.log
-    }
-}
-
-/// `name=value` of a text log line (`value` up to the next space).
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    let prefix = format!("{name}=");
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
 /// Connects until the address refuses, within [`PATIENCE`] (a connection that still succeeds is dropped).
@@ -326,6 +128,15 @@ async fn key_includes_host_on_the_avatar_rule_exits_64_before_binding() {
     assert_rejected_before_binding(
         "[[cache.rules]]\nkind = \"avatar\"\nkey_includes_host = true",
         "cache.rules[0].key_includes_host",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn snapshot_path_in_a_missing_directory_exits_64_before_binding() {
+    assert_rejected_before_binding(
+        "[cache]\nsnapshot_path = \"/nonexistent-cloudreve-edge/cache.snapshot\"",
+        "cache.snapshot_path",
     )
     .await;
 }

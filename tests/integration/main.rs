@@ -20,4 +20,5 @@ mod interim;
 mod lifecycle;
 mod ops;
 mod purge;
+mod restart;
 mod rules;

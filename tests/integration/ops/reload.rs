@@ -60,6 +60,30 @@ async fn invalid_reload_keeps_the_running_configuration() {
 }
 
 #[tokio::test]
+async fn reload_applies_a_new_snapshot_path_and_refuses_one_in_a_missing_directory() {
+    let upstream = FakeCloudreve::avatars().await;
+    let proxy = TestProxy::start(&upstream.url()).await;
+    let live = proxy.proxy.live();
+    let missing = "[cache]\nsnapshot_path = \"/nonexistent-cloudreve-edge/cache.snapshot\"\n";
+    let err = reload::reload(live, || Config::from_toml(missing)).unwrap_err();
+    assert!(err.to_string().starts_with("cache.snapshot_path"), "{err}");
+    assert_eq!(live.load().config.cache.snapshot_path, None);
+
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("edge-reload-snapshot-{}", std::process::id()));
+    let text = format!(
+        "[cache]\nsnapshot_path = {:?}\n",
+        path.display().to_string()
+    );
+    let reloaded = reload::reload(live, || Config::from_toml(&text)).unwrap();
+    assert!(
+        !reloaded.restart_needed.contains(&"cache.snapshot_path"),
+        "{reloaded:?}"
+    );
+    assert_eq!(live.load().config.cache.snapshot_path, Some(path));
+}
+
+#[tokio::test]
 async fn reload_keeps_listener_keys_until_a_restart_and_says_so() {
     let upstream = FakeCloudreve::avatars().await;
     let proxy = TestProxy::start(&upstream.url()).await;

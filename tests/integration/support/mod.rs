@@ -6,6 +6,7 @@
 //! readiness: listeners are bound before their address is handed out.
 #![allow(dead_code, missing_docs)]
 
+pub mod binary;
 pub mod ops;
 pub mod raw;
 pub mod raw_h2;
