@@ -200,11 +200,20 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     let proxy = Proxy::new(&config);
     // Before anything is served (the purge API included): from here on the restore keeps out every key a fill
     // or a purge touches. The outcome carries the snapshot's stream id, for a clustered reader's replay.
-    let restoring = restart::restore_in_background(&proxy);
-    // Kept for the life of the process: dropping it stops sharing invalidations.
+    let restart::Restoring { outcome, finished } = restart::restore_in_background(&proxy);
+    // Kept for the life of the process: dropping it stops sharing invalidations. It reads from the stream's
+    // end, and again from the snapshot's stream id once the restore has stored its entries.
     let cluster = match &config.cluster {
         Some(cluster) => {
-            Some(cluster::start(cluster, &proxy, None).context("cannot start the cluster")?)
+            let cluster =
+                cluster::start(cluster, &proxy, None).context("cannot start the cluster")?;
+            cluster.replay_after(async move {
+                match outcome.await {
+                    Ok(restart::Restored::Loaded { stream_id, .. }) => stream_id,
+                    _ => None,
+                }
+            });
+            Some(cluster)
         }
         None => None,
     };
@@ -273,7 +282,10 @@ async fn run(cli: Cli, mut config: Config, set_level: SetLevel) -> anyhow::Resul
     }
     // Drained: only the admin listener's purges still change the cache, and one during the write gives the
     // snapshot up (it would bring the purged entry back).
-    restart::save(&proxy, &restoring.finished, None).await;
+    // With the id of the last invalidation the cache reflects, read before the write begins: one applied
+    // while it writes is replayed again at the next start, which drops nothing more.
+    let stream_id = cluster.as_ref().and_then(cluster::Cluster::last_applied_id);
+    restart::save(&proxy, &finished, stream_id).await;
     Ok(())
 }
 

@@ -23,9 +23,10 @@ mod read;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Invalidation};
 use crate::config::ClusterConfig;
 use crate::metrics::ClusterMetrics;
 use crate::proxy::Proxy;
@@ -47,11 +48,23 @@ struct Shared {
     max_stale: Duration,
     /// The id of the last entry the reader has dealt with (applied, or skipped as its own).
     last_applied: Mutex<Option<StreamPos>>,
+    /// A position to read from again (a restored snapshot's), for the reader to take.
+    rewind: Mutex<Option<StreamPos>>,
+    /// Wakes the reader from its blocking read when a rewind is requested.
+    rewind_requested: Notify,
 }
 
 impl Shared {
     fn cache(&self) -> &Cache {
         self.proxy.cache()
+    }
+
+    /// The rewind requested, if any, taken.
+    fn take_rewind(&self) -> Option<StreamPos> {
+        self.rewind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -100,6 +113,33 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Replays, over what the cache holds, the invalidations appended after the stream id that `after`
+    /// resolves to: a restored snapshot's (`None`: nothing to replay). The reader, which started at the
+    /// stream's end, reads again from that id (what it applies twice drops nothing more), or drops the whole
+    /// cache when the stream no longer holds what came after it. Never waits: `after` is awaited on a task.
+    pub fn replay_after(&self, after: impl Future<Output = Option<String>> + Send + 'static) {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let Some(id) = after.await else {
+                return;
+            };
+            match id.parse::<StreamPos>() {
+                Ok(pos) => {
+                    *shared.rewind.lock().unwrap_or_else(PoisonError::into_inner) = Some(pos);
+                    shared.rewind_requested.notify_one();
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = err,
+                        "cluster: the snapshot's stream id is unreadable; dropping the whole cache"
+                    );
+                    shared.cache().apply(&Invalidation::All);
+                    shared.metrics.resynced("unreadable_snapshot_id");
+                }
+            }
+        });
+    }
+
     /// Waits until every invalidation queued so far has been dealt with (appended, or counted as failed
     /// after its retries), for at most `within`; whether it was. For the end of a drain: what is still
     /// queued when the process exits never reaches the other instances.
@@ -147,6 +187,8 @@ pub fn start(
         metrics,
         max_stale: config.max_stale_when_detached,
         last_applied: Mutex::new(None),
+        rewind: Mutex::new(None),
+        rewind_requested: Notify::new(),
     });
     let (publisher, writer, queue) = publish::start(client.clone(), config, Arc::clone(&shared))?;
     if !shared.cache().set_publisher(publisher) {

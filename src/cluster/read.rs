@@ -127,10 +127,35 @@ impl Reader {
         // Catch up without blocking (so an instance with nothing to catch up on attaches at once), then
         // wait for entries.
         loop {
-            let read = self.xread(&mut redis, self.attached).await?;
+            if let Some(from) = self.shared.take_rewind() {
+                let stream = stream_state(&mut redis, &self.stream).await?;
+                self.rewind(from, stream.as_ref());
+            }
+            // A rewind interrupts a blocking read (dropped before its answer: nothing was applied).
+            let shared = Arc::clone(&self.shared);
+            let block = self.attached;
+            let read = tokio::select! {
+                read = self.xread(&mut redis, block) => read?,
+                () = shared.rewind_requested.notified() => continue,
+            };
             if read < BATCH && !self.attached {
                 self.attach();
             }
+        }
+    }
+
+    /// Reads again from `from` (a restored snapshot's position), when it is before the position: unless
+    /// what came after it is gone, then the whole cache is dropped instead.
+    fn rewind(&mut self, from: StreamPos, stream: Option<&StreamState>) {
+        if self.last.is_some_and(|last| last <= from) {
+            return;
+        }
+        match missed(from, stream) {
+            Missed::Nothing => {
+                tracing::info!(from = %from, "cluster: replaying the invalidations since the snapshot");
+                self.moved_to(from);
+            }
+            Missed::Lost(reason) => self.resync(reason),
         }
     }
 

@@ -589,3 +589,91 @@ async fn the_binary_joins_a_rediss_redis_it_trusts_and_only_that_one() {
         .await;
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }
+
+#[tokio::test]
+async fn an_avatar_purged_elsewhere_while_an_instance_was_down_is_not_served_from_its_snapshot() {
+    use crate::support::binary::{Edge, Scratch, field};
+
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.default_url(), "a", cloudreve().await).await;
+    let upstream = cloudreve().await;
+    let scratch = Scratch::new("cluster-snapshot");
+    let snapshot = scratch.path().join("cache.snapshot");
+    let config = scratch.config(&format!(
+        "[cache]\nsnapshot_path = {:?}\n[log]\naccess_log = false\n[cluster]\nredis_url = {:?}\n\
+         instance_id = \"b\"\n",
+        snapshot.display().to_string(),
+        redis.url()
+    ));
+    let start = || async {
+        let mut edge = Edge::spawn(
+            &[
+                "--config",
+                &config,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &upstream.url(),
+            ],
+            &[],
+            Some(scratch.path()),
+        );
+        let (addr, _) = edge.listening().await;
+        edge.logged("reading the stream", |l| {
+            l.contains("cluster: reading the invalidation stream")
+        })
+        .await;
+        (edge, format!("http://{addr}"))
+    };
+
+    let (mut first, base) = start().await;
+    for path in [ALICE, BOB] {
+        get(&format!("{base}{path}")).await;
+    }
+    first.signal("TERM");
+    assert_eq!(first.exit_status().await.code(), Some(0));
+    let written = first
+        .logged("snapshot written", |l| l.contains("cache snapshot written"))
+        .await;
+    assert_eq!(field(&written, "entries"), "2", "{written}");
+
+    // While B is down, A purges Alice's avatar.
+    assert_eq!(admin_post(&a, "/purge/avatar/img1alice").await.status, 200);
+    a.until_metric(PUBLISHED, &[], |n| n == 1.0).await;
+
+    let (mut second, base) = start().await;
+    second
+        .logged("restored", |l| l.contains("cache snapshot restored"))
+        .await;
+    second
+        .logged("replayed", |l| {
+            l.contains("cluster: replaying the invalidations since the snapshot")
+        })
+        .await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // Until the replay has applied the purge, Alice may still be a hit from the snapshot.
+        let reply = get(&format!("{base}{ALICE}")).await;
+        if reply.x_cache() != "HIT" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Alice's purge was never replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        upstream.count_target(ALICE),
+        2,
+        "fetched again after the restart"
+    );
+    assert_eq!(get(&format!("{base}{BOB}")).await.x_cache(), "HIT");
+    assert_eq!(
+        upstream.count_target(BOB),
+        1,
+        "Bob's came from the snapshot"
+    );
+}
