@@ -20,7 +20,7 @@ pub(super) struct StreamState {
     /// Entries held now.
     length: u64,
     /// Entries ever appended (Redis 7): equal to `length` when nothing was ever removed.
-    entries_added: Option<u64>,
+    pub entries_added: Option<u64>,
 }
 
 /// What the reader may have missed since `last`.
@@ -32,11 +32,15 @@ pub(super) enum Missed {
     Lost(&'static str),
 }
 
-/// What was missed since `last`, given the stream now (`None`: it does not exist). Trimming (`XTRIM`,
-/// `MINID` on append) removes the oldest entries only, so while the stream still holds an entry at or
-/// before `last`, nothing after it was removed; Redis 7's `XTRIM` leaves no other trace
-/// (`max-deleted-entry-id` moves only with `XDEL`).
-pub(super) fn missed(last: StreamPos, stream: Option<&StreamState>) -> Missed {
+/// What was missed since `last`, given the stream now (`None`: it does not exist). `count`, when known, is
+/// how many entries the stream had had appended up to `last` (Redis 7's `entries-added` then, plus one per
+/// entry read since). Trimming (`XTRIM`, `MINID` on append) removes the oldest entries only, so while the
+/// stream still holds an entry at or before `last`, nothing after it was removed; Redis 7's `XTRIM` leaves no
+/// other trace (`max-deleted-entry-id` moves only with `XDEL`). When it holds none, every entry it holds came
+/// after `last`, and they are all there when their number is what was appended since (`entries-added` now
+/// less `count`): a reader whose own entry was trimmed while it was away (older than `cluster.retention`)
+/// loses nothing for that.
+pub(super) fn missed(last: StreamPos, count: Option<u64>, stream: Option<&StreamState>) -> Missed {
     let Some(stream) = stream else {
         // Nothing seen yet, and nothing there: nothing to miss. Otherwise the history is gone.
         return if last == StreamPos::ZERO {
@@ -52,12 +56,22 @@ pub(super) fn missed(last: StreamPos, stream: Option<&StreamState>) -> Missed {
         return Missed::Lost("deleted");
     }
     let appended_since = stream.last_generated > last;
-    let never_trimmed = stream.entries_added == Some(stream.length);
     let holds_ours = stream.first.is_some_and(|first| first <= last);
-    if appended_since && !never_trimmed && !holds_ours {
-        return Missed::Lost("trimmed");
+    if !appended_since || holds_ours {
+        return Missed::Nothing;
     }
-    Missed::Nothing
+    let all_held = match (count, stream.entries_added) {
+        (Some(count), Some(added)) => added.checked_sub(count) == Some(stream.length),
+        // Without the count (a position from a snapshot, Redis before 7): whole only if nothing was ever
+        // removed from the stream.
+        (None, added) => added == Some(stream.length),
+        (Some(_), None) => false,
+    };
+    if all_held {
+        Missed::Nothing
+    } else {
+        Missed::Lost("trimmed")
+    }
 }
 
 /// `XINFO STREAM`, or `None` when the key does not exist; an error when it holds something else.
@@ -133,56 +147,78 @@ mod tests {
     fn nothing_is_missed_while_our_entry_or_an_earlier_one_is_still_held() {
         // Caught up; new entries since; the oldest trimmed but not past us.
         assert_eq!(
-            missed(pos(5), Some(&stream(5, Some(1), 5, 5))),
+            missed(pos(5), None, Some(&stream(5, Some(1), 5, 5))),
             Missed::Nothing
         );
         assert_eq!(
-            missed(pos(5), Some(&stream(9, Some(5), 5, 9))),
+            missed(pos(5), None, Some(&stream(9, Some(5), 5, 9))),
             Missed::Nothing
         );
         assert_eq!(
-            missed(pos(5), Some(&stream(9, Some(3), 7, 9))),
+            missed(pos(5), None, Some(&stream(9, Some(3), 7, 9))),
             Missed::Nothing
         );
         // Started on an empty stream; entries appended since, none ever removed.
         assert_eq!(
-            missed(StreamPos::ZERO, Some(&stream(9, Some(7), 2, 2))),
+            missed(StreamPos::ZERO, None, Some(&stream(9, Some(7), 2, 2))),
             Missed::Nothing
         );
-        assert_eq!(missed(StreamPos::ZERO, None), Missed::Nothing);
+        assert_eq!(missed(StreamPos::ZERO, None, None), Missed::Nothing);
+    }
+
+    #[test]
+    fn a_reader_that_knows_its_count_tells_a_trim_of_its_own_entry_from_a_loss() {
+        // Our entry (the 10th appended) was trimmed as old while we were away; the one appended since is held.
+        assert_eq!(
+            missed(pos(5), Some(10), Some(&stream(9, Some(9), 1, 11))),
+            Missed::Nothing
+        );
+        // Two appended since, one held: the other was trimmed before we read it.
+        assert_eq!(
+            missed(pos(5), Some(10), Some(&stream(9, Some(9), 1, 12))),
+            Missed::Lost("trimmed")
+        );
+        // A count from another stream's life (more than it ever had) cannot vouch for anything.
+        assert_eq!(
+            missed(pos(5), Some(20), Some(&stream(9, Some(9), 1, 11))),
+            Missed::Lost("trimmed")
+        );
     }
 
     #[test]
     fn a_stream_trimmed_past_us_gone_or_gone_backwards_is_lost_history() {
         assert_eq!(
-            missed(pos(5), Some(&stream(9, Some(8), 1, 9))),
+            missed(pos(5), None, Some(&stream(9, Some(8), 1, 9))),
             Missed::Lost("trimmed")
         );
         assert_eq!(
-            missed(pos(5), Some(&stream(9, None, 0, 9))),
+            missed(pos(5), None, Some(&stream(9, None, 0, 9))),
             Missed::Lost("trimmed")
         );
         assert_eq!(
-            missed(StreamPos::ZERO, Some(&stream(9, Some(8), 1, 3))),
+            missed(StreamPos::ZERO, None, Some(&stream(9, Some(8), 1, 3))),
             Missed::Lost("trimmed")
         );
-        assert_eq!(missed(pos(5), None), Missed::Lost("missing"));
+        assert_eq!(missed(pos(5), None, None), Missed::Lost("missing"));
         assert_eq!(
-            missed(pos(5), Some(&stream(3, Some(1), 3, 3))),
+            missed(pos(5), None, Some(&stream(3, Some(1), 3, 3))),
             Missed::Lost("backwards")
         );
         let deleted = StreamState {
             max_deleted: Some(pos(7)),
             ..stream(9, Some(1), 8, 9)
         };
-        assert_eq!(missed(pos(5), Some(&deleted)), Missed::Lost("deleted"));
+        assert_eq!(
+            missed(pos(5), None, Some(&deleted)),
+            Missed::Lost("deleted")
+        );
         // Without entries-added (before Redis 7), a stream that no longer holds our entry is distrusted.
         let old_redis = StreamState {
             entries_added: None,
             ..stream(9, Some(7), 2, 0)
         };
         assert_eq!(
-            missed(StreamPos::ZERO, Some(&old_redis)),
+            missed(StreamPos::ZERO, None, Some(&old_redis)),
             Missed::Lost("trimmed")
         );
     }

@@ -51,6 +51,8 @@ struct Reader {
     shared: Arc<Shared>,
     /// The id of the last entry dealt with; `None` until the first session finds the stream's end.
     last: Option<StreamPos>,
+    /// How many entries the stream had had appended up to `last`, when known (see [`missed`]).
+    count: Option<u64>,
     /// The epoch seen by the last session.
     epoch: Option<String>,
     /// Connected and caught up: freshness uncapped.
@@ -70,6 +72,7 @@ pub(super) fn start(
         epoch_key: format!("{}:epoch", config.stream),
         shared,
         last: None,
+        count: None,
         epoch: None,
         attached: true,
     };
@@ -150,10 +153,11 @@ impl Reader {
         if self.last.is_some_and(|last| last <= from) {
             return;
         }
-        match missed(from, stream) {
+        match missed(from, None, stream) {
             Missed::Nothing => {
                 tracing::info!(from = %from, "cluster: replaying the invalidations since the snapshot");
                 self.moved_to(from);
+                self.count = None;
             }
             Missed::Lost(reason) => self.resync(reason),
         }
@@ -190,16 +194,17 @@ impl Reader {
     /// dropping everything) the stream's end; the stream's end too on the first connection.
     fn find_position(&mut self, stream: Option<&StreamState>) {
         let end = stream.map_or(StreamPos::ZERO, |s| s.last_generated);
+        // At the end, the count is what the stream has had appended (none, when there is no stream).
+        let end_count = stream.map_or(Some(0), |s| s.entries_added);
         match self.last {
-            None => self.moved_to(end),
-            Some(last) => match missed(last, stream) {
-                Missed::Nothing => {}
-                Missed::Lost(reason) => {
-                    self.resync(reason);
-                    self.moved_to(end);
-                }
+            None => (),
+            Some(last) => match missed(last, self.count, stream) {
+                Missed::Nothing => return,
+                Missed::Lost(reason) => self.resync(reason),
             },
         }
+        self.moved_to(end);
+        self.count = end_count;
     }
 
     /// One `XREAD` from the last id, blocking for up to [`BLOCK`] when `block`; applies what it brought
@@ -231,6 +236,7 @@ impl Reader {
             let pos = entry.id.parse::<StreamPos>().map_err(ReadError::Stream)?;
             self.deliver(&entry.map, pos);
             self.moved_to(pos);
+            self.count = self.count.map(|count| count + 1);
         }
         Ok(count)
     }

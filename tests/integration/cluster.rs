@@ -251,6 +251,51 @@ async fn a_stream_trimmed_past_a_reader_while_it_is_away_drops_its_whole_cache()
 }
 
 #[tokio::test]
+async fn a_reader_whose_own_entry_aged_out_while_it_was_away_loses_nothing_and_drops_nothing() {
+    let redis = TestRedis::start().await;
+    let a = Node::join(&redis.default_url(), "a", cloudreve().await).await;
+    let b = Node::join(&redis.url(), "b", cloudreve().await).await;
+    admin_post(&a, "/purge/avatar/img9nobody").await;
+    b.until_metric(APPLIED, &[], |n| n == 1.0).await;
+    cached(&b, ALICE).await;
+    cached(&b, BOB).await;
+
+    redis.shut_out().await;
+    b.until_connected(false).await;
+    admin_post(&a, "/purge/avatar/img1alice").await;
+    a.until_metric(PUBLISHED, &[], |n| n == 2.0).await;
+    // What `MINID ~` does to entries older than cluster.retention: B's own position goes, A's new one stays.
+    let newest = stream_ids(&redis).await.pop().unwrap();
+    redis.cmd(&["XTRIM", STREAM, "MINID", &newest]).await;
+    assert_eq!(stream_ids(&redis).await, [newest]);
+
+    redis.let_in().await;
+    b.until_connected(true).await;
+    assert_eq!(
+        b.metric(RESYNCS, &[]).await,
+        0.0,
+        "nothing after B's entry was lost"
+    );
+    assert_eq!(b.metric(APPLIED, &[]).await, 2.0);
+    assert_eq!(get(&b.proxy.url(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(get(&b.proxy.url(BOB)).await.x_cache(), "HIT");
+}
+
+/// The ids of the stream's entries, oldest first.
+async fn stream_ids(redis: &TestRedis) -> Vec<String> {
+    let Value::Array(entries) = redis.cmd(&["XRANGE", STREAM, "-", "+"]).await else {
+        panic!("XRANGE answers an array");
+    };
+    entries
+        .iter()
+        .map(|entry| match entry {
+            Value::Array(parts) => ::redis::from_redis_value_ref(&parts[0]).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
 async fn with_redis_down_an_instance_serves_within_the_cap_then_revalidates_and_resyncs_when_back()
 {
     let mut redis = TestRedis::start().await;
@@ -361,16 +406,7 @@ async fn a_reader_resumes_after_the_id_it_is_given_and_reports_where_it_is() {
         admin_post(&a, purge).await;
     }
     a.until_metric(PUBLISHED, &[], |n| n == 2.0).await;
-    let Value::Array(entries) = redis.cmd(&["XRANGE", STREAM, "-", "+"]).await else {
-        panic!("XRANGE answers an array");
-    };
-    let ids: Vec<String> = entries
-        .iter()
-        .map(|entry| match entry {
-            Value::Array(parts) => ::redis::from_redis_value_ref(&parts[0]).unwrap(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids = stream_ids(&redis).await;
     assert_eq!(ids.len(), 2);
     // As a snapshot's stream id would be passed back: the second event is replayed, the first is not.
     let b = Node::start(&redis.url(), "b", cloudreve().await, Some(&ids[0])).await;
