@@ -94,36 +94,49 @@ pub fn json(out: &mut Vec<u8>, fields: &Fields<'_>) {
     out.extend_from_slice(b",\"target\":\"access\"}\n");
 }
 
-/// `a.b.c.d:port`, or `[v6]:port`, as `Display` writes them; an IPv4 address without the formatting
-/// machinery, which cost more than the rest of the line.
+/// `a.b.c.d:port`, or `[v6]:port`, as `Display` writes them; an IPv4 address assembled in place and
+/// copied once (the formatting machinery, or a copy per part, cost more than the rest of the line).
 fn address(out: &mut Vec<u8>, address: SocketAddr) {
     let SocketAddr::V4(v4) = address else {
         let _ = write!(out, "{address}");
         return;
     };
-    let [a, b, c, d] = v4.ip().octets();
-    octet(out, a);
-    for byte in [b, c, d] {
-        out.push(b'.');
-        octet(out, byte);
+    // "255.255.255.255:65535" at most.
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    for (i, byte) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if byte >= 100 {
+            text[len] = b'0' + byte / 100;
+            len += 1;
+        }
+        if byte >= 10 {
+            text[len] = b'0' + byte / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + byte % 10;
+        len += 1;
     }
-    out.push(b':');
-    integer(out, u64::from(v4.port()));
-}
-
-/// A byte in decimal, without leading zeros.
-fn octet(out: &mut Vec<u8>, value: u8) {
-    let digits = [
-        b'0' + value / 100,
-        b'0' + value / 10 % 10,
-        b'0' + value % 10,
-    ];
-    let skip = match value {
-        100.. => 0,
-        10.. => 1,
-        _ => 2,
+    text[len] = b':';
+    len += 1;
+    let port = v4.port();
+    let digits = match port {
+        10_000.. => 5,
+        1_000.. => 4,
+        100.. => 3,
+        10.. => 2,
+        _ => 1,
     };
-    out.extend_from_slice(&digits[skip..]);
+    let mut rest = port;
+    for slot in text[len..len + digits].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    len += digits;
+    out.extend_from_slice(&text[..len]);
 }
 
 fn version(version: Version) -> &'static str {
@@ -144,8 +157,20 @@ fn integer(out: &mut Vec<u8>, value: u64) {
 fn millis(out: &mut Vec<u8>, duration: Duration) {
     let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
     integer(out, micros / 1000);
-    out.push(b'.');
-    padded(out, micros % 1000, 3);
+    let mut fraction = [b'.'; 4];
+    fraction[1..].copy_from_slice(&padded_digits::<3>(micros % 1000));
+    out.extend_from_slice(&fraction);
+}
+
+/// The last `WIDTH` decimal digits of `value`, zero-padded.
+fn padded_digits<const WIDTH: usize>(value: u64) -> [u8; WIDTH] {
+    let mut digits = [b'0'; WIDTH];
+    let mut rest = value;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    digits
 }
 
 /// `value` in decimal, zero-padded to `width` digits.
@@ -223,10 +248,13 @@ fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
         text = second(seconds);
         LAST_SECOND.set((seconds, text));
     }
-    out.extend_from_slice(&text);
-    out.push(b'.');
-    padded(out, u64::from(since.subsec_micros()), 6);
-    out.push(b'Z');
+    // "YYYY-MM-DDTHH:MM:SS.ffffffZ", copied once.
+    let mut whole = [0u8; 27];
+    whole[..19].copy_from_slice(&text);
+    whole[19] = b'.';
+    whole[20..26].copy_from_slice(&padded_digits::<6>(u64::from(since.subsec_micros())));
+    whole[26] = b'Z';
+    out.extend_from_slice(&whole);
 }
 
 /// The date and time of day of a second since the epoch, as [`Second`].
@@ -373,6 +401,21 @@ mod tests {
         ] {
             let mut out = Vec::new();
             timestamp(&mut out, at);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn milliseconds_have_three_decimals() {
+        for (micros, text) in [
+            (0, "0.000"),
+            (5, "0.005"),
+            (999, "0.999"),
+            (1_000, "1.000"),
+            (12_345_678, "12345.678"),
+        ] {
+            let mut out = Vec::new();
+            millis(&mut out, Duration::from_micros(micros));
             assert_eq!(String::from_utf8(out).unwrap(), text);
         }
     }
