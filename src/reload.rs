@@ -257,9 +257,15 @@ fn cluster_on_or_off(new: &mut Config, running: &Config) -> bool {
     }
 }
 
+/// The integration tests' reader of `proxy.toml`, shared so both read its commented sections alike.
+#[cfg(test)]
+#[path = "../tests/integration/support/proxy_toml.rs"]
+mod proxy_toml;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proxy_toml::uncommented;
 
     /// The keys of the checked-in `proxy.toml` (`section.key`), each with whether its line is marked
     /// `# (restart)`.
@@ -288,40 +294,6 @@ mod tests {
             }
         }
         keys
-    }
-
-    /// `proxy.toml` with its commented-out sections (`# [cluster]` and the `# key = value` lines after it)
-    /// written in: their keys need rows too.
-    fn uncommented(text: &str) -> String {
-        let section_header = |line: &str| {
-            line.strip_prefix('[')
-                .and_then(|rest| rest.strip_suffix(']'))
-                .is_some_and(|name| {
-                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase())
-                })
-        };
-        let key_line = |line: &str| {
-            line.split_once(" = ")
-                .is_some_and(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        };
-        let mut in_section = false;
-        let lines: Vec<&str> = text
-            .lines()
-            .map(|line| {
-                if line.starts_with('[') {
-                    in_section = false;
-                }
-                match line.strip_prefix("# ") {
-                    Some(header) if section_header(header) => {
-                        in_section = true;
-                        header
-                    }
-                    Some(key) if in_section && key_line(key) => key,
-                    _ => line,
-                }
-            })
-            .collect();
-        lines.join("\n")
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The checked-in `proxy.toml` is valid and shows exactly the built-in defaults, and README.md's configuration
 //! reference lists exactly its keys.
 
+use crate::support::proxy_toml::uncommented;
 use cloudreve_edge::Config;
 
 #[test]
@@ -55,38 +56,6 @@ fn readme_reference_lists_exactly_the_keys_of_proxy_toml() {
     in_file.sort();
     in_readme.sort();
     assert_eq!(in_readme, in_file);
-}
-
-/// `proxy.toml` with its commented-out sections (`# [cluster]` and the `# key = value` lines after it)
-/// written in: they are documented like the others.
-fn uncommented(text: &str) -> String {
-    let section_header = |line: &str| {
-        line.strip_prefix('[')
-            .and_then(|rest| rest.strip_suffix(']'))
-            .is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase()))
-    };
-    let key_line = |line: &str| {
-        line.split_once(" = ")
-            .is_some_and(|(key, _)| key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-    };
-    let mut in_section = false;
-    let lines: Vec<&str> = text
-        .lines()
-        .map(|line| {
-            if line.starts_with('[') {
-                in_section = false;
-            }
-            match line.strip_prefix("# ") {
-                Some(header) if section_header(header) => {
-                    in_section = true;
-                    header
-                }
-                Some(key) if in_section && key_line(key) => key,
-                _ => line,
-            }
-        })
-        .collect();
-    lines.join("\n")
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod binary;
 pub mod ops;
+pub mod proxy_toml;
 pub mod raw;
 pub mod raw_h2;
 pub mod redis;
