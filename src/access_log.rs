@@ -96,9 +96,13 @@ pub struct AccessRecord {
 impl AccessRecord {
     /// Starts a record for a request head.
     pub fn start(method: &Method, uri: &Uri, version: Version, client: SocketAddr) -> Self {
+        Self::begin(method.clone(), Target::Uri(uri.clone()), version, client)
+    }
+
+    fn begin(method: Method, target: Target, version: Version, client: SocketAddr) -> Self {
         Self {
-            method: method.clone(),
-            target: Target::Uri(uri.clone()),
+            method,
+            target,
             version,
             client,
             started: Instant::now(),
@@ -117,17 +121,12 @@ impl AccessRecord {
     /// A record for a `GET` the express lane answers: `path` is its whole target (the lane takes none with a
     /// query), copied as it is rather than parsed again into a `Uri`.
     pub fn express(path: &str, client: SocketAddr) -> Self {
-        Self {
-            method: Method::GET,
-            target: Target::Path(path.into()),
-            version: Version::HTTP_11,
+        Self::begin(
+            Method::GET,
+            Target::Path(path.into()),
+            Version::HTTP_11,
             client,
-            started: Instant::now(),
-            upstream_time: None,
-            cache: None,
-            labelled: false,
-            rule: None,
-        }
+        )
     }
 
     /// The request path, without the query.

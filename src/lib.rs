@@ -45,7 +45,10 @@
 //!   unsafe method invalidates; the response directives it reads are `Cache-Control`, or a valid
 //!   `CDN-Cache-Control` parsed as an RFC 8941 Dictionary with `sfv`), [`cache::vary`] (variants), [`cache::request`] (every request the cache
 //!   sends upstream, built from what the key covers),
-//!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate),
+//!   [`cache::store`] (moka: bytes-bounded entries, per-entry expiry, coalesced fills, purge by predicate; a
+//!   purge detaches the fills in flight for what it drops, so they store nothing),
+//!   [`cache::invalidation`] (what a purge drops, as a value: applied through `Cache::invalidate`, the one
+//!   place a cluster shares it from, or `Cache::apply` for another instance's),
 //!   [`cache::serve`] (a stored response for one client: `Age`, preconditions, ranges),
 //!   [`cache::snapshot`] (the warm-restart file: written on drain, read back all or nothing, entries aged by
 //!   the time down),
@@ -60,7 +63,9 @@
 //! - [`body`]: the one body type, streamed or in memory; beside it the keeper (`body/keeper.rs`), the
 //!   thread that copies the bodies the cache stores (re-exported as [`cache::Keeper`]).
 //! - [`error`]: the one error enum and its mapping to HTTP.
-//! - [`access_log`]: one access event per request, when its body ends.
+//! - [`access_log`]: one access event per request, when its body ends, formatted without allocation into a
+//!   bounded buffer that a thread of its own writes in batches (stderr or `log.access_log_path`, SIGUSR1
+//!   reopens); a full buffer drops lines, counted, and never makes a request wait.
 //! - [`demo`]: a Cloudreve look-alike for `--demo`.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` and the purge API's routes.
 //! - [`metrics`]: the Prometheus registry (`prometheus-client`), one per [`Proxy`].
