@@ -642,21 +642,7 @@ async fn an_avatar_purged_elsewhere_while_an_instance_was_down_is_not_served_fro
         redis.url()
     ));
     let start = || async {
-        let mut edge = Edge::spawn(
-            &[
-                "--config",
-                &config,
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &upstream.url(),
-            ],
-            &[],
-            Some(scratch.path()),
-        );
-        let (addr, _) = edge.listening().await;
+        let (mut edge, addr, _) = Edge::serve(&config, &upstream.url(), scratch.path()).await;
         edge.logged("reading the stream", |l| {
             l.contains("cluster: reading the invalidation stream")
         })

@@ -73,21 +73,8 @@ impl Setup {
     /// The binary on this setup's file, on `127.0.0.1:0`, in front of `upstream`: it, its base URL and its
     /// admin listener's.
     async fn start_with_admin(&self, upstream: &FakeCloudreve) -> (Edge, String, String) {
-        let mut edge = Edge::spawn(
-            &[
-                "--config",
-                &self.config,
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &upstream.url(),
-            ],
-            &[],
-            Some(self.scratch.path()),
-        );
-        let (addr, line) = edge.listening().await;
+        let (edge, addr, line) =
+            Edge::serve(&self.config, &upstream.url(), self.scratch.path()).await;
         let admin = format!("http://{}", field(&line, "admin"));
         (edge, format!("http://{addr}"), admin)
     }

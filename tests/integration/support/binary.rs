@@ -175,6 +175,24 @@ impl Edge {
         .unwrap_or_else(|_| panic!("timed out waiting for {what} on stdout"))
     }
 
+    /// The binary on the file `config`, in front of `upstream`, both listeners on loopback ports it picks,
+    /// started in `dir`: it, once listening, and the `listening` line (which names both addresses).
+    pub async fn serve(config: &str, upstream: &str, dir: &Path) -> (Self, SocketAddr, String) {
+        let args = [
+            "--config",
+            config,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+        ];
+        let mut edge = Self::spawn(&args, &[], Some(dir));
+        let (addr, line) = edge.listening().await;
+        (edge, addr, line)
+    }
+
     /// The `listening` line's `addr=`.
     pub async fn listening(&mut self) -> (SocketAddr, String) {
         let line = self
