@@ -219,22 +219,27 @@ impl Drop for LoggedBody {
 }
 
 impl AccessRecord {
+    /// The line's fields for the event, now.
+    fn fields(&self, status: StatusCode, bytes: u64, complete: bool) -> line::Fields<'_> {
+        line::Fields {
+            at: SystemTime::now(),
+            client: self.client,
+            method: self.method.as_str(),
+            path: self.path(),
+            version: self.version,
+            status: status.as_u16(),
+            cache: self.cache.map_or("-", |c| c.outcome.as_str()),
+            upstream: self.upstream_time,
+            bytes,
+            complete,
+            duration: self.started.elapsed(),
+        }
+    }
+
     /// Writes the event: the response had `status`, and `bytes` of its body were sent, all of it or not.
     pub fn log(self, status: StatusCode, bytes: u64, complete: bool) {
         if let Some((sink, format)) = INSTALLED.get() {
-            let fields = line::Fields {
-                at: SystemTime::now(),
-                client: self.client,
-                method: self.method.as_str(),
-                path: self.path(),
-                version: self.version,
-                status: status.as_u16(),
-                cache: self.cache.map_or("-", |c| c.outcome.as_str()),
-                upstream: self.upstream_time,
-                bytes,
-                complete,
-                duration: self.started.elapsed(),
-            };
+            let fields = self.fields(status, bytes, complete);
             LINE.with_borrow_mut(|buffer| {
                 buffer.clear();
                 match format {
@@ -258,5 +263,78 @@ impl AccessRecord {
             complete,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::cache::status::Outcome;
+
+    /// A `MakeWriter` collecting what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The two writers of a JSON access line, the buffered one (`line::json`, when the binary installed a
+    /// sink) and `tracing`'s JSON format (without one), give the same object: the same keys, the same values
+    /// but for the clock readings (the timestamp, and milliseconds rounded to the microsecond here).
+    #[test]
+    fn the_buffered_json_line_matches_tracings_json_event() {
+        let uri = Uri::from_static("/api/v4/user/avatar/lpua?x=1");
+        let client: SocketAddr = "10.0.0.7:51234".parse().unwrap();
+        let record = || {
+            let mut record = AccessRecord::start(&Method::GET, &uri, Version::HTTP_2, client);
+            record.cache = Some(CacheStatus::new(Outcome::Hit));
+            record.upstream_time = Some(Duration::from_micros(1_500));
+            record
+        };
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || record().log(StatusCode::OK, 91, true));
+        let traced: serde_json::Value =
+            serde_json::from_slice(&captured.0.lock().unwrap()).unwrap();
+
+        let mut buffered = Vec::new();
+        line::json(&mut buffered, &record().fields(StatusCode::OK, 91, true));
+        let buffered: serde_json::Value = serde_json::from_slice(&buffered).unwrap();
+
+        let (traced, buffered) = (traced.as_object().unwrap(), buffered.as_object().unwrap());
+        let keys = |object: &serde_json::Map<String, serde_json::Value>| {
+            let mut keys: Vec<_> = object.keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(traced), keys(buffered));
+        for (key, value) in traced {
+            match key.as_str() {
+                "timestamp" => assert!(buffered[key].as_str().unwrap().ends_with('Z')),
+                "duration_ms" | "upstream_ms" => {
+                    let (a, b) = (value.as_f64().unwrap(), buffered[key].as_f64().unwrap());
+                    assert!(
+                        key == "duration_ms" || (a - b).abs() < 0.001,
+                        "{key}: {a} {b}"
+                    );
+                }
+                _ => assert_eq!(value, &buffered[key], "{key}"),
+            }
+        }
     }
 }
